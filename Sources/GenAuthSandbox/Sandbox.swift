@@ -1,0 +1,280 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Synchronization
+
+/// Switches for latency and faults; settable by flag at start and by `POST /__sandbox/faults` later.
+public struct SandboxFaults: Sendable, Codable, Equatable {
+    /// Added to every send-sms answer.
+    public var latencyMs: Int = 0
+    /// Share of send-sms calls answered HTTP 503 with no GenAuth body.
+    public var rate503: Double = 0
+    /// Share answered real HTTP 429 with `Retry-After`.
+    public var rate429: Double = 0
+    /// Share that hang for `hangSeconds` (longer than a client's timeout).
+    public var rateTimeout: Double = 0
+    public var hangSeconds: Double = 30
+    /// Seconds in `Retry-After` on 429 answers.
+    public var retryAfterSeconds: Int = 1
+
+    public init() {}
+}
+
+public struct SandboxOptions: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 0
+    /// One SMS per phone per channel per this many seconds (GenAuth: a minute).
+    public var windowSeconds: Double = 60
+    /// Requests per second before real HTTP 429 (GenAuth's free tier: 300); 0 means no limit.
+    public var qps = 0
+    /// When set, the app id header must carry exactly this.
+    public var appID: String? = nil
+    /// Whether international numbers (country code other than +86) are accepted.
+    public var international = false
+    public var faults = SandboxFaults()
+
+    public init() {}
+}
+
+/// One accepted SMS, as the sandbox recorded it.
+public struct SandboxSend: Sendable, Codable, Equatable {
+    public let requestId: String
+    public let channel: String
+    public let phoneNumber: String
+    public let phoneCountryCode: String?
+    public let at: Double
+}
+
+public struct SandboxReport: Sendable, Codable {
+    public let requests: Int
+    public let accepted: [SandboxSend]
+    /// Answers by outcome, e.g. "200", "body-400", "http-503".
+    public let answers: [String: Int]
+}
+
+/// A faithful fake of GenAuth's send-SMS API (and the management-token call), for tests, the demo
+/// and benchmarks. Same shapes and rules as GenAuth: HTTP 200 with a `statusCode` body for most
+/// errors, channel validation, one SMS per phone per channel per window, a `requestId` on every
+/// answer, real HTTP 429 past the QPS limit. Magic phone numbers (see the README) give fixed faults.
+public final class GenAuthSandbox: Sendable {
+    public static let channels: Set<String> = [
+        "CHANNEL_LOGIN", "CHANNEL_REGISTER", "CHANNEL_RESET_PASSWORD", "CHANNEL_BIND_PHONE",
+        "CHANNEL_UNBIND_PHONE", "CHANNEL_BIND_MFA", "CHANNEL_VERIFY_MFA", "CHANNEL_UNBIND_MFA",
+        "CHANNEL_COMPLETE_PHONE", "CHANNEL_IDENTITY_VERIFICATION", "CHANNEL_DELETE_ACCOUNT",
+    ]
+
+    private struct State {
+        var faults: SandboxFaults
+        var lastSent: [String: Double] = [:]
+        var callsPerPhone: [String: Int] = [:]
+        var accepted: [SandboxSend] = []
+        var requests = 0
+        var answers: [String: Int] = [:]
+        var qpsSecond: Int = 0
+        var qpsCount = 0
+        var tokens: [String: Double] = [:]
+    }
+
+    private let options: SandboxOptions
+    private let state: Mutex<State>
+    private let logger: Logger
+
+    public init(options: SandboxOptions, logger: Logger) {
+        self.options = options
+        self.state = Mutex(State(faults: options.faults))
+        self.logger = logger
+    }
+
+    /// Serves until cancelled or a graceful shutdown; `onListening` gets the bound port.
+    public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
+        let router = Router()
+        router.post("/api/v3/send-sms") { request, _ in try await self.sendSMS(request) }
+        router.post("/api/v3/get-management-token") { request, _ in try await self.managementToken(request) }
+        router.get("/__sandbox/sends") { _, _ in try self.json(self.report()) }
+        router.post("/__sandbox/reset") { _, _ in
+            self.state.withLock { $0 = State(faults: self.options.faults) }
+            return Response(status: .noContent)
+        }
+        router.post("/__sandbox/faults") { request, _ in
+            let body = try await request.body.collect(upTo: 64 * 1024)
+            let faults = try JSONDecoder().decode(SandboxFaults.self, from: Data(body.readableBytesView))
+            self.state.withLock { $0.faults = faults }
+            return try self.json(faults)
+        }
+        router.get("/") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "genauth-sandbox\n"))) }
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(options.host, port: options.port), serverName: "genauth-sandbox"),
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        try await app.runService()
+    }
+
+    public func report() -> SandboxReport {
+        state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers) }
+    }
+
+    // MARK: - send-sms
+
+    private struct SendBody: Decodable {
+        var channel: String?
+        var phoneNumber: String?
+        var phoneCountryCode: String?
+    }
+
+    private func sendSMS(_ request: Request) async throws -> Response {
+        let requestId = UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let now = Date().timeIntervalSince1970
+        let faults = state.withLock { state -> SandboxFaults in
+            state.requests += 1
+            return state.faults
+        }
+        // The QPS limit is checked before anything else, as a gateway would.
+        if options.qps > 0 {
+            let second = Int(now)
+            let over = state.withLock { state -> Bool in
+                if state.qpsSecond != second { state.qpsSecond = second; state.qpsCount = 0 }
+                state.qpsCount += 1
+                return state.qpsCount > options.qps
+            }
+            if over { return httpError(429, "Too Many Requests: QPS limit \(options.qps)", retryAfter: 1, requestId: requestId) }
+        }
+        if faults.latencyMs > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMs)) }
+        let roll = Double.random(in: 0..<1)
+        if roll < faults.rate503 { return httpError(503, "Service Unavailable", retryAfter: nil, requestId: requestId) }
+        if roll < faults.rate503 + faults.rate429 {
+            return httpError(429, "Too Many Requests", retryAfter: faults.retryAfterSeconds, requestId: requestId)
+        }
+        if roll < faults.rate503 + faults.rate429 + faults.rateTimeout {
+            try await Task.sleep(for: .milliseconds(Int64(faults.hangSeconds * 1000)))
+            return httpError(504, "Gateway Timeout", retryAfter: nil, requestId: requestId)
+        }
+
+        let appID = request.headers[HTTPField.Name("x-genauth-app-id")!] ?? request.headers[HTTPField.Name("x-authing-app-id")!]
+        guard let appID, !appID.isEmpty else {
+            return body(401, apiCode: 1401, "appId is missing: send the x-genauth-app-id header", requestId)
+        }
+        if let required = options.appID, required != appID {
+            return body(400, apiCode: 1404, "app not found: \(appID)", requestId)
+        }
+        let raw = try await request.body.collect(upTo: 64 * 1024)
+        guard let sent = try? JSONDecoder().decode(SendBody.self, from: Data(raw.readableBytesView)) else {
+            return body(400, apiCode: 1400, "request body must be JSON", requestId)
+        }
+        guard let channel = sent.channel, Self.channels.contains(channel) else {
+            return body(400, apiCode: 1400, "channel must be one of \(Self.channels.sorted().joined(separator: ", "))", requestId)
+        }
+        guard let phone = sent.phoneNumber, !phone.isEmpty, phone.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            return body(400, apiCode: 1400, "phoneNumber must be digits without country code", requestId)
+        }
+        let countryCode = sent.phoneCountryCode ?? "+86"
+        if countryCode != "+86" {
+            guard options.international else {
+                return body(400, apiCode: 2006, "international SMS is not configured for this tenant", requestId)
+            }
+        } else if phone.count != 11 || !phone.hasPrefix("1") {
+            return body(400, apiCode: 1400, "phoneNumber is not a valid mainland China mobile number", requestId)
+        }
+
+        let key = "\(countryCode)|\(phone)|\(channel)"
+        let callNumber = state.withLock { state -> Int in
+            state.callsPerPhone[key, default: 0] += 1
+            return state.callsPerPhone[key]!
+        }
+        if let scripted = try await scriptedFault(phone: phone, countryCode: countryCode, call: callNumber,
+                                                  requestId: requestId, faults: faults) {
+            return scripted
+        }
+
+        let verdict = state.withLock { state -> Double? in
+            if let last = state.lastSent[key], now - last < options.windowSeconds {
+                return options.windowSeconds - (now - last)
+            }
+            state.lastSent[key] = now
+            state.accepted.append(SandboxSend(requestId: requestId, channel: channel, phoneNumber: phone,
+                                              phoneCountryCode: sent.phoneCountryCode, at: now))
+            return nil
+        }
+        if let wait = verdict {
+            return body(429, apiCode: 2021, "SMS sent too frequently: one per phone per channel per \(Int(options.windowSeconds)) s; retry in \(Int(wait.rounded(.up))) s", requestId)
+        }
+        return body(200, apiCode: nil, "", requestId)
+    }
+
+    /// Numbers 17K000N…: kind K fails the first N calls (N = 0: every call). K: 0 permanent body 400,
+    /// 1 body 500, 2 HTTP 503, 3 HTTP 429 with Retry-After, 4 hang past the client's timeout, 5 body 601.
+    private func scriptedFault(phone: String, countryCode: String, call: Int, requestId: String,
+                               faults: SandboxFaults) async throws -> Response? {
+        let digits = Array(phone)
+        guard countryCode == "+86", digits.count == 11, digits[0] == "1", digits[1] == "7",
+              String(digits[3...5]) == "000", let kind = digits[2].wholeNumberValue,
+              let failures = digits[6].wholeNumberValue
+        else { return nil }
+        if kind != 0 && failures > 0 && call > failures { return nil }
+        switch kind {
+        case 0: return body(400, apiCode: 2010, "phone number is on the SMS blocklist", requestId)
+        case 1: return body(500, apiCode: 5000, "internal server error", requestId)
+        case 2: return httpError(503, "Service Unavailable", retryAfter: nil, requestId: requestId)
+        case 3: return httpError(429, "Too Many Requests", retryAfter: faults.retryAfterSeconds, requestId: requestId)
+        case 4:
+            try await Task.sleep(for: .milliseconds(Int64(faults.hangSeconds * 1000)))
+            return httpError(504, "Gateway Timeout", retryAfter: nil, requestId: requestId)
+        case 5: return body(601, apiCode: 6001, "SMS provider error: upstream gateway refused", requestId)
+        default: return nil
+        }
+    }
+
+    // MARK: - management token
+
+    private struct TokenBody: Decodable {
+        var accessKeyId: String?
+        var accessKeySecret: String?
+    }
+
+    private func managementToken(_ request: Request) async throws -> Response {
+        let requestId = UUID().uuidString.lowercased()
+        let raw = try await request.body.collect(upTo: 64 * 1024)
+        guard let body = try? JSONDecoder().decode(TokenBody.self, from: Data(raw.readableBytesView)),
+              let id = body.accessKeyId, !id.isEmpty, let secret = body.accessKeySecret, !secret.isEmpty
+        else {
+            return self.body(400, apiCode: 1400, "accessKeyId and accessKeySecret are required", requestId)
+        }
+        let token = "sandbox-" + UUID().uuidString.lowercased()
+        state.withLock { $0.tokens[token] = Date().timeIntervalSince1970 + 7200 }
+        let object: [String: Any] = [
+            "statusCode": 200, "message": "", "requestId": requestId,
+            "data": ["access_token": token, "expires_in": 7200],
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return Response(status: .ok, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    // MARK: - Answers
+
+    private func body(_ statusCode: Int, apiCode: Int?, _ message: String, _ requestId: String) -> Response {
+        state.withLock { $0.answers[statusCode == 200 ? "200" : "body-\(statusCode)", default: 0] += 1 }
+        var object: [String: Any] = ["statusCode": statusCode, "message": message, "requestId": requestId]
+        if let apiCode { object["apiCode"] = apiCode }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return Response(status: .ok, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    private func httpError(_ status: Int, _ text: String, retryAfter: Int?, requestId: String) -> Response {
+        state.withLock { $0.answers["http-\(status)", default: 0] += 1 }
+        var headers: HTTPFields = [.contentType: "text/plain"]
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        headers[HTTPField.Name("x-request-id")!] = requestId
+        return Response(status: .init(code: status, reasonPhrase: text), headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
+    }
+
+    private func json<T: Encodable>(_ value: T) throws -> Response {
+        let data = try JSONEncoder().encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,43 @@
+/// Encodes Swift values as PostgreSQL array literals (`{1,2,NULL}`), so a whole batch travels as one text
+/// parameter and the server expands it with `unnest`: one round trip per batch, not per job.
+public enum PostgresArray {
+    public static func literal(_ values: [Int?]) -> String {
+        var out = "{"
+        for (index, value) in values.enumerated() {
+            if index > 0 { out += "," }
+            if let value { out += String(value) } else { out += "NULL" }
+        }
+        return out + "}"
+    }
+
+    public static func literal(_ values: [Int]) -> String {
+        "{" + values.map(String.init).joined(separator: ",") + "}"
+    }
+
+    public static func literal(_ values: [Double?]) -> String {
+        var out = "{"
+        for (index, value) in values.enumerated() {
+            if index > 0 { out += "," }
+            if let value { out += String(value) } else { out += "NULL" }
+        }
+        return out + "}"
+    }
+
+    /// Every element is double-quoted with `"` and `\` escaped, so commas, braces, quotes, spaces and
+    /// the word NULL inside a message survive; a nil element is the bare NULL.
+    public static func literal(_ values: [String?]) -> String {
+        var out = "{"
+        for (index, value) in values.enumerated() {
+            if index > 0 { out += "," }
+            guard let value else { out += "NULL"; continue }
+            out += "\""
+            for scalar in value.unicodeScalars {
+                if scalar == "\"" || scalar == "\\" { out += "\\" }
+                if scalar == "\0" { continue }  // PostgreSQL text cannot hold NUL
+                out.unicodeScalars.append(scalar)
+            }
+            out += "\""
+        }
+        return out + "}"
+    }
+}

@@ -1,0 +1,273 @@
+import CLibPQ
+import Foundation
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A notification received on a LISTEN channel.
+public struct PostgresNotification: Sendable, Equatable {
+    public let channel: String
+    public let payload: String
+    public let backendPID: Int32
+}
+
+/// One libpq connection. libpq blocks, so every call on this connection runs on the connection's own
+/// single-threaded `NIOThreadPool`: never on Swift's cooperative pool, and one call at a time (libpq
+/// connections are not safe for concurrent use). `connection` is only ever touched on that thread,
+/// which is what makes the `@unchecked Sendable` sound.
+public final class PostgresConnection: @unchecked Sendable {
+    private let thread: NIOThreadPool
+    private var connection: OpaquePointer?
+    /// SQL text → prepared statement name, for `query(_:_:prepared: true)`. Lives and dies with the
+    /// server session, which is this object's.
+    private var preparedStatements: [String: String] = [:]
+
+    private init(thread: NIOThreadPool, connection: OpaquePointer) {
+        self.thread = thread
+        self.connection = connection
+    }
+
+    /// Opens a connection from a libpq conninfo string or URI. `applicationName` shows in
+    /// `pg_stat_activity`; a `connect_timeout` of 10 s applies unless the conninfo sets one.
+    public static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher") async throws
+        -> PostgresConnection
+    {
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        do {
+            let connection = try await thread.runIfActive { () throws -> UnsafeSendable<OpaquePointer> in
+                try UnsafeSendable(Self.open(conninfo, applicationName: applicationName))
+            }
+            return PostgresConnection(thread: thread, connection: connection.value)
+        } catch {
+            try? await thread.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private static func open(_ conninfo: String, applicationName: String) throws -> OpaquePointer {
+        // Later keywords override earlier ones, and `dbname` is expanded as a full conninfo/URI
+        // (expand_dbname = 1), so the caller's string wins over these defaults.
+        let keywords = ["connect_timeout", "fallback_application_name", "dbname"]
+        let values = ["10", applicationName, conninfo]
+        let conn: OpaquePointer? = withCStrings(keywords) { keywordPointers in
+            withCStrings(values) { valuePointers in
+                PQconnectdbParams(keywordPointers, valuePointers, 1)
+            }
+        }
+        guard let conn else {
+            throw PostgresError(code: .connectionFailed, message: "libpq could not allocate a connection")
+        }
+        guard PQstatus(conn) == CONNECTION_OK else {
+            let message = Self.errorMessage(conn)
+            PQfinish(conn)
+            throw PostgresError(code: .connectionFailed, message: message)
+        }
+        // Notices ("relation already exists, skipping") would go to stderr; they carry nothing we act on.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+        return conn
+    }
+
+    deinit {
+        // Nobody else can hold this object any more, so finishing here, off the thread, is safe.
+        if let connection { PQfinish(connection) }
+        thread.shutdownGracefully { _ in }
+    }
+
+    /// Closes the connection. Later calls throw `.closed`.
+    public func close() async {
+        _ = try? await thread.runIfActive { [self] in
+            if let connection {
+                PQfinish(connection)
+                self.connection = nil
+            }
+        }
+        try? await thread.shutdownGracefully()
+    }
+
+    /// Runs one parameterised statement (`$1`, `$2`, … in text format; nil is NULL) and returns its rows.
+    /// With `prepared: true` the statement is prepared once per connection and executed by name after.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) async throws
+        -> PostgresRows
+    {
+        try await run { [self] conn in
+            try withOptionalCStrings(parameters) { parameterPointers -> PostgresRows in
+                let count = Int32(parameters.count)
+                let result: OpaquePointer?
+                if prepared {
+                    let name = try preparedName(for: sql, parameterCount: count, conn: conn)
+                    result = PQexecPrepared(conn, name, count, parameterPointers, nil, nil, 0)
+                } else {
+                    result = PQexecParams(conn, sql, count, nil, parameterPointers, nil, nil, 0)
+                }
+                return try Self.consume(result, conn: conn)
+            }
+        }
+    }
+
+    /// Runs a script of one or more statements without parameters (the simple query protocol):
+    /// migrations, BEGIN/COMMIT, LISTEN.
+    public func execute(_ sql: String) async throws {
+        try await run { conn in
+            _ = try Self.consume(PQexec(conn, sql), conn: conn)
+        }
+    }
+
+    /// LISTEN on a channel. Notifications are then collected by `waitForNotifications`.
+    public func listen(_ channel: String) async throws {
+        let quoted = "\"" + channel.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        try await execute("LISTEN \(quoted)")
+    }
+
+    /// Waits up to `timeout` for notifications on this connection's LISTEN channels and returns what
+    /// arrived (possibly nothing). Blocks only this connection's thread.
+    public func waitForNotifications(timeout: Duration) async throws -> [PostgresNotification] {
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000
+            + timeout.components.attoseconds / 1_000_000_000_000_000)
+        return try await run { conn in
+            var received = try Self.drainNotifications(conn)
+            if !received.isEmpty { return received }
+            var descriptor = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+            guard descriptor.fd >= 0 else {
+                throw PostgresError(code: .connectionLost, message: "connection has no socket")
+            }
+            let ready = poll(&descriptor, 1, milliseconds)
+            if ready < 0 && errno != EINTR {
+                throw PostgresError(code: .connectionLost, message: "poll failed: errno \(errno)")
+            }
+            received = try Self.drainNotifications(conn)
+            return received
+        }
+    }
+
+    /// Whether libpq still considers the connection usable.
+    public func isHealthy() async -> Bool {
+        (try? await run { conn in PQstatus(conn) == CONNECTION_OK }) ?? false
+    }
+
+    // MARK: - On the connection's thread only
+
+    private func run<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws -> T) async throws -> T {
+        do {
+            return try await thread.runIfActive { [self] in
+                guard let connection else {
+                    throw PostgresError(code: .closed, message: "connection is closed")
+                }
+                return try body(connection)
+            }
+        } catch let error as PostgresError {
+            throw error
+        } catch {
+            // NIOThreadPoolError.ThreadPoolInactive: the connection was closed under us.
+            throw PostgresError(code: .closed, message: "connection is closed (\(error))")
+        }
+    }
+
+    private func preparedName(for sql: String, parameterCount: Int32, conn: OpaquePointer) throws -> String {
+        if let name = preparedStatements[sql] { return name }
+        let name = "smsd_\(preparedStatements.count + 1)"
+        _ = try Self.consume(PQprepare(conn, name, sql, parameterCount, nil), conn: conn)
+        preparedStatements[sql] = name
+        return name
+    }
+
+    private static func drainNotifications(_ conn: OpaquePointer) throws -> [PostgresNotification] {
+        guard PQconsumeInput(conn) == 1 else {
+            throw PostgresError(code: .connectionLost, message: errorMessage(conn))
+        }
+        var received: [PostgresNotification] = []
+        while let notify = PQnotifies(conn) {
+            received.append(PostgresNotification(
+                channel: String(cString: notify.pointee.relname),
+                payload: String(cString: notify.pointee.extra),
+                backendPID: notify.pointee.be_pid))
+            PQfreemem(notify)
+        }
+        return received
+    }
+
+    /// Turns a `PGresult` into rows or an error, and always clears it.
+    private static func consume(_ result: OpaquePointer?, conn: OpaquePointer) throws -> PostgresRows {
+        guard let result else {
+            throw PostgresError(
+                code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
+                message: errorMessage(conn))
+        }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        switch status {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            break
+        default:
+            let sqlState = field(result, "C")
+            let primary = field(result, "M") ?? errorMessage(conn)
+            let lost = PQstatus(conn) == CONNECTION_BAD
+            throw PostgresError(
+                code: lost ? .connectionLost : .queryFailed,
+                sqlState: sqlState,
+                message: primary,
+                detail: field(result, "D"))
+        }
+        let columnCount = Int(PQnfields(result))
+        let rowCount = Int(PQntuples(result))
+        var columns: [String] = []
+        columns.reserveCapacity(columnCount)
+        var index: [String: Int] = [:]
+        for column in 0..<columnCount {
+            let name = String(cString: PQfname(result, Int32(column)))
+            columns.append(name)
+            if index[name] == nil { index[name] = column }
+        }
+        var rows: [PostgresRow] = []
+        rows.reserveCapacity(rowCount)
+        for row in 0..<rowCount {
+            var values: [String?] = []
+            values.reserveCapacity(columnCount)
+            for column in 0..<columnCount {
+                if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
+                    values.append(nil)
+                } else {
+                    values.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
+                }
+            }
+            rows.append(PostgresRow(columnIndex: index, values: values))
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return PostgresRows(columns: columns, rows: rows, affectedRows: affected)
+    }
+
+    private static func field(_ result: OpaquePointer, _ code: Unicode.Scalar) -> String? {
+        guard let pointer = PQresultErrorField(result, Int32(UInt8(ascii: code))) else { return nil }
+        return String(cString: pointer)
+    }
+
+    private static func errorMessage(_ conn: OpaquePointer) -> String {
+        guard let pointer = PQerrorMessage(conn) else { return "unknown libpq error" }
+        let text = String(cString: pointer).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? "unknown libpq error" : text
+    }
+}
+
+/// Carries a value libpq hands out across the thread hop when the value is confined by construction.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) throws -> R) rethrows -> R {
+    try withOptionalCStrings(strings.map { Optional($0) } + [nil]) { try body($0) }
+}
+
+/// Copies each string to a C string for the duration of `body`; nil stays a null pointer (SQL NULL).
+private func withOptionalCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) throws -> R) rethrows
+    -> R
+{
+    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { copies.forEach { free($0) } }
+    return try body(copies.map { UnsafePointer($0) })
+}

@@ -1,0 +1,47 @@
+/// An error from the PostgreSQL wrapper. Follows swift-service-lifecycle's style: a struct with a `Code`,
+/// so callers can switch on what happened without parsing messages.
+public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// Could not open a connection (bad conninfo, server down, authentication refused).
+        public static let connectionFailed = Code("connectionFailed")
+        /// The connection broke during or before a command; reconnecting may help.
+        public static let connectionLost = Code("connectionLost")
+        /// The server rejected the command; `sqlState` says why.
+        public static let queryFailed = Code("queryFailed")
+        /// The connection was closed by its owner.
+        public static let closed = Code("closed")
+        /// A value in a result could not be read as the requested type.
+        public static let badValue = Code("badValue")
+    }
+
+    public var code: Code
+    /// The five-character SQLSTATE, when the server sent one (e.g. `23505` unique violation).
+    public var sqlState: String?
+    public var message: String
+    public var detail: String?
+
+    public init(code: Code, sqlState: String? = nil, message: String, detail: String? = nil) {
+        self.code = code
+        self.sqlState = sqlState
+        self.message = message
+        self.detail = detail
+    }
+
+    /// Whether the failure is about the connection rather than the statement: the caller should reconnect.
+    public var isConnectionProblem: Bool {
+        code == .connectionLost || code == .connectionFailed || code == .closed
+            || (sqlState.map { $0.hasPrefix("08") || $0 == "57P01" || $0 == "57P02" || $0 == "57P03" } ?? false)
+    }
+
+    public var description: String {
+        var text = "PostgreSQL \(code)"
+        if let sqlState { text += " [\(sqlState)]" }
+        text += ": \(message)"
+        if let detail, !detail.isEmpty { text += " (\(detail))" }
+        return text
+    }
+}

@@ -1,0 +1,426 @@
+import Foundation
+import Logging
+import PostgresClient
+import ServiceLifecycle
+import Synchronization
+
+/// The daemon: claims due jobs, validates them, calls GenAuth with at most `concurrency` calls in
+/// flight, and writes every outcome back in batches. A swift-service-lifecycle `Service`: `run()`
+/// returns after a graceful shutdown has drained the calls in flight.
+///
+/// Shape: one loop owns the main connection and does all claims and write-backs, one statement at a
+/// time; send tasks, the LISTEN connection and a ticker only post results and wake-ups to it. While a
+/// write-back is running, more results pile up and go out together in the next one, so batches grow
+/// with load by themselves.
+public final class Dispatcher: Service, Sendable {
+    public let config: DispatcherConfig
+    public let identity: WorkerIdentity
+    private let logger: Logger
+    private let client: GenAuthClient
+    private let backoff: Backoff
+    private let mailbox = Mailbox()
+
+    public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity) {
+        self.config = config
+        self.logger = logger
+        self.identity = identity
+        self.client = GenAuthClient(config: config)
+        self.backoff = Backoff(base: config.retryBaseDelay, maximum: config.retryMaxDelay)
+    }
+
+    /// How long a shutdown waits for calls in flight before it stops waiting (their jobs stay leased
+    /// and are rescued when the lease runs out).
+    private var shutdownGrace: Duration { .milliseconds(Int64(config.shutdownGrace * 1000)) }
+
+    /// Connects and checks the schema; throws `StartupError` when the daemon cannot work at all.
+    public static func checkDatabase(_ config: DispatcherConfig, requiredSchemaVersion: Int) async throws {
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(config.databaseURL)
+        } catch {
+            throw StartupError(code: .databaseUnavailable, message: "cannot connect to PostgreSQL: \(error)")
+        }
+        defer { Task { await connection.close() } }
+        let version = try await Migrator.currentVersion(connection)
+        guard let version, version >= requiredSchemaVersion else {
+            throw StartupError(code: .databaseUnavailable, message:
+                "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`")
+        }
+    }
+
+    public func run() async throws {
+        let logger = {
+            var logger = self.logger
+            logger[metadataKey: "worker"] = "\(identity.id)"
+            return logger
+        }()
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let mailbox = self.mailbox
+        logger.notice("dispatcher started", metadata: [
+            "concurrency": "\(config.concurrency)", "poll_interval": "\(config.pollInterval)",
+            "genauth_host": "\(config.genauthHost)",
+        ])
+
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.listen(wake: wake, logger: logger) }
+                group.addTask { await self.tick(wake: wake) }
+                group.addTask { await self.heartbeat(logger: logger) }
+
+                var db: PostgresConnection? = nil
+                var outage = OutageTracker(what: "database", logger: logger)
+                var unwritten: [JobOutcome] = []
+                var inFlight = 0
+                var shutdownStarted: ContinuousClock.Instant? = nil
+
+                for await _ in wakeups {
+                    let delivered = mailbox.takeResults()
+                    inFlight -= delivered.fromCalls
+                    unwritten.append(contentsOf: delivered.outcomes)
+                    mailbox.setInFlight(inFlight)
+
+                    if mailbox.isShuttingDown, shutdownStarted == nil {
+                        shutdownStarted = .now
+                        logger.notice("shutting down: no new claims", metadata: ["in_flight": "\(inFlight)"])
+                    }
+
+                    do {
+                        if db == nil { db = try await self.connect(outage: &outage) }
+                        guard let connection = db else { continue }
+                        if !unwritten.isEmpty {
+                            try await self.write(&unwritten, to: connection, logger: logger)
+                        }
+                        outage.recovered()
+                        if let started = shutdownStarted {
+                            if inFlight == 0 || ContinuousClock.now - started > self.shutdownGrace { break }
+                            continue
+                        }
+                        let free = self.config.concurrency - inFlight
+                        guard free > 0 else { continue }
+                        let claimed = try await JobStore.claim(
+                            connection, worker: self.identity.id, limit: free, lease: self.config.leaseDuration)
+                        mailbox.countClaimed(claimed.count)
+                        for job in claimed {
+                            if let decided = self.decideWithoutCalling(job) {
+                                unwritten.append(decided)
+                                mailbox.count(decided)
+                                continue
+                            }
+                            inFlight += 1
+                            group.addTask {
+                                let outcome = await self.send(job, logger: logger)
+                                mailbox.deliver(outcome, fromCall: true)
+                                wake.yield()
+                            }
+                        }
+                        mailbox.setInFlight(inFlight)
+                        // A full batch means more may be due: go round again at once. So do outcomes
+                        // decided without a call, which want writing.
+                        if claimed.count == free || !unwritten.isEmpty { wake.yield() }
+                    } catch let error as PostgresError where error.isConnectionProblem {
+                        outage.failed(error)
+                        if let connection = db { await connection.close() }
+                        db = nil
+                        if let started = shutdownStarted, ContinuousClock.now - started > self.shutdownGrace { break }
+                    } catch {
+                        logger.error("dispatch loop error", metadata: ["error": "\(error)"])
+                        if let connection = db { await connection.close() }
+                        db = nil
+                        if let started = shutdownStarted, ContinuousClock.now - started > self.shutdownGrace { break }
+                    }
+                }
+                if !unwritten.isEmpty {
+                    logger.error("stopping with outcomes not written; their leases will expire and the jobs be retried",
+                                 metadata: ["count": "\(unwritten.count)"])
+                }
+                if inFlight > 0 {
+                    logger.warning("stopping with calls in flight after the grace period; their jobs stay leased until rescued",
+                                   metadata: ["in_flight": "\(inFlight)"])
+                }
+                if let connection = db {
+                    try? await JobStore.unregister(connection, worker: self.identity.id)
+                    await connection.close()
+                }
+                wake.finish()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            mailbox.beginShutdown()
+            wake.yield()
+        }
+        await client.shutdown()
+        logger.notice("dispatcher stopped")
+    }
+
+    // MARK: - Deciding and sending
+
+    /// Jobs that must not be sent: expired, or invalid. Never reaches GenAuth.
+    func decideWithoutCalling(_ job: ClaimedJob) -> JobOutcome? {
+        if job.isExpired {
+            return JobOutcome(jobID: job.id, state: .expired, message: "expires_at passed before the SMS could be sent")
+        }
+        if case .failure(let error) = JobValidation.validateChannel(job.channel) {
+            return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        }
+        if case .failure(let error) = JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode) {
+            return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        }
+        if job.attempts >= job.maxAttempts {
+            return JobOutcome(jobID: job.id, state: .failed,
+                              message: "attempts exhausted (\(job.attempts) of \(job.maxAttempts)) before this claim")
+        }
+        return nil
+    }
+
+    func send(_ job: ClaimedJob, logger: Logger) async -> JobOutcome {
+        // Validated already in decideWithoutCalling; normalise +86 to an absent field as GenAuth expects.
+        let phone = (try? JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode).get())
+            ?? ValidatedPhone(number: job.phoneNumber, countryCode: job.phoneCountryCode)
+        let started = Date().timeIntervalSince1970
+        let result = await client.send(SendSMSRequest(channel: job.channel, phoneNumber: phone.number,
+                                                      phoneCountryCode: phone.countryCode))
+        let finished = Date().timeIntervalSince1970
+        let outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff)
+        logger.debug("job attempt", metadata: [
+            "job": "\(job.id)", "phone": "\(maskPhone(job.phoneNumber))", "channel": "\(job.channel)",
+            "attempt": "\(job.attempts + 1)", "state": "\(outcome.state.rawValue)",
+            "status_code": "\(outcome.call?.statusCode.map(String.init) ?? "-")",
+            "http_status": "\(outcome.call?.httpStatus.map(String.init) ?? "-")",
+        ])
+        mailbox.count(outcome)
+        return outcome
+    }
+
+    /// Turns one call's result into the job's next state.
+    static func outcome(for job: ClaimedJob, result: CallResult, started: Double, finished: Double,
+                        backoff: Backoff) -> JobOutcome {
+        var call = CallRecord(startedAt: started, finishedAt: finished)
+        switch result {
+        case .answered(let httpStatus, let body, _):
+            call.httpStatus = httpStatus
+            call.statusCode = body?.statusCode
+            call.apiCode = body?.apiCode
+            call.requestID = body?.requestId
+            call.message = body?.message ?? (body == nil ? "HTTP \(httpStatus) without a GenAuth JSON body" : nil)
+        case .timedOut(let reason):
+            call.message = "timeout: \(reason)"
+        case .connectionFailed(let reason):
+            call.message = "connection error: \(reason)"
+        }
+        let attempt = job.attempts + 1
+        switch Classification.classify(result) {
+        case .sent:
+            return JobOutcome(jobID: job.id, state: .sent, message: call.message, call: call)
+        case .permanentFailure:
+            return JobOutcome(jobID: job.id, state: .failed, message: call.message, call: call)
+        case .transientFailure(let retryAfter):
+            if attempt >= job.maxAttempts {
+                return JobOutcome(jobID: job.id, state: .failed,
+                                  message: "attempts exhausted (\(attempt) of \(job.maxAttempts)); last: \(call.message ?? "no message")",
+                                  call: call)
+            }
+            let delay = backoff.delay(afterAttempt: attempt, retryAfter: retryAfter)
+            return JobOutcome(jobID: job.id, state: .pending, message: call.message, call: call, retryIn: delay)
+        }
+    }
+
+    // MARK: - Database
+
+    private func connect(outage: inout OutageTracker) async throws -> PostgresConnection? {
+        if let wait = outage.nextRetryDelay { try? await Task.sleep(for: wait) }
+        do {
+            return try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)")
+        } catch let error as PostgresError {
+            outage.failed(error)
+            return nil
+        }
+    }
+
+    /// Writes outcomes; on success `unwritten` is emptied. A batch the server refuses for a reason
+    /// other than the connection is retried row by row, so one bad row cannot hold up the rest; a row
+    /// that still fails is logged and left to its lease (it will be rescued and retried).
+    private func write(_ unwritten: inout [JobOutcome], to db: PostgresConnection, logger: Logger) async throws {
+        do {
+            let updated = try await JobStore.complete(db, worker: identity.id, outcomes: unwritten)
+            if updated < unwritten.count {
+                logger.warning("some outcomes were not written: those jobs' leases had passed to another worker",
+                               metadata: ["fenced_out": "\(unwritten.count - updated)"])
+            }
+            unwritten.removeAll(keepingCapacity: true)
+        } catch let error as PostgresError where !error.isConnectionProblem && unwritten.count > 1 {
+            logger.error("batch write-back failed; writing row by row", metadata: ["error": "\(error)"])
+            var remaining: [JobOutcome] = []
+            for outcome in unwritten {
+                do {
+                    try await JobStore.complete(db, worker: identity.id, outcomes: [outcome])
+                } catch let error as PostgresError where error.isConnectionProblem {
+                    remaining.append(outcome)
+                    throw error
+                } catch {
+                    logger.error("write-back failed for a job; leaving it to lease rescue",
+                                 metadata: ["job": "\(outcome.jobID)", "error": "\(error)"])
+                }
+            }
+            unwritten = remaining
+        } catch let error as PostgresError where !error.isConnectionProblem {
+            logger.error("write-back failed for a job; leaving it to lease rescue",
+                         metadata: ["job": "\(unwritten.first?.jobID ?? 0)", "error": "\(error)"])
+            unwritten.removeAll()
+        }
+    }
+
+    // MARK: - Background loops
+
+    /// Wakes the loop on `NOTIFY sms_jobs` (sent by the insert trigger).
+    private func listen(wake: AsyncStream<Void>.Continuation, logger: Logger) async {
+        var outage = OutageTracker(what: "LISTEN connection", logger: logger, quiet: true)
+        let wait = Duration.milliseconds(Int64(min(config.pollInterval, 1) * 1000))
+        while !Task.isCancelled && !mailbox.isShuttingDown {
+            guard let connection = try? await connect(outage: &outage) else { continue }
+            do {
+                try await connection.listen("sms_jobs")
+                outage.recovered()
+                wake.yield()  // anything inserted while we were not listening
+                while !Task.isCancelled && !mailbox.isShuttingDown {
+                    if !(try await connection.waitForNotifications(timeout: wait)).isEmpty { wake.yield() }
+                }
+            } catch {
+                outage.failed(error)
+            }
+            await connection.close()
+        }
+    }
+
+    /// Polling fallback, and the clock that lets a draining shutdown notice its deadline.
+    private func tick(wake: AsyncStream<Void>.Continuation) async {
+        let interval = Duration.milliseconds(Int64(config.pollInterval * 1000))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            wake.yield()
+        }
+    }
+
+    /// Keeps the worker row fresh and the leases of held jobs extended; rescues expired leases.
+    private func heartbeat(logger: Logger) async {
+        var outage = OutageTracker(what: "heartbeat connection", logger: logger, quiet: true)
+        let interval = Duration.milliseconds(Int64(config.heartbeatInterval * 1000))
+        var lastRescue = ContinuousClock.now - .seconds(3600)
+        var db: PostgresConnection? = nil
+        while !Task.isCancelled && !mailbox.isShuttingDown {
+            if db == nil { db = try? await connect(outage: &outage) }
+            if let connection = db {
+                do {
+                    let snapshot = mailbox.snapshot()
+                    try await JobStore.heartbeat(connection, worker: identity, version: SMSDispatcherVersion.current,
+                                                 inFlight: snapshot.inFlight, counters: snapshot.counters,
+                                                 lease: config.leaseDuration)
+                    if ContinuousClock.now - lastRescue >= .milliseconds(Int64(config.rescueInterval * 1000)) {
+                        lastRescue = .now
+                        let rescued = try await JobStore.rescueExpiredLeases(connection)
+                        if !rescued.isEmpty {
+                            logger.warning("rescued jobs whose lease expired", metadata: ["count": "\(rescued.count)"])
+                        }
+                    }
+                    outage.recovered()
+                } catch {
+                    outage.failed(error)
+                    await connection.close()
+                    db = nil
+                }
+            }
+            try? await Task.sleep(for: interval)
+        }
+        await db?.close()
+    }
+}
+
+/// What the send tasks and the shutdown handler hand to the dispatch loop, behind one lock.
+final class Mailbox: Sendable {
+    private struct State {
+        var outcomes: [JobOutcome] = []
+        var fromCalls = 0
+        var shuttingDown = false
+        var inFlight = 0
+        var counters = WorkerCounters()
+    }
+    private let state = Mutex(State())
+
+    func deliver(_ outcome: JobOutcome, fromCall: Bool) {
+        state.withLock {
+            $0.outcomes.append(outcome)
+            if fromCall { $0.fromCalls += 1 }
+        }
+    }
+
+    func takeResults() -> (outcomes: [JobOutcome], fromCalls: Int) {
+        state.withLock {
+            let taken = ($0.outcomes, $0.fromCalls)
+            $0.outcomes = []
+            $0.fromCalls = 0
+            return taken
+        }
+    }
+
+    func count(_ outcome: JobOutcome) { state.withLock { $0.counters.count(outcome) } }
+    func countClaimed(_ n: Int) { state.withLock { $0.counters.claimed += n } }
+    func setInFlight(_ n: Int) { state.withLock { $0.inFlight = n } }
+    func beginShutdown() { state.withLock { $0.shuttingDown = true } }
+    var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+    func snapshot() -> (inFlight: Int, counters: WorkerCounters) { state.withLock { ($0.inFlight, $0.counters) } }
+}
+
+/// Logs an outage once when it starts and once when it ends (not once per retry), and spaces the
+/// reconnect attempts with a capped exponential backoff.
+struct OutageTracker {
+    let what: String
+    let logger: Logger
+    var quiet = false
+    private(set) var failures = 0
+    private var since: ContinuousClock.Instant? = nil
+
+    init(what: String, logger: Logger, quiet: Bool = false) {
+        self.what = what
+        self.logger = logger
+        self.quiet = quiet
+    }
+
+    var nextRetryDelay: Duration? {
+        guard failures > 0 else { return nil }
+        let milliseconds = min(10_000, 250 * (1 << min(failures - 1, 6)))
+        return .milliseconds(milliseconds)
+    }
+
+    mutating func failed(_ error: any Error) {
+        failures += 1
+        if since == nil {
+            since = .now
+            let level: Logger.Level = quiet ? .warning : .error
+            logger.log(level: level, "\(what) unavailable; reconnecting with backoff", metadata: ["error": "\(error)"])
+        }
+    }
+
+    mutating func recovered() {
+        if let since {
+            logger.notice("\(what) back", metadata: ["after_s": "\(String(format: "%.1f", (ContinuousClock.now - since).seconds))", "failures": "\(failures)"])
+        }
+        since = nil
+        failures = 0
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// Start-up failures, mapped to exit codes by the command line.
+public struct StartupError: Error, CustomStringConvertible {
+    public struct Code: Hashable, Sendable {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+        public static let databaseUnavailable = Code("databaseUnavailable")
+        public static let apiUnavailable = Code("apiUnavailable")
+    }
+    public let code: Code
+    public let message: String
+    public var description: String { message }
+}

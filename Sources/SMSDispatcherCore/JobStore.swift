@@ -1,0 +1,318 @@
+import Foundation
+import PostgresClient
+
+/// A job as the claim hands it to the dispatcher.
+public struct ClaimedJob: Sendable, Equatable {
+    public let id: Int64
+    public let channel: String
+    public let phoneNumber: String
+    public let phoneCountryCode: String?
+    /// API calls made before this claim.
+    public let attempts: Int
+    public let maxAttempts: Int
+    /// `expires_at` has passed.
+    public let isExpired: Bool
+}
+
+/// One API call, as recorded on the job and in `sms.attempts`.
+public struct CallRecord: Sendable, Equatable {
+    public var httpStatus: Int?
+    public var statusCode: Int?
+    public var apiCode: Int?
+    public var message: String?
+    public var requestID: String?
+    public var startedAt: Double
+    public var finishedAt: Double
+}
+
+/// What becomes of a claimed job: the write-back for one row.
+public struct JobOutcome: Sendable, Equatable {
+    public var jobID: Int64
+    /// `sent`, `failed`, `rejected`, `expired`, or `pending` for a scheduled retry.
+    public var state: JobState
+    /// The row's `message`: GenAuth's, or the daemon's reason when it decided itself.
+    public var message: String?
+    /// The call made under this claim, if any.
+    public var call: CallRecord?
+    /// Seconds until the retry, for `pending`.
+    public var retryIn: Double?
+
+    public init(jobID: Int64, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Double? = nil) {
+        self.jobID = jobID
+        self.state = state
+        self.message = message
+        self.call = call
+        self.retryIn = retryIn
+    }
+}
+
+/// The worker row's counters (cumulative since start).
+public struct WorkerCounters: Sendable, Equatable {
+    public var claimed = 0
+    public var sent = 0
+    public var failed = 0
+    public var retried = 0
+    public var rejected = 0
+    public var expired = 0
+    public init() {}
+
+    mutating func count(_ outcome: JobOutcome) {
+        switch outcome.state {
+        case .sent: sent += 1
+        case .failed: failed += 1
+        case .pending: retried += 1
+        case .rejected: rejected += 1
+        case .expired: expired += 1
+        default: break
+        }
+    }
+}
+
+public struct WorkerIdentity: Sendable {
+    public let id: String
+    public let host: String
+    public let pid: Int32
+
+    public static func make(configured: String?) -> WorkerIdentity {
+        let host = ProcessInfo.processInfo.hostName
+        let pid = ProcessInfo.processInfo.processIdentifier
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 16)
+        return WorkerIdentity(id: configured ?? "\(host)-\(pid)-\(suffix)", host: host, pid: pid)
+    }
+}
+
+/// Every SQL statement that touches jobs, in one place. Stateless: each call takes the connection to
+/// use, so the dispatcher decides which connection (and thread) a statement runs on.
+public enum JobStore {
+    /// Claims up to `limit` due pending jobs for `worker`: River's CTE form, so the LIMIT applies to
+    /// rows actually locked (a `WHERE id IN (subquery LIMIT n)` can lock more or fewer than n).
+    static let claimSQL = """
+        WITH picked AS (
+            SELECT id FROM sms.jobs
+            WHERE state = 'pending' AND run_at <= now()
+            ORDER BY priority DESC, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE sms.jobs j
+        SET state = 'running', locked_by = $1, locked_until = now() + make_interval(secs => $3::float8),
+            updated_at = now()
+        FROM picked
+        WHERE j.id = picked.id
+        RETURNING j.id, j.channel, j.phone_number, j.phone_country_code, j.attempts, j.max_attempts,
+                  (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS is_expired
+        """
+
+    public static func claim(_ db: PostgresConnection, worker: String, limit: Int, lease: Double) async throws
+        -> [ClaimedJob]
+    {
+        let rows = try await db.query(claimSQL, [worker, String(limit), String(lease)], prepared: true)
+        return try rows.rows.map { row in
+            ClaimedJob(
+                id: Int64(try row.requiredInt("id")),
+                channel: try row.requiredString("channel"),
+                phoneNumber: try row.requiredString("phone_number"),
+                phoneCountryCode: try row.string("phone_country_code"),
+                attempts: try row.requiredInt("attempts"),
+                maxAttempts: try row.requiredInt("max_attempts"),
+                isExpired: try row.bool("is_expired") ?? false)
+        }
+    }
+
+    /// Writes a batch of outcomes in one round trip (`unnest` over arrays), fenced on the lease: a row
+    /// is only changed while it is still `running` under this worker, so a worker that lost its lease
+    /// cannot overwrite the new owner's result. Each call also gets its `sms.attempts` row.
+    static let completeSQL = """
+        WITH r AS (
+            SELECT * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
+                                 $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[],
+                                 $13::text[], $14::text[])
+                AS r(id, state, called, http_status, status_code, api_code, message, request_id,
+                     retry_in, started, finished, outcome, call_message)
+        ), done AS (
+            UPDATE sms.jobs j SET
+                state = r.state,
+                attempts = j.attempts + r.called,
+                http_status = CASE WHEN r.called = 1 THEN r.http_status ELSE j.http_status END,
+                status_code = CASE WHEN r.called = 1 THEN r.status_code ELSE j.status_code END,
+                api_code = CASE WHEN r.called = 1 THEN r.api_code ELSE j.api_code END,
+                request_id = CASE WHEN r.called = 1 THEN r.request_id ELSE j.request_id END,
+                message = r.message,
+                run_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.retry_in) ELSE j.run_at END,
+                sent_at = CASE WHEN r.state = 'sent' THEN to_timestamp(r.finished) ELSE j.sent_at END,
+                finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
+                locked_by = NULL,
+                locked_until = NULL,
+                updated_at = now()
+            FROM r
+            WHERE j.id = r.id AND j.state = 'running' AND j.locked_by = $1
+            RETURNING j.id, j.attempts
+        ), logged AS (
+            INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
+                                      http_status, status_code, api_code, message, request_id)
+            SELECT r.id, done.attempts, $1, to_timestamp(r.started), to_timestamp(r.finished), r.outcome,
+                   r.http_status, r.status_code, r.api_code, r.call_message, r.request_id
+            FROM r JOIN done ON done.id = r.id
+            WHERE r.called = 1
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged
+        """
+
+    /// Returns how many rows the fence let through (the rest had lost their lease).
+    @discardableResult
+    public static func complete(_ db: PostgresConnection, worker: String, outcomes: [JobOutcome]) async throws -> Int {
+        guard !outcomes.isEmpty else { return 0 }
+        let calls = outcomes.map(\.call)
+        let parameters: [String?] = [
+            worker,
+            PostgresArray.literal(outcomes.map { Int($0.jobID) }),
+            PostgresArray.literal(outcomes.map { Optional($0.state.rawValue) }),
+            PostgresArray.literal(calls.map { $0 == nil ? 0 : 1 }),
+            PostgresArray.literal(calls.map { $0?.httpStatus }),
+            PostgresArray.literal(calls.map { $0?.statusCode }),
+            PostgresArray.literal(calls.map { $0?.apiCode }),
+            PostgresArray.literal(outcomes.map(\.message)),
+            PostgresArray.literal(calls.map { $0?.requestID }),
+            PostgresArray.literal(outcomes.map { $0.retryIn ?? 0 }.map { Optional($0) }),
+            PostgresArray.literal(calls.map { $0?.startedAt }),
+            PostgresArray.literal(calls.map { $0?.finishedAt }),
+            PostgresArray.literal(outcomes.map { outcome -> String? in
+                guard outcome.call != nil else { return nil }
+                switch outcome.state {
+                case .sent: return "sent"
+                case .pending: return "retry"
+                default: return "failed"
+                }
+            }),
+            PostgresArray.literal(calls.map { $0?.message }),
+        ]
+        let rows = try await db.query(completeSQL, parameters, prepared: true)
+        return try rows.first?.int("updated") ?? 0
+    }
+
+    /// The heartbeat: refreshes this worker's row and extends the leases of the jobs it holds.
+    public static func heartbeat(_ db: PostgresConnection, worker: WorkerIdentity, version: String, inFlight: Int,
+                                 counters: WorkerCounters, lease: Double) async throws {
+        try await db.query("""
+            INSERT INTO sms.workers (id, host, pid, version, in_flight, claimed, sent, failed, retried, rejected, expired)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            ON CONFLICT (id) DO UPDATE SET
+                heartbeat_at = now(), in_flight = EXCLUDED.in_flight, claimed = EXCLUDED.claimed,
+                sent = EXCLUDED.sent, failed = EXCLUDED.failed, retried = EXCLUDED.retried,
+                rejected = EXCLUDED.rejected, expired = EXCLUDED.expired, stopped_at = NULL
+            """,
+            [worker.id, worker.host, String(worker.pid), version, String(inFlight), String(counters.claimed),
+             String(counters.sent), String(counters.failed), String(counters.retried), String(counters.rejected),
+             String(counters.expired)],
+            prepared: true)
+        try await db.query("""
+            UPDATE sms.jobs SET locked_until = now() + make_interval(secs => $2::float8)
+            WHERE state = 'running' AND locked_by = $1
+            """, [worker.id, String(lease)], prepared: true)
+    }
+
+    /// Returns jobs whose lease ran out (their worker died or hung) to `pending`, due now. Any daemon
+    /// may run this; the row lock makes each rescue happen once.
+    @discardableResult
+    public static func rescueExpiredLeases(_ db: PostgresConnection) async throws -> [Int64] {
+        let rows = try await db.query("""
+            UPDATE sms.jobs
+            SET state = 'pending', run_at = now(), updated_at = now(),
+                message = 'lease of worker ' || locked_by || ' expired; returned to pending',
+                locked_by = NULL, locked_until = NULL
+            WHERE state = 'running' AND locked_until < now()
+            RETURNING id
+            """, prepared: true)
+        return try rows.rows.map { Int64(try $0.requiredInt("id")) }
+    }
+
+    /// Removes this worker's row on a clean stop: `sms.workers` lists running daemons.
+    public static func unregister(_ db: PostgresConnection, worker: String) async throws {
+        try await db.query("DELETE FROM sms.workers WHERE id = $1", [worker])
+    }
+
+    /// Inserts one job; with an idempotency key, a repeat returns the first insert's id.
+    public static func enqueue(_ db: PostgresConnection, channel: String, phoneNumber: String,
+                               countryCode: String?, priority: Int?, idempotencyKey: String?,
+                               expiresInSeconds: Double?) async throws -> (id: Int64, created: Bool) {
+        let rows = try await db.query("""
+            WITH inserted AS (
+                INSERT INTO sms.jobs (channel, phone_number, phone_country_code, priority, idempotency_key, expires_at)
+                VALUES ($1, $2, $3, COALESCE($4::smallint, 0), $5,
+                        CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8) END)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING id
+            )
+            SELECT id, true AS created FROM inserted
+            UNION ALL
+            SELECT id, false AS created FROM sms.jobs WHERE idempotency_key = $5 AND NOT EXISTS (SELECT 1 FROM inserted)
+            """,
+            [channel, phoneNumber, countryCode, priority.map(String.init), idempotencyKey, expiresInSeconds.map { String($0) }])
+        guard let row = rows.first else {
+            throw PostgresError(code: .badValue, message: "enqueue returned no id")
+        }
+        return (Int64(try row.requiredInt("id")), try row.bool("created") ?? true)
+    }
+
+    public static func queueStats(_ db: PostgresConnection) async throws -> [QueueStatsRow] {
+        let rows = try await db.query("""
+            SELECT channel, state, jobs, due, oldest_pending_age_s, sent_last_minute, sent_last_hour
+            FROM sms.queue_stats ORDER BY channel, state
+            """)
+        return try rows.rows.map { row in
+            QueueStatsRow(
+                channel: try row.requiredString("channel"), state: try row.requiredString("state"),
+                jobs: try row.requiredInt("jobs"), due: try row.requiredInt("due"),
+                oldestPendingAgeSeconds: try row.double("oldest_pending_age_s"),
+                sentLastMinute: try row.requiredInt("sent_last_minute"),
+                sentLastHour: try row.requiredInt("sent_last_hour"))
+        }
+    }
+
+    public static func workers(_ db: PostgresConnection) async throws -> [WorkerRow] {
+        let rows = try await db.query("""
+            SELECT id, host, pid, version, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at,
+                   extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s,
+                   in_flight, claimed, sent, failed, retried, rejected, expired
+            FROM sms.workers ORDER BY started_at, id
+            """)
+        return try rows.rows.map { row in
+            WorkerRow(
+                id: try row.requiredString("id"), host: try row.requiredString("host"),
+                pid: try row.requiredInt("pid"), version: try row.requiredString("version"),
+                startedAt: try row.requiredString("started_at"),
+                heartbeatAgeSeconds: try row.double("heartbeat_age_s") ?? 0,
+                inFlight: try row.requiredInt("in_flight"), claimed: try row.requiredInt("claimed"),
+                sent: try row.requiredInt("sent"), failed: try row.requiredInt("failed"),
+                retried: try row.requiredInt("retried"), rejected: try row.requiredInt("rejected"),
+                expired: try row.requiredInt("expired"))
+        }
+    }
+}
+
+public struct QueueStatsRow: Sendable, Codable, Equatable {
+    public let channel: String
+    public let state: String
+    public let jobs: Int
+    public let due: Int
+    public let oldestPendingAgeSeconds: Double?
+    public let sentLastMinute: Int
+    public let sentLastHour: Int
+}
+
+public struct WorkerRow: Sendable, Codable, Equatable {
+    public let id: String
+    public let host: String
+    public let pid: Int
+    public let version: String
+    public let startedAt: String
+    public let heartbeatAgeSeconds: Double
+    public let inFlight: Int
+    public let claimed: Int
+    public let sent: Int
+    public let failed: Int
+    public let retried: Int
+    public let rejected: Int
+    public let expired: Int
+}

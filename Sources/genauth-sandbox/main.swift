@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import GenAuthSandbox
+import Logging
+
+/// The fake GenAuth for tests, the demo and benchmarks. Serves on 127.0.0.1 only unless told otherwise.
+@main
+struct GenAuthSandboxCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "genauth-sandbox",
+        abstract: "A faithful fake of GenAuth's send-SMS API, on loopback.",
+        discussion: """
+            Prints "genauth-sandbox listening on http://HOST:PORT" once ready.
+            Endpoints: POST /api/v3/send-sms, POST /api/v3/get-management-token;
+            GET /__sandbox/sends (what was accepted), POST /__sandbox/faults (change fault switches),
+            POST /__sandbox/reset. Numbers 17K000N#### fail scripted: see the README.
+            """)
+
+    @Option(help: "Address to bind; keep it on loopback.") var host = "127.0.0.1"
+    @Option(help: "Port to bind; 0 picks a free one.") var port = 0
+    @Option(help: "Seconds between two SMS to one phone on one channel.") var window: Double = 60
+    @Option(help: "Requests per second before real HTTP 429 (0: no limit).") var qps = 0
+    @Option(name: .customLong("app-id"), help: "Require this app id.") var appID: String?
+    @Flag(help: "Accept international numbers (country codes other than +86).") var international = false
+    @Option(name: .customLong("latency-ms"), help: "Milliseconds added to every send-sms answer.") var latencyMs = 0
+    @Option(name: .customLong("fail-503"), help: "Share of calls answered HTTP 503 (0...1).") var fail503: Double = 0
+    @Option(name: .customLong("fail-429"), help: "Share of calls answered HTTP 429 with Retry-After (0...1).") var fail429: Double = 0
+    @Option(name: .customLong("fail-timeout"), help: "Share of calls that hang (0...1).") var failTimeout: Double = 0
+    @Option(name: .customLong("hang-seconds"), help: "How long a hanging call hangs.") var hangSeconds: Double = 30
+    @Option(name: .customLong("log-level")) var logLevel = "warning"
+
+    func validate() throws {
+        for (name, rate) in [("--fail-503", fail503), ("--fail-429", fail429), ("--fail-timeout", failTimeout)]
+        where !(0...1).contains(rate) {
+            throw ValidationError("\(name) must be between 0 and 1")
+        }
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
+    }
+
+    func run() async throws {
+        var options = SandboxOptions()
+        options.host = host
+        options.port = port
+        options.windowSeconds = window
+        options.qps = qps
+        options.appID = appID
+        options.international = international
+        options.faults.latencyMs = latencyMs
+        options.faults.rate503 = fail503
+        options.faults.rate429 = fail429
+        options.faults.rateTimeout = failTimeout
+        options.faults.hangSeconds = hangSeconds
+        var logger = Logger(label: "genauth-sandbox")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        let host = self.host
+        try await GenAuthSandbox(options: options, logger: logger).run { port in
+            // Written straight to the file descriptor: a test reads this line through a pipe.
+            FileHandle.standardOutput.write(Data("genauth-sandbox listening on http://\(host):\(port)\n".utf8))
+        }
+    }
+}
