@@ -79,6 +79,7 @@ let package = Package(
                 "GenAuthSandbox",
                 "sms-dispatcher",
                 "genauth-sandbox",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
     ],

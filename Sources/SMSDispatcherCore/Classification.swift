@@ -72,10 +72,13 @@ public enum Classification {
 
 /// Exponential backoff with jitter for retries: attempt n waits about base·2^(n-1), capped, and
 /// "equal jitter" keeps half of it fixed so a retry never comes back almost at once, while the other
-/// half spreads a burst of failures out. A `Retry-After` from the server wins when it is longer.
+/// half spreads a burst of failures out. A `Retry-After` from the server wins when it is longer, even
+/// past `maximum` (the server knows when it will take calls again), up to an hour.
 public struct Backoff: Sendable, Equatable {
     public var base: Double
     public var maximum: Double
+    /// A larger `Retry-After` is taken as a server bug, not an instruction.
+    static let longestRetryAfter = 3600.0
 
     public init(base: Double = 2, maximum: Double = 300) {
         self.base = base
@@ -88,7 +91,7 @@ public struct Backoff: Sendable, Equatable {
         let exponent = Double(max(0, min(attempt - 1, 30)))
         let ceiling = min(maximum, base * pow2(exponent))
         let jittered = ceiling / 2 + ceiling / 2 * random
-        if let retryAfter, retryAfter > jittered { return min(retryAfter, maximum) }
+        if let retryAfter, retryAfter > jittered { return min(retryAfter, max(maximum, Self.longestRetryAfter)) }
         return jittered
     }
 

@@ -1,0 +1,114 @@
+import Foundation
+import PostgresClient
+import Testing
+
+@Suite("libpq wrapper against a real PostgreSQL")
+struct PostgresClientTests {
+    @Test func badConninfoIsAConnectionError() async throws {
+        await #expect(throws: PostgresError.self) { try await PostgresConnection.connect("this is = not a conninfo") }
+        do {
+            _ = try await PostgresConnection.connect("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+            Issue.record("connecting to port 1 succeeded")
+        } catch let error as PostgresError {
+            #expect(error.code == .connectionFailed)
+            #expect(error.isConnectionProblem)
+            #expect(error.message.contains("127.0.0.1") || error.message.lowercased().contains("connect"))
+        }
+    }
+
+    @Test func sqlErrorsCarrySQLStateAndTheConnectionSurvives() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await database.connect()
+        do {
+            try await db.query("SELEC 1")
+            Issue.record("syntax error not raised")
+        } catch let error as PostgresError {
+            #expect(error.code == .queryFailed)
+            #expect(error.sqlState == "42601")
+            #expect(!error.isConnectionProblem)
+        }
+        do {
+            try await db.query("SELECT * FROM no_such_table")
+            Issue.record("missing table not raised")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "42P01")
+            #expect(error.message.contains("no_such_table"))
+        }
+        try await db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try await db.query("INSERT INTO t VALUES ($1)", ["1"])
+        do {
+            try await db.query("INSERT INTO t VALUES ($1)", ["1"])
+            Issue.record("duplicate not raised")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "23505")
+            #expect(error.detail?.contains("(id)=(1)") == true)
+        }
+        // Still usable after errors, with and without prepared statements.
+        #expect(try await db.query("SELECT count(*)::int AS n FROM t", prepared: true).first?.requiredInt("n") == 1)
+        #expect(try await db.query("SELECT count(*)::int AS n FROM t", prepared: true).first?.requiredInt("n") == 1)
+        await db.close()
+        do {
+            try await db.query("SELECT 1")
+            Issue.record("query on a closed connection succeeded")
+        } catch let error as PostgresError {
+            #expect(error.code == .closed)
+        }
+    }
+
+    @Test func nullsAndTypedValues() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await database.connect()
+        let row = try #require(try await db.query(
+            "SELECT $1::text AS a, $2::text AS b, $3::int AS n, 2.5::float8 AS d, true AS t, false AS f, NULL::int AS z",
+            [nil, "x'y\"z", "42"]).first)
+        #expect(try row.string("a") == nil)
+        #expect(try row.isNull("a"))
+        #expect(try row.string("b") == "x'y\"z")
+        #expect(try row.int("n") == 42)
+        #expect(try row.double("d") == 2.5)
+        #expect(try row.bool("t") == true)
+        #expect(try row.bool("f") == false)
+        #expect(try row.int("z") == nil)
+        #expect(throws: PostgresError.self) { try row.requiredInt("z") }
+        #expect(throws: PostgresError.self) { try row.int("b") }
+        #expect(throws: PostgresError.self) { try row.raw("missing") }
+        let affected = try await db.query("SELECT generate_series(1, 3) AS n")
+        #expect(affected.count == 3)
+        await db.close()
+    }
+
+    @Test func arrayLiteralsSurviveARoundTrip() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await database.connect()
+        let strings: [String?] = ["plain", nil, "NULL", "with,comma", "{braces}", "quote\"s", "back\\slash", "", " spaced ", "中文 ✓", "new\nline"]
+        let rows = try await db.query("SELECT u AS v FROM unnest($1::text[]) WITH ORDINALITY AS x(u, i) ORDER BY i",
+                                      [PostgresArray.literal(strings)])
+        #expect(try rows.rows.map { try $0.string("v") } == strings)
+        let ints: [Int?] = [1, nil, -3, Int(Int32.max)]
+        let intRows = try await db.query("SELECT u AS v FROM unnest($1::bigint[]) WITH ORDINALITY AS x(u, i) ORDER BY i",
+                                         [PostgresArray.literal(ints)])
+        #expect(try intRows.rows.map { try $0.int("v") } == ints)
+        await db.close()
+    }
+
+    @Test func listenReceivesNotifications() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let listener = try await database.connect()
+        try await listener.listen("wake_up")
+        let quiet = try await listener.waitForNotifications(timeout: .milliseconds(200))
+        #expect(quiet.isEmpty)
+        try await database.query("SELECT pg_notify('wake_up', 'hello')")
+        var received: [PostgresNotification] = []
+        _ = await eventually(timeout: .seconds(5)) {
+            received += (try? await listener.waitForNotifications(timeout: .milliseconds(200))) ?? []
+            return !received.isEmpty
+        }
+        #expect(received.first?.channel == "wake_up")
+        #expect(received.first?.payload == "hello")
+        await listener.close()
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import PostgresClient
+@testable import SMSDispatcherCore
+import Testing
+
+@Suite("Schema and migrations")
+struct MigrationTests {
+    @Test func migrateIsIdempotentAndRecordsVersions() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let run = { try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"),
+                                               ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
+                                               environment: ["SMSD_DATABASE_URL": database.url]) }
+        let first = try await run()
+        #expect(first.status == 0, "\(first.output)")
+        #expect(first.output.contains("applied 1"))
+        let second = try await run()
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.output.contains("up to date"))
+        let versions = try await database.query("SELECT version FROM sms.schema_migrations ORDER BY version")
+        #expect(try versions.rows.map { try $0.requiredInt("version") } == [SchemaVersion.required])
+    }
+
+    @Test func concurrentMigrationsTakeTurns() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let arguments = ["migrate", "--sql-dir", TestEnvironment.sqlDirectory]
+        let environment = ["SMSD_DATABASE_URL": database.url]
+        let children = try (0..<3).map { _ in
+            try ChildProcess(TestEnvironment.executable("sms-dispatcher"), arguments, environment: environment)
+        }
+        for child in children {
+            let status = await child.waitForExit(timeout: .seconds(60))
+            #expect(status == 0, "\(child.output)")
+        }
+        let applied = children.filter { $0.output.contains("applied 1") }.count
+        #expect(applied == 1)
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.schema_migrations").first?.requiredInt("n") == 1)
+    }
+
+    @Test func migrateWithABrokenDatabaseURLExits69() async throws {
+        let result = try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"),
+                                                ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
+                                                environment: ["SMSD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x?connect_timeout=2"])
+        #expect(result.status == 69)
+        #expect(result.output.contains("cannot connect to PostgreSQL"))
+    }
+
+    @Test func constraintsAndTheInsertNotification() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        do {
+            try await database.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_SPAM', '13800138000')")
+            Issue.record("unknown channel accepted by the CHECK")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "23514")
+        }
+        let listener = try await database.connect()
+        try await listener.listen("sms_jobs")
+        try await database.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000'), ('CHANNEL_LOGIN', '13800138001')")
+        var received: [PostgresNotification] = []
+        _ = await eventually(timeout: .seconds(5)) {
+            received += (try? await listener.waitForNotifications(timeout: .milliseconds(200))) ?? []
+            return !received.isEmpty
+        }
+        // One notification per statement, not per row.
+        #expect(received.count == 1)
+        await listener.close()
+        let row = try #require(try await database.query("SELECT state, attempts, priority, max_attempts FROM sms.jobs LIMIT 1").first)
+        #expect(try row.string("state") == "pending")
+        #expect(try row.int("attempts") == 0)
+        #expect(try row.int("max_attempts") == 5)
+    }
+}
+
+@Suite("Claim and write-back SQL")
+struct JobStoreTests {
+    func insert(_ database: TestDatabase, _ values: String) async throws {
+        try await database.query("INSERT INTO sms.jobs (channel, phone_number, priority, run_at) VALUES \(values)")
+    }
+
+    @Test func claimOrdersByPriorityThenRunAtAndSkipsFutureJobs() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, """
+            ('CHANNEL_LOGIN', '13800000001', 0, now() - interval '3 s'),
+            ('CHANNEL_LOGIN', '13800000002', 5, now() - interval '1 s'),
+            ('CHANNEL_LOGIN', '13800000003', 0, now() - interval '5 s'),
+            ('CHANNEL_LOGIN', '13800000004', 9, now() + interval '1 hour')
+            """)
+        let db = try await database.connect()
+        let claimed = try await JobStore.claim(db, worker: "w1", limit: 10, lease: 30)
+        #expect(claimed.map(\.phoneNumber) == ["13800000002", "13800000003", "13800000001"])
+        let again = try await JobStore.claim(db, worker: "w1", limit: 10, lease: 30)
+        #expect(again.isEmpty)
+        let leased = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running' AND locked_by = 'w1' AND locked_until > now()")
+        #expect(try leased.first?.requiredInt("n") == 3)
+        await db.close()
+    }
+
+    @Test func concurrentClaimsNeverOverlap() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '138' || lpad(g::text, 8, '0') FROM generate_series(1, 500) g
+            """)
+        let ids = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    let db = try await database.connect()
+                    var mine: [Int64] = []
+                    for _ in 0..<200 {
+                        let batch = try await JobStore.claim(db, worker: "w\(worker)", limit: 7, lease: 30)
+                        if batch.isEmpty { break }
+                        mine += batch.map(\.id)
+                    }
+                    await db.close()
+                    return mine
+                }
+            }
+            var all: [Int64] = []
+            for try await batch in group { all += batch }
+            return all
+        }
+        #expect(ids.count == 500)
+        #expect(Set(ids).count == 500)
+    }
+
+    @Test func writeBackIsFencedOnTheLeaseAndLogsAttempts() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now()), ('CHANNEL_LOGIN', '13800000003', 0, now())")
+        let db = try await database.connect()
+        let claimed = try await JobStore.claim(db, worker: "w1", limit: 10, lease: 30)
+        #expect(claimed.count == 3)
+        // The third job's lease passed to another worker (as after a rescue).
+        try await database.query("UPDATE sms.jobs SET locked_by = 'w2' WHERE phone_number = '13800000003'")
+        let call = CallRecord(httpStatus: 200, statusCode: 200, apiCode: nil, message: "", requestID: "req-1",
+                              startedAt: Date().timeIntervalSince1970 - 0.2, finishedAt: Date().timeIntervalSince1970)
+        var retry = call
+        retry.statusCode = 503
+        retry.message = "busy, with \"quotes\", commas and {braces}"
+        retry.requestID = "req-2"
+        let byPhone = Dictionary(uniqueKeysWithValues: claimed.map { ($0.phoneNumber, $0.id) })
+        let written = try await JobStore.complete(db, worker: "w1", outcomes: [
+            JobOutcome(jobID: byPhone["13800000001"]!, state: .sent, message: "", call: call),
+            JobOutcome(jobID: byPhone["13800000002"]!, state: .pending, message: retry.message, call: retry, retryIn: 60),
+            JobOutcome(jobID: byPhone["13800000003"]!, state: .sent, message: "", call: call),
+        ])
+        #expect(written == 2)
+        let rows = try await database.query("""
+            SELECT phone_number, state, attempts, status_code, http_status, request_id, message, locked_by,
+                   run_at > now() + interval '50 s' AS later, sent_at IS NOT NULL AS has_sent_at, finished_at IS NOT NULL AS finished
+            FROM sms.jobs ORDER BY phone_number
+            """).rows
+        #expect(try rows[0].string("state") == "sent")
+        #expect(try rows[0].int("attempts") == 1)
+        #expect(try rows[0].string("request_id") == "req-1")
+        #expect(try rows[0].bool("has_sent_at") == true && rows[0].bool("finished") == true)
+        #expect(try rows[0].string("locked_by") == nil)
+        #expect(try rows[1].string("state") == "pending")
+        #expect(try rows[1].int("status_code") == 503)
+        #expect(try rows[1].string("message") == retry.message)
+        #expect(try rows[1].bool("later") == true)
+        #expect(try rows[1].bool("finished") == false)
+        #expect(try rows[2].string("state") == "running")
+        #expect(try rows[2].string("locked_by") == "w2")
+        #expect(try rows[2].int("attempts") == 0)
+        let attempts = try await database.query("SELECT job_id, attempt, outcome, request_id FROM sms.attempts ORDER BY request_id").rows
+        #expect(attempts.count == 2)
+        #expect(try attempts.map { try $0.string("outcome") } == ["sent", "retry"])
+        #expect(try attempts.map { try $0.int("attempt") } == [1, 1])
+        await db.close()
+    }
+
+    @Test func expiredLeasesAreRescued() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        _ = try await JobStore.claim(db, worker: "dead", limit: 1, lease: 0.01)
+        _ = try await JobStore.claim(db, worker: "alive", limit: 1, lease: 300)
+        try await Task.sleep(for: .milliseconds(50))
+        let rescued = try await JobStore.rescueExpiredLeases(db)
+        #expect(rescued.count == 1)
+        let row = try #require(try await database.query("SELECT state, message FROM sms.jobs WHERE id = $1", [String(rescued[0])]).first)
+        #expect(try row.string("state") == "pending")
+        #expect(try row.string("message")?.contains("lease of worker dead expired") == true)
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running' AND locked_by = 'alive'").first?.requiredInt("n") == 1)
+        await db.close()
+    }
+}
