@@ -80,6 +80,7 @@ let package = Package(
                 "sms-dispatcher",
                 "genauth-sandbox",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

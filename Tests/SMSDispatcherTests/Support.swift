@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import PostgresClient
 import SMSDispatcherCore
@@ -62,7 +63,7 @@ final class TestDatabase: Sendable {
         let database = TestDatabase(name: name, url: adminURL[..<slash] + "/" + name)
         if migrated {
             let connection = try await database.connect()
-            try await Migrator.load(directory: TestEnvironment.sqlDirectory).migrate(connection, logger: .init(label: "test"))
+            try await Migrator.load(directory: TestEnvironment.sqlDirectory).migrate(connection, logger: quietLogger)
             await connection.close()
         }
         return database
@@ -92,6 +93,12 @@ final class TestDatabase: Sendable {
         await admin.close()
     }
 }
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    return logger
+}()
 
 /// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
 func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {

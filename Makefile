@@ -1,0 +1,42 @@
+# sms-dispatcher. `make test` and `make demo` install what is missing (as root, from Debian's packages),
+# build once, start a throwaway PostgreSQL on 127.0.0.1 and stop it again.
+SWIFT ?= swift
+PREFIX ?= /usr/local
+DESTDIR ?=
+CONFIGURATION ?= debug
+
+.PHONY: all deps build release test demo install clean
+
+all: build
+
+deps:
+	@bash scripts/ensure-deps.sh
+
+build: deps
+	$(SWIFT) build --build-tests
+
+release: deps
+	$(SWIFT) build -c release --product sms-dispatcher
+	$(SWIFT) build -c release --product genauth-sandbox
+
+# The test command CI runs: unit tests, then PostgreSQL, HTTP and process tests against a throwaway
+# cluster and the real genauth-sandbox.
+test: build
+	bash scripts/with-postgres.sh $(SWIFT) test --skip-build
+
+demo: deps
+	$(SWIFT) build --product sms-dispatcher
+	$(SWIFT) build --product genauth-sandbox
+	bash scripts/with-postgres.sh bash scripts/demo.sh "$$($(SWIFT) build --show-bin-path)"
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql \
+		$(DESTDIR)/etc/sms-dispatcher $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/sms-dispatcher" $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/
+	install -m 0644 systemd/sms-dispatcher.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	test -e $(DESTDIR)/etc/sms-dispatcher/sms-dispatcher.yaml || \
+		install -m 0640 config/sms-dispatcher.yaml $(DESTDIR)/etc/sms-dispatcher/sms-dispatcher.yaml
+
+clean:
+	rm -rf .build

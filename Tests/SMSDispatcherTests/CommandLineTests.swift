@@ -1,0 +1,218 @@
+import Foundation
+import SMSDispatcherCore
+import Testing
+
+/// The `sms-dispatcher` commands as an operator runs them, with their exit codes.
+@Suite("Command line")
+struct CommandLineTests {
+    let binary = TestEnvironment.executable("sms-dispatcher")
+
+    @Test func enqueueThenStatus() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let environment = ["SMSD_DATABASE_URL": database.url]
+        let enqueued = try await ChildProcess.run(binary, ["enqueue", "--channel", "CHANNEL_LOGIN", "--phone", "13800138000"],
+                                                  environment: environment)
+        #expect(enqueued.status == 0, "\(enqueued.output)")
+        let id = try #require(Int(enqueued.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let row = try #require(try await database.query("SELECT channel, phone_number, phone_country_code, state FROM sms.jobs WHERE id = $1", [String(id)]).first)
+        #expect(try row.string("phone_number") == "13800138000")
+        #expect(try row.string("phone_country_code") == nil)
+        #expect(try row.string("state") == "pending")
+
+        // An idempotency key makes a repeated enqueue return the first id.
+        let keyed = ["enqueue", "--channel", "CHANNEL_REGISTER", "--phone", "5551234567", "--country-code", "+1",
+                     "--idempotency-key", "signup-42"]
+        let once = try await ChildProcess.run(binary, keyed, environment: environment)
+        let twice = try await ChildProcess.run(binary, keyed, environment: environment)
+        #expect(once.status == 0 && twice.status == 0)
+        #expect(once.output == twice.output)
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs").first?.requiredInt("n") == 2)
+
+        let bad = try await ChildProcess.run(binary, ["enqueue", "--channel", "CHANNEL_SPAM", "--phone", "1"], environment: environment)
+        #expect(bad.status == 64)
+        #expect(bad.output.contains("--channel must be one of"))
+
+        let json = try await ChildProcess.run(binary, ["status", "--json"], environment: environment)
+        #expect(json.status == 0, "\(json.output)")
+        let decoded = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+        let totals = decoded?["totals"] as? [String: Int]
+        #expect(totals?["pending"] == 2)
+        #expect(totals?["sent"] == 0)
+        #expect((decoded?["queue"] as? [[String: Any]])?.count == 2)
+
+        let table = try await ChildProcess.run(binary, ["status"], environment: environment)
+        #expect(table.status == 0)
+        #expect(table.output.contains("pending=2"))
+        #expect(table.output.contains("CHANNEL_REGISTER"))
+        #expect(table.output.contains("no daemon is running"))
+    }
+
+    @Test("configuration errors exit 78 and name the key",
+          arguments: [
+              ([:], "genauth.host"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9"], "genauth.app_id"),
+              (["SMSD_GENAUTH_HOST": "not a url", "SMSD_GENAUTH_APP_ID": "a"], "genauth.host"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_CONCURRENCY": "lots"], "concurrency"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_CONCURRENCY": "0"], "concurrency"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_POLL_INTERVAL": "-1"], "poll_interval"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_GENAUTH_HEADER_FAMILY": "okta"], "genauth.header_family"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_THROTTLE_WINDOW": "1.5"], "throttle.window"),
+          ])
+    func configErrors(environment: [String: String], key: String) async throws {
+        for command in ["check-config", "run"] {
+            let result = try await ChildProcess.run(binary, [command], environment: environment)
+            #expect(result.status == 78, "\(command): \(result.output)")
+            #expect(result.output.contains("configuration error: \(key)"), "\(command): \(result.output)")
+        }
+    }
+
+    @Test func yamlFileUnknownKeysAndRedaction() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smsd-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("sms-dispatcher.yaml").path
+        try """
+            database:
+              url: postgresql://smsd:db-password-123@127.0.0.1:1/sms
+            genauth:
+              host: http://127.0.0.1:9
+              app_id: from-file
+              app_secret: app-secret-456
+            concurrency: 8
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let ok = try await ChildProcess.run(binary, ["check-config", "--config", file],
+                                            environment: ["SMSD_GENAUTH_APP_ID": "from-env"])
+        #expect(ok.status == 0, "\(ok.output)")
+        #expect(ok.output.contains("genauth.app_id = from-env"), "the environment overrides the file")
+        #expect(ok.output.contains("concurrency = 8"))
+        #expect(ok.output.contains("throttle.window = (default) 60"))
+        #expect(!ok.output.contains("app-secret-456") && !ok.output.contains("db-password-123"), "\(ok.output)")
+        #expect(ok.output.contains("genauth.app_secret = <redacted>"))
+
+        // Secrets from systemd credentials.
+        let credentials = directory.appendingPathComponent("credentials")
+        try FileManager.default.createDirectory(at: credentials, withIntermediateDirectories: true)
+        try "secret-from-credential\n".write(toFile: credentials.appendingPathComponent("genauth-app-secret").path,
+                                              atomically: true, encoding: .utf8)
+        let withCredentials = try await ChildProcess.run(binary, ["check-config"], environment: [
+            "SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "CREDENTIALS_DIRECTORY": credentials.path,
+        ])
+        #expect(withCredentials.status == 0, "\(withCredentials.output)")
+        #expect(withCredentials.output.contains("genauth.app_secret = <redacted>"))
+        #expect(!withCredentials.output.contains("secret-from-credential"))
+
+        try "genauth:\n  host: http://127.0.0.1:9\n  app_id: a\n  appid_typo: b\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let typo = try await ChildProcess.run(binary, ["check-config", "--config", file])
+        #expect(typo.status == 78)
+        #expect(typo.output.contains("genauth.appid_typo"), "\(typo.output)")
+
+        let missing = try await ChildProcess.run(binary, ["check-config", "--config", directory.appendingPathComponent("nope.yaml").path])
+        #expect(missing.status == 78)
+        #expect(missing.output.contains("cannot read configuration file"))
+    }
+
+    @Test func theShippedExampleConfigurationIsValid() async throws {
+        let file = TestEnvironment.repositoryRoot.appendingPathComponent("config/sms-dispatcher.yaml").path
+        let result = try await ChildProcess.run(binary, ["check-config", "--config", file])
+        #expect(result.status == 0, "\(result.output)")
+        for spec in DispatcherConfig.keys {
+            #expect(result.output.contains("  \(spec.name) = "), "check-config lists \(spec.name)")
+        }
+    }
+
+    @Test func runExits69WhenTheDatabaseOrTheAPIIsUnavailable() async throws {
+        let noDatabase = try await ChildProcess.run(binary, ["run"], environment: [
+            "SMSD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x?connect_timeout=2",
+            "SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a",
+        ])
+        #expect(noDatabase.status == 69, "\(noDatabase.output)")
+        #expect(noDatabase.output.contains("cannot connect to PostgreSQL"))
+
+        let unmigrated = try await TestDatabase.create(migrated: false)
+        defer { Task { await unmigrated.drop() } }
+        let noSchema = try await ChildProcess.run(binary, ["run"], environment: [
+            "SMSD_DATABASE_URL": unmigrated.url, "SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a",
+        ])
+        #expect(noSchema.status == 69)
+        #expect(noSchema.output.contains("run `sms-dispatcher migrate`"), "\(noSchema.output)")
+
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        // Port 9 (discard) has no listener on loopback here: the API is unreachable.
+        let noAPI = try await ChildProcess.run(binary, ["run"], environment: [
+            "SMSD_DATABASE_URL": database.url, "SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a",
+            "SMSD_GENAUTH_TIMEOUT": "2",
+        ])
+        #expect(noAPI.status == 69, "\(noAPI.output)")
+        #expect(noAPI.output.contains("does not answer"))
+    }
+}
+
+/// The sandbox's own rules, checked over HTTP: it must be as strict as GenAuth or tests prove nothing.
+@Suite("genauth-sandbox")
+struct SandboxTests {
+    @Test func followsGenAuthsShapesAndRules() async throws {
+        let sandbox = try await SandboxProcess.start(["--window", "60"])
+        defer { Task { await sandbox.stop() } }
+        let url = sandbox.baseURL + "/api/v3/send-sms"
+        let json = [("content-type", "application/json")]
+        func decode(_ body: String) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        }
+
+        let noAppID = try await HTTP.request("POST", url, headers: json, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}"#)
+        #expect(noAppID.status == 200)
+        #expect(try decode(noAppID.body)["statusCode"] as? Int == 401)
+        #expect(try decode(noAppID.body)["requestId"] as? String != nil)
+
+        let headers = json + [("x-genauth-app-id", "app")]
+        let badChannel = try await HTTP.request("POST", url, headers: headers, body: #"{"channel":"CHANNEL_SPAM","phoneNumber":"13800138000"}"#)
+        #expect(try decode(badChannel.body)["statusCode"] as? Int == 400)
+
+        let ok = try await HTTP.request("POST", url, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}"#)
+        let okBody = try decode(ok.body)
+        #expect(okBody["statusCode"] as? Int == 200)
+        #expect((okBody["requestId"] as? String)?.isEmpty == false)
+
+        // Same phone, same channel, inside the window: throttled. Another channel, or the Authing header: fine.
+        let again = try await HTTP.request("POST", url, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","phoneCountryCode":"+86"}"#)
+        #expect(try decode(again.body)["statusCode"] as? Int == 429)
+        let other = try await HTTP.request("POST", url, headers: json + [("x-authing-app-id", "app")],
+                                           body: #"{"channel":"CHANNEL_REGISTER","phoneNumber":"13800138000"}"#)
+        #expect(try decode(other.body)["statusCode"] as? Int == 200)
+
+        let international = try await HTTP.request("POST", url, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"5551234567","phoneCountryCode":"+1"}"#)
+        #expect(try decode(international.body)["statusCode"] as? Int == 400)
+
+        // Scripted faults: 17 2 000 1 → HTTP 503 once, then normal.
+        let fault = try await HTTP.request("POST", url, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"17200011111"}"#)
+        #expect(fault.status == 503)
+        let recovered = try await HTTP.request("POST", url, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"17200011111"}"#)
+        #expect(try decode(recovered.body)["statusCode"] as? Int == 200)
+
+        let token = try await HTTP.request("POST", sandbox.baseURL + "/api/v3/get-management-token", headers: json,
+                                           body: #"{"accessKeyId":"id","accessKeySecret":"secret"}"#)
+        let data = try decode(token.body)["data"] as? [String: Any]
+        #expect((data?["access_token"] as? String)?.isEmpty == false)
+        #expect(data?["expires_in"] as? Int == 7200)
+
+        let report = try await sandbox.report()
+        #expect(report.accepted.count == 3)
+        #expect(report.requests == 8)
+    }
+
+    @Test func qpsLimitIsRealHTTP429() async throws {
+        let sandbox = try await SandboxProcess.start(["--qps", "5"])
+        defer { Task { await sandbox.stop() } }
+        var statuses: [Int] = []
+        for index in 0..<12 {
+            let result = try await HTTP.request("POST", sandbox.baseURL + "/api/v3/send-sms",
+                                                headers: [("content-type", "application/json"), ("x-genauth-app-id", "a")],
+                                                body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"1380000\#(1000 + index)"}"#)
+            statuses.append(result.status)
+        }
+        // 12 quick calls span at most two wall-clock seconds: at least two are over a 5/s limit.
+        #expect(statuses.filter { $0 == 429 }.count >= 2, "\(statuses)")
+    }
+}
