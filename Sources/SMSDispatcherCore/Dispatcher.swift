@@ -40,8 +40,14 @@ public final class Dispatcher: Service, Sendable {
         } catch {
             throw StartupError(code: .databaseUnavailable, message: "cannot connect to PostgreSQL: \(error)")
         }
-        defer { Task { await connection.close() } }
-        let version = try await Migrator.currentVersion(connection)
+        let version: Int?
+        do {
+            version = try await Migrator.currentVersion(connection)
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw StartupError(code: .databaseUnavailable, message: "cannot read the schema version: \(error)")
+        }
         guard let version, version >= requiredSchemaVersion else {
             throw StartupError(code: .databaseUnavailable, message:
                 "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`")
@@ -61,13 +67,15 @@ public final class Dispatcher: Service, Sendable {
             "genauth_host": "\(config.genauthHost)",
         ])
 
+        // The dispatch loop's connection; kept out here so the worker row can be removed once every
+        // task, the heartbeat included, has stopped (else a last heartbeat could re-create it).
+        var db: PostgresConnection? = nil
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.listen(wake: wake, logger: logger) }
                 group.addTask { await self.tick(wake: wake) }
                 group.addTask { await self.heartbeat(logger: logger) }
 
-                var db: PostgresConnection? = nil
                 var outage = OutageTracker(what: "database", logger: logger)
                 var unwritten: [JobOutcome] = []
                 var inFlight = 0
@@ -137,16 +145,21 @@ public final class Dispatcher: Service, Sendable {
                     logger.warning("stopping with calls in flight after the grace period; their jobs stay leased until rescued",
                                    metadata: ["in_flight": "\(inFlight)"])
                 }
-                if let connection = db {
-                    try? await JobStore.unregister(connection, worker: self.identity.id)
-                    await connection.close()
-                }
                 wake.finish()
                 group.cancelAll()
             }
         } onGracefulShutdown: {
             mailbox.beginShutdown()
             wake.yield()
+        }
+        if db == nil { db = try? await PostgresConnection.connect(config.databaseURL) }
+        if let connection = db {
+            do {
+                try await JobStore.unregister(connection, worker: identity.id)
+            } catch {
+                logger.warning("could not remove this worker's row from sms.workers", metadata: ["error": "\(error)"])
+            }
+            await connection.close()
         }
         await client.shutdown()
         logger.notice("dispatcher stopped")
@@ -306,7 +319,8 @@ public final class Dispatcher: Service, Sendable {
         let interval = Duration.milliseconds(Int64(config.heartbeatInterval * 1000))
         var lastRescue = ContinuousClock.now - .seconds(3600)
         var db: PostgresConnection? = nil
-        while !Task.isCancelled && !mailbox.isShuttingDown {
+        // Runs until cancelled, which is after the drain: leases stay extended while calls finish.
+        while !Task.isCancelled {
             if db == nil { db = try? await connect(outage: &outage) }
             if let connection = db {
                 do {
