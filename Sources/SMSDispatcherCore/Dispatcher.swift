@@ -19,6 +19,7 @@ public final class Dispatcher: Service, Sendable {
     private let client: GenAuthClient
     private let backoff: Backoff
     private let mailbox = Mailbox()
+    private let rateLimiter: RateLimiter
 
     public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity) {
         self.config = config
@@ -26,6 +27,7 @@ public final class Dispatcher: Service, Sendable {
         self.identity = identity
         self.client = GenAuthClient(config: config)
         self.backoff = Backoff(base: config.retryBaseDelay, maximum: config.retryMaxDelay)
+        self.rateLimiter = RateLimiter(clusterRate: config.rateLimit)
     }
 
     /// How long a shutdown waits for calls in flight before it stops waiting (their jobs stay leased
@@ -80,6 +82,9 @@ public final class Dispatcher: Service, Sendable {
                 var unwritten: [JobOutcome] = []
                 var inFlight = 0
                 var shutdownStarted: ContinuousClock.Instant? = nil
+                // Claimed and valid, not yet through the throttle (kept across a database outage).
+                var awaitingReservation: [ClaimedJob] = []
+                var publishedSettings = false
 
                 for await _ in wakeups {
                     let delivered = mailbox.takeResults()
@@ -95,36 +100,85 @@ public final class Dispatcher: Service, Sendable {
                     do {
                         if db == nil { db = try await self.connect(outage: &outage) }
                         guard let connection = db else { continue }
+                        if !publishedSettings {
+                            try await JobStore.publishChannelSettings(connection, rules: self.config.channelRules)
+                            publishedSettings = true
+                        }
                         if !unwritten.isEmpty {
                             try await self.write(&unwritten, to: connection, logger: logger)
                         }
                         outage.recovered()
                         if let started = shutdownStarted {
+                            // Claimed but never sent: back to pending at once, no attempt used.
+                            if !awaitingReservation.isEmpty {
+                                unwritten += awaitingReservation.map {
+                                    JobOutcome(jobID: $0.id, state: .pending, message: "released unsent at daemon shutdown", retryIn: 0)
+                                }
+                                awaitingReservation = []
+                                wake.yield()
+                                continue
+                            }
                             if inFlight == 0 || ContinuousClock.now - started > self.shutdownGrace { break }
                             continue
                         }
-                        let free = self.config.concurrency - inFlight
-                        guard free > 0 else { continue }
-                        let claimed = try await JobStore.claim(
-                            connection, worker: self.identity.id, limit: free, lease: self.config.leaseDuration)
-                        mailbox.countClaimed(claimed.count)
-                        for job in claimed {
-                            if let decided = self.decideWithoutCalling(job) {
-                                unwritten.append(decided)
-                                mailbox.count(decided)
-                                continue
+
+                        var candidates = awaitingReservation
+                        let free = self.config.concurrency - inFlight - candidates.count
+                        var claimedFullBatch = false
+                        if free > 0 {
+                            let claimed = try await JobStore.claim(
+                                connection, worker: self.identity.id, limit: free, lease: self.config.leaseDuration)
+                            claimedFullBatch = claimed.count == free
+                            mailbox.countClaimed(claimed.count)
+                            for job in claimed {
+                                if let decided = self.decideWithoutCalling(job) {
+                                    unwritten.append(decided)
+                                    mailbox.count(decided)
+                                } else {
+                                    candidates.append(self.applyingChannelRules(job))
+                                }
                             }
-                            inFlight += 1
-                            group.addTask {
-                                let outcome = await self.send(job, logger: logger)
-                                mailbox.deliver(outcome, fromCall: true)
-                                wake.yield()
+                        }
+
+                        // One job per phone and channel asks for the slot; another in the same batch
+                        // waits a round and is then deferred properly by the throttle.
+                        var seen = Set<String>()
+                        var batch: [ClaimedJob] = []
+                        var nextRound: [ClaimedJob] = []
+                        for job in candidates {
+                            if seen.insert(job.phoneKey + "|" + job.channel).inserted { batch.append(job) } else { nextRound.append(job) }
+                        }
+                        // Until the reservation is through, every candidate is still waiting for it.
+                        awaitingReservation = candidates
+                        let verdicts = try await JobStore.reserve(
+                            connection, jobs: batch, window: self.config.throttleWindow,
+                            hourCap: self.config.capPerPhoneHour, dayCap: self.config.capPerPhoneDay)
+                        awaitingReservation = nextRound
+                        for job in batch {
+                            switch verdicts[job.id] {
+                            case .granted:
+                                inFlight += 1
+                                group.addTask {
+                                    let outcome = await self.send(job, logger: logger)
+                                    mailbox.deliver(outcome, fromCall: true)
+                                    wake.yield()
+                                }
+                            case .deferred(let until):
+                                let outcome = self.deferral(job, until: until)
+                                unwritten.append(outcome)
+                                mailbox.count(outcome)
+                            case .capped(let reason):
+                                let outcome = JobOutcome(jobID: job.id, state: .rejected, message: reason)
+                                unwritten.append(outcome)
+                                mailbox.count(outcome)
+                            case nil:
+                                awaitingReservation.append(job)
                             }
                         }
                         mailbox.setInFlight(inFlight)
                         // A full batch means more may be due: go round again at once. So do outcomes
-                        // decided without a call, which want writing.
-                        if claimed.count == free || !unwritten.isEmpty { wake.yield() }
+                        // decided without a call, which want writing, and jobs waiting for a reservation.
+                        if claimedFullBatch || !unwritten.isEmpty || !awaitingReservation.isEmpty { wake.yield() }
                     } catch let error as PostgresError where error.isConnectionProblem {
                         outage.failed(error)
                         if let connection = db { await connection.close() }
@@ -167,33 +221,88 @@ public final class Dispatcher: Service, Sendable {
 
     // MARK: - Deciding and sending
 
-    /// Jobs that must not be sent: expired, or invalid. Never reaches GenAuth.
+    /// Jobs that must not be sent: expired, invalid, against a channel or country rule, or superseded
+    /// by a newer job for the same phone and channel. None of these reaches GenAuth.
     func decideWithoutCalling(_ job: ClaimedJob) -> JobOutcome? {
-        if job.isExpired {
+        let channel: Channel
+        switch JobValidation.validateChannel(job.channel) {
+        case .failure(let error): return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        case .success(let valid): channel = valid
+        }
+        let rule = config.rule(for: channel)
+        if let expiresAt = job.expiresAt, expiresAt <= job.now {
             return JobOutcome(jobID: job.id, state: .expired, message: "expires_at passed before the SMS could be sent")
         }
-        if case .failure(let error) = JobValidation.validateChannel(job.channel) {
-            return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        if rule.ttl > 0, job.createdAt + rule.ttl <= job.now {
+            return JobOutcome(jobID: job.id, state: .expired, message:
+                "older than \(channel.rawValue)'s TTL of \(Int(rule.ttl)) s (channels.\(channel.rawValue).ttl) before it could be sent")
         }
-        if case .failure(let error) = JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode) {
-            return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        let phone: ValidatedPhone
+        switch JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode) {
+        case .failure(let error): return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        case .success(let valid): phone = valid
         }
-        if job.attempts >= job.maxAttempts {
+        if !rule.enabled {
+            return JobOutcome(jobID: job.id, state: .rejected,
+                              message: "channel \(channel.rawValue) is disabled by configuration (channels.\(channel.rawValue).enabled = false)")
+        }
+        if let code = phone.countryCode {
+            if !config.international {
+                return JobOutcome(jobID: job.id, state: .rejected, message:
+                    "international numbers are not enabled (countries.international = false); \(code) is outside mainland China")
+            }
+            if !config.allowedCountryCodes.isEmpty && !config.allowedCountryCodes.contains(code) {
+                return JobOutcome(jobID: job.id, state: .rejected, message:
+                    "country code \(code) is not allowed (countries.allow = \(config.allowedCountryCodes.joined(separator: ", ")))")
+            }
+        }
+        if rule.coalesce, let newer = job.newerJob {
+            return JobOutcome(jobID: job.id, state: .superseded,
+                              message: "superseded by job \(newer), a newer request for the same phone and channel")
+        }
+        let maxAttempts = applyingChannelRules(job).maxAttempts
+        if job.attempts >= maxAttempts {
             return JobOutcome(jobID: job.id, state: .failed,
-                              message: "attempts exhausted (\(job.attempts) of \(job.maxAttempts)) before this claim")
+                              message: "attempts exhausted (\(job.attempts) of \(maxAttempts)) before this claim")
         }
         return nil
+    }
+
+    /// The job with its channel's cap on attempts applied.
+    func applyingChannelRules(_ job: ClaimedJob) -> ClaimedJob {
+        var job = job
+        if let channel = Channel(rawValue: job.channel), let cap = config.rule(for: channel).maxAttempts {
+            job.maxAttempts = min(job.maxAttempts, cap)
+        }
+        return job
+    }
+
+    /// The phone+channel window is still open: back to pending until it closes (no attempt used), or
+    /// `expired` if the job's deadline comes first.
+    func deferral(_ job: ClaimedJob, until: Double) -> JobOutcome {
+        let ttl = Channel(rawValue: job.channel).map { config.rule(for: $0).ttl } ?? 0
+        let when = Date(timeIntervalSince1970: until).formatted(.iso8601)
+        if let deadline = job.deadline(ttl: ttl), until >= deadline {
+            return JobOutcome(jobID: job.id, state: .expired, message:
+                "its phone+channel window stays open until \(when), after its deadline \(Date(timeIntervalSince1970: deadline).formatted(.iso8601))")
+        }
+        return JobOutcome(jobID: job.id, state: .pending, message:
+            "deferred: one SMS per phone per channel every \(config.throttleWindow) s (throttle.window); next try at \(when)",
+            deferredUntil: until)
     }
 
     func send(_ job: ClaimedJob, logger: Logger) async -> JobOutcome {
         // Validated already in decideWithoutCalling; normalise +86 to an absent field as GenAuth expects.
         let phone = (try? JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode).get())
             ?? ValidatedPhone(number: job.phoneNumber, countryCode: job.phoneCountryCode)
+        await rateLimiter.acquire()
         let started = Date().timeIntervalSince1970
         let result = await client.send(SendSMSRequest(channel: job.channel, phoneNumber: phone.number,
                                                       phoneCountryCode: phone.countryCode))
         let finished = Date().timeIntervalSince1970
-        let outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff)
+        if case .answered(429, _, _) = result { rateLimiter.throttled() }
+        var outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff)
+        outcome.coalesce = Channel(rawValue: job.channel).map { config.rule(for: $0).coalesce } ?? false
         logger.debug("job attempt", metadata: [
             "job": "\(job.id)", "phone": "\(maskPhone(job.phoneNumber))", "channel": "\(job.channel)",
             "attempt": "\(job.attempts + 1)", "state": "\(outcome.state.rawValue)",
@@ -265,7 +374,7 @@ public final class Dispatcher: Service, Sendable {
             var remaining: [JobOutcome] = []
             for outcome in unwritten {
                 do {
-                    try await JobStore.complete(db, worker: identity.id, outcomes: [outcome])
+                    try await JobStore.complete(db, worker: identity.id, outcomes: [outcome], throttleWindow: config.throttleWindow)
                 } catch let error as PostgresError where error.isConnectionProblem {
                     remaining.append(outcome)
                     throw error
@@ -325,9 +434,11 @@ public final class Dispatcher: Service, Sendable {
             if let connection = db {
                 do {
                     let snapshot = mailbox.snapshot()
-                    try await JobStore.heartbeat(connection, worker: identity, version: SMSDispatcherVersion.current,
-                                                 inFlight: snapshot.inFlight, counters: snapshot.counters,
-                                                 lease: config.leaseDuration)
+                    let live = try await JobStore.heartbeat(
+                        connection, worker: identity, version: SMSDispatcherVersion.current,
+                        inFlight: snapshot.inFlight, counters: snapshot.counters, lease: config.leaseDuration,
+                        staleAfter: config.heartbeatInterval * 3)
+                    rateLimiter.setLiveWorkers(live)
                     if ContinuousClock.now - lastRescue >= .milliseconds(Int64(config.rescueInterval * 1000)) {
                         lastRescue = .now
                         let rescued = try await JobStore.rescueExpiredLeases(connection)

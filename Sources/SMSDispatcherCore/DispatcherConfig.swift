@@ -38,12 +38,27 @@ public struct DispatcherConfig: Sendable {
     public var logLevel = Logger.Level.info
     /// Identifies this daemon in `locked_by` and `sms.workers`; default `<host>-<pid>-<random>`.
     public var workerID: String? = nil
+    /// Per-channel rules; every channel has an entry.
+    public var channelRules: [Channel: ChannelRule] = Dictionary(uniqueKeysWithValues: Channel.allCases.map { ($0, ChannelRule()) })
+    /// Whether numbers outside mainland China (+86) may be sent at all.
+    public var international = false
+    /// With `international`, the country codes allowed; empty means all.
+    public var allowedCountryCodes: [String] = []
+    /// SMS per phone (all channels) per rolling hour / day; 0 disables the cap.
+    public var capPerPhoneHour = 5
+    public var capPerPhoneDay = 10
+    /// API requests per second for the whole cluster (GenAuth's free tier allows 300); 0 disables.
+    public var rateLimit = 300.0
 
     public init() {}
 
+    public func rule(for channel: Channel) -> ChannelRule { channelRules[channel] ?? ChannelRule() }
+
     /// Every key the daemon reads, with what it is for: the source of `check-config` and of the
     /// "unknown key" check.
-    public static let keys: [ConfigKeySpec] = [
+    public static let keys: [ConfigKeySpec] = baseKeys + ChannelRule.keys
+
+    static let baseKeys: [ConfigKeySpec] = [
         .init("database.url", secret: true, "libpq connection string or URI (may hold a password)"),
         .init("genauth.host", "GenAuth app host base URL, e.g. https://example.genauth.ai"),
         .init("genauth.app_id", "GenAuth app id, sent in the app-id header"),
@@ -61,6 +76,11 @@ public struct DispatcherConfig: Sendable {
         .init("shutdown.grace", "seconds a shutdown waits for API calls in flight"),
         .init("log.level", "trace, debug, info, notice, warning, error or critical"),
         .init("worker.id", "this daemon's name in locked_by and sms.workers"),
+        .init("countries.international", "send to numbers outside mainland China (+86)"),
+        .init("countries.allow", "with international: the country codes allowed, e.g. [\"+852\", \"+1\"]; empty: all"),
+        .init("caps.per_phone_hour", "SMS per phone across all channels per rolling hour (0: no cap)"),
+        .init("caps.per_phone_day", "SMS per phone across all channels per rolling day (0: no cap)"),
+        .init("rate_limit.requests_per_second", "API requests per second for the whole cluster (0: no limit)"),
     ]
 
     /// Loads the configuration: the YAML file (if any), `$CREDENTIALS_DIRECTORY`, then `SMSD_*`
@@ -133,6 +153,20 @@ public struct DispatcherConfig: Sendable {
             config.logLevel = parsed
         }
         config.workerID = try values.string("worker.id")
+        try values.bool("countries.international").map { config.international = $0 }
+        if let codes = try values.stringArray("countries.allow") {
+            for code in codes where !(code.hasPrefix("+") && (2...5).contains(code.count) && code.dropFirst().allSatisfy(\.isASCIIDigitCharacter)) {
+                throw ConfigError(key: "countries.allow", "\"\(code)\" is not a country code like +852")
+            }
+            config.allowedCountryCodes = codes
+        }
+        try values.int("caps.per_phone_hour", in: 0...1000).map { config.capPerPhoneHour = $0 }
+        try values.int("caps.per_phone_day", in: 0...10_000).map { config.capPerPhoneDay = $0 }
+        try values.double("rate_limit.requests_per_second", in: 0...100_000).map { config.rateLimit = $0 }
+        let defaults = try ChannelRule.read(scope: "defaults", base: ChannelRule(), values: values)
+        for channel in Channel.allCases {
+            config.channelRules[channel] = try ChannelRule.read(scope: channel.rawValue, base: defaults, values: values)
+        }
 
         if config.retryMaxDelay < config.retryBaseDelay {
             throw ConfigError(key: "retry.max_delay", "must not be below retry.base_delay (\(config.retryBaseDelay))")
@@ -197,7 +231,7 @@ public struct ConfigSources: Sendable {
 /// Reads every value as a string through swift-configuration (which does the precedence and the
 /// secret marking) and parses it here, so that a wrong type is an error naming the key instead of a
 /// silent fall back to the default.
-private final class RawValues {
+final class RawValues {
     let reader: ConfigReader
     let specs: [String: ConfigKeySpec]
     var sources = ConfigSources()
@@ -223,6 +257,24 @@ private final class RawValues {
             throw ConfigError(key: key, "must be between \(range.lowerBound) and \(range.upperBound), not \(value)")
         }
         return value
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let text = try string(key) else { return nil }
+        switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        default: throw ConfigError(key: key, "must be true or false, not \"\(text)\"")
+        }
+    }
+
+    func stringArray(_ key: String) throws -> [String]? {
+        if let array = reader.stringArray(forKey: ConfigKey(key)) {
+            sources.entries.append((key, "[" + array.joined(separator: ", ") + "]", false))
+            return array.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        // A single value (or an environment variable) is a comma-separated list.
+        return try string(key).map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
     }
 
     func double(_ key: String, in range: ClosedRange<Double>) throws -> Double? {
@@ -258,12 +310,18 @@ extension DispatcherConfig {
         case "shutdown.grace": return String(shutdownGrace)
         case "log.level": return logLevel.rawValue
         case "worker.id": return workerID ?? "(host-pid-random)"
-        default: return "?"
+        case "countries.international": return String(international)
+        case "countries.allow": return "[" + allowedCountryCodes.joined(separator: ", ") + "]"
+        case "caps.per_phone_hour": return String(capPerPhoneHour)
+        case "caps.per_phone_day": return String(capPerPhoneDay)
+        case "rate_limit.requests_per_second": return String(rateLimit)
+        default:
+            return ChannelRule.describe(key, in: self) ?? "?"
         }
     }
 }
 
 /// The schema version this build needs: the highest `sql/NNNN_*.sql` it was written against.
 public enum SchemaVersion {
-    public static let required = 1
+    public static let required = 2
 }

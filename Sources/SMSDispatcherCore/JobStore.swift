@@ -7,11 +7,53 @@ public struct ClaimedJob: Sendable, Equatable {
     public let channel: String
     public let phoneNumber: String
     public let phoneCountryCode: String?
+    /// Country code (+86 when none) and number: the phone's identity for throttling and caps.
+    public let phoneKey: String
     /// API calls made before this claim.
     public let attempts: Int
-    public let maxAttempts: Int
-    /// `expires_at` has passed.
-    public let isExpired: Bool
+    public var maxAttempts: Int
+    /// Epoch seconds, by the database's clock (as is `now`).
+    public let createdAt: Double
+    public let expiresAt: Double?
+    public let now: Double
+    /// A newer job for the same phone and channel that is still to be sent, if any.
+    public let newerJob: Int64?
+
+    public init(id: Int64, channel: String, phoneNumber: String, phoneCountryCode: String?, phoneKey: String? = nil,
+                attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil, now: Double = 0,
+                newerJob: Int64? = nil) {
+        self.id = id
+        self.channel = channel
+        self.phoneNumber = phoneNumber
+        self.phoneCountryCode = phoneCountryCode
+        self.phoneKey = phoneKey ?? ((phoneCountryCode ?? "+86") + " " + phoneNumber)
+        self.attempts = attempts
+        self.maxAttempts = maxAttempts
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.now = now
+        self.newerJob = newerJob
+    }
+
+    /// When it must no longer be sent: `expires_at`, or `created_at` + the channel's TTL, whichever is first.
+    public func deadline(ttl: Double) -> Double? {
+        let byTTL = ttl > 0 ? createdAt + ttl : nil
+        switch (expiresAt, byTTL) {
+        case let (expires?, ttl?): return min(expires, ttl)
+        case let (expires?, nil): return expires
+        case let (nil, ttl?): return ttl
+        case (nil, nil): return nil
+        }
+    }
+}
+
+/// The cluster-wide throttle's answer for one job (`sms.reserve_sends`).
+public enum Reservation: Sendable, Equatable {
+    case granted
+    /// The phone+channel window is open until this epoch second.
+    case deferred(until: Double)
+    /// A per-phone cap was reached; the text names it.
+    case capped(String)
 }
 
 /// One API call, as recorded on the job and in `sms.attempts`.
@@ -36,13 +78,20 @@ public struct JobOutcome: Sendable, Equatable {
     public var call: CallRecord?
     /// Seconds until the retry, for `pending`.
     public var retryIn: Double?
+    /// For a deferral: the epoch second (database clock) to try again; counts in `deferrals`.
+    public var deferredUntil: Double?
+    /// When sent: supersede older pending jobs for the same phone and channel.
+    public var coalesce: Bool
 
-    public init(jobID: Int64, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Double? = nil) {
+    public init(jobID: Int64, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Double? = nil,
+                deferredUntil: Double? = nil, coalesce: Bool = false) {
         self.jobID = jobID
         self.state = state
         self.message = message
         self.call = call
         self.retryIn = retryIn
+        self.deferredUntil = deferredUntil
+        self.coalesce = coalesce
     }
 }
 
@@ -54,13 +103,17 @@ public struct WorkerCounters: Sendable, Equatable {
     public var retried = 0
     public var rejected = 0
     public var expired = 0
+    public var deferred = 0
+    public var superseded = 0
     public init() {}
 
     mutating func count(_ outcome: JobOutcome) {
         switch outcome.state {
         case .sent: sent += 1
         case .failed: failed += 1
+        case .pending where outcome.deferredUntil != nil: deferred += 1
         case .pending: retried += 1
+        case .superseded: superseded += 1
         case .rejected: rejected += 1
         case .expired: expired += 1
         default: break
@@ -99,8 +152,13 @@ public enum JobStore {
             updated_at = now()
         FROM picked
         WHERE j.id = picked.id
-        RETURNING j.id, j.channel, j.phone_number, j.phone_country_code, j.attempts, j.max_attempts,
-                  (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS is_expired
+        RETURNING j.id, j.channel, j.phone_number, j.phone_country_code, j.phone_key, j.attempts, j.max_attempts,
+                  extract(epoch FROM j.created_at)::float8 AS created_epoch,
+                  extract(epoch FROM j.expires_at)::float8 AS expires_epoch,
+                  extract(epoch FROM now())::float8 AS now_epoch,
+                  (SELECT max(n.id) FROM sms.jobs n
+                   WHERE n.phone_key = j.phone_key AND n.channel = j.channel AND n.id > j.id
+                     AND n.state IN ('pending', 'running')) AS newer_job
         """
 
     public static func claim(_ db: PostgresConnection, worker: String, limit: Int, lease: Double) async throws
@@ -113,9 +171,13 @@ public enum JobStore {
                 channel: try row.requiredString("channel"),
                 phoneNumber: try row.requiredString("phone_number"),
                 phoneCountryCode: try row.string("phone_country_code"),
+                phoneKey: try row.requiredString("phone_key"),
                 attempts: try row.requiredInt("attempts"),
                 maxAttempts: try row.requiredInt("max_attempts"),
-                isExpired: try row.bool("is_expired") ?? false)
+                createdAt: try row.double("created_epoch") ?? 0,
+                expiresAt: try row.double("expires_epoch"),
+                now: try row.double("now_epoch") ?? 0,
+                newerJob: try row.int("newer_job").map(Int64.init))
         }
     }
 
@@ -126,9 +188,9 @@ public enum JobStore {
         WITH r AS (
             SELECT * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
                                  $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[],
-                                 $13::text[], $14::text[])
+                                 $13::text[], $14::text[], $15::float8[], $16::int[])
                 AS r(id, state, called, http_status, status_code, api_code, message, request_id,
-                     retry_in, started, finished, outcome, call_message)
+                     retry_in, started, finished, outcome, call_message, deferred_until, coalesce)
         ), done AS (
             UPDATE sms.jobs j SET
                 state = r.state,
@@ -138,7 +200,10 @@ public enum JobStore {
                 api_code = CASE WHEN r.called = 1 THEN r.api_code ELSE j.api_code END,
                 request_id = CASE WHEN r.called = 1 THEN r.request_id ELSE j.request_id END,
                 message = r.message,
-                run_at = CASE WHEN r.state = 'pending' THEN now() + make_interval(secs => r.retry_in) ELSE j.run_at END,
+                run_at = CASE WHEN r.deferred_until IS NOT NULL THEN to_timestamp(r.deferred_until)
+                              WHEN r.state = 'pending' THEN now() + make_interval(secs => r.retry_in)
+                              ELSE j.run_at END,
+                deferrals = j.deferrals + CASE WHEN r.deferred_until IS NOT NULL THEN 1 ELSE 0 END,
                 sent_at = CASE WHEN r.state = 'sent' THEN to_timestamp(r.finished) ELSE j.sent_at END,
                 finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
                 locked_by = NULL,
@@ -146,7 +211,7 @@ public enum JobStore {
                 updated_at = now()
             FROM r
             WHERE j.id = r.id AND j.state = 'running' AND j.locked_by = $1
-            RETURNING j.id, j.attempts
+            RETURNING j.id, j.attempts, j.phone_key, j.channel
         ), logged AS (
             INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
                                       http_status, status_code, api_code, message, request_id)
@@ -155,13 +220,34 @@ public enum JobStore {
             FROM r JOIN done ON done.id = r.id
             WHERE r.called = 1
             RETURNING 1
+        ), windows AS (
+            -- The window runs from the end of the call that sent, so it never closes before GenAuth's.
+            UPDATE sms.throttle t SET window_until = to_timestamp(r.finished) + make_interval(secs => $17::float8)
+            FROM r JOIN done ON done.id = r.id
+            WHERE t.job_id = r.id AND r.state = 'sent'
+            RETURNING 1
+        ), released AS (
+            -- A call that did not send frees its phone+channel slot for the retry.
+            DELETE FROM sms.throttle t
+            USING r JOIN done ON done.id = r.id
+            WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent'
+            RETURNING 1
+        ), superseded AS (
+            UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
+                message = 'superseded by job ' || done.id || ', sent to the same phone and channel'
+            FROM r JOIN done ON done.id = r.id
+            WHERE r.state = 'sent' AND r.coalesce = 1 AND o.phone_key = done.phone_key
+              AND o.channel = done.channel AND o.state = 'pending' AND o.id < done.id
+            RETURNING 1
         )
-        SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged
+        SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,
+               (SELECT count(*) FROM superseded) AS superseded
         """
 
     /// Returns how many rows the fence let through (the rest had lost their lease).
     @discardableResult
-    public static func complete(_ db: PostgresConnection, worker: String, outcomes: [JobOutcome]) async throws -> Int {
+    public static func complete(_ db: PostgresConnection, worker: String, outcomes: [JobOutcome],
+                                throttleWindow: Int = 60) async throws -> Int {
         guard !outcomes.isEmpty else { return 0 }
         let calls = outcomes.map(\.call)
         let parameters: [String?] = [
@@ -186,30 +272,78 @@ public enum JobStore {
                 }
             }),
             PostgresArray.literal(calls.map { $0?.message }),
+            PostgresArray.literal(outcomes.map(\.deferredUntil)),
+            PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
+            String(throttleWindow),
         ]
         let rows = try await db.query(completeSQL, parameters, prepared: true)
         return try rows.first?.int("updated") ?? 0
     }
 
-    /// The heartbeat: refreshes this worker's row and extends the leases of the jobs it holds.
-    public static func heartbeat(_ db: PostgresConnection, worker: WorkerIdentity, version: String, inFlight: Int,
-                                 counters: WorkerCounters, lease: Double) async throws {
+    /// Asks the cluster-wide throttle (`sms.reserve_sends`) for each job's phone+channel slot and caps.
+    public static func reserve(_ db: PostgresConnection, jobs: [ClaimedJob], window: Int, hourCap: Int, dayCap: Int)
+        async throws -> [Int64: Reservation]
+    {
+        guard !jobs.isEmpty else { return [:] }
+        let rows = try await db.query("""
+            SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail
+            FROM sms.reserve_sends($1::bigint[], $2::text[], $3::text[], $4::float8, $5::int, $6::int)
+            """,
+            [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
+             PostgresArray.literal(jobs.map { Optional($0.channel) }), String(window), String(hourCap), String(dayCap)],
+            prepared: true)
+        var verdicts: [Int64: Reservation] = [:]
+        for row in rows.rows {
+            let id = Int64(try row.requiredInt("r_job_id"))
+            switch try row.requiredString("r_verdict") {
+            case "granted": verdicts[id] = .granted
+            case "deferred": verdicts[id] = .deferred(until: try row.double("until") ?? 0)
+            default: verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
+            }
+        }
+        return verdicts
+    }
+
+    /// Publishes the channels' configured default priorities for the insert trigger.
+    public static func publishChannelSettings(_ db: PostgresConnection, rules: [Channel: ChannelRule]) async throws {
+        let channels = Channel.allCases
         try await db.query("""
-            INSERT INTO sms.workers (id, host, pid, version, in_flight, claimed, sent, failed, retried, rejected, expired)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            INSERT INTO sms.channel_settings (channel, default_priority)
+            SELECT * FROM unnest($1::text[], $2::smallint[])
+            ON CONFLICT (channel) DO UPDATE SET default_priority = EXCLUDED.default_priority, updated_at = now()
+            """,
+            [PostgresArray.literal(channels.map { Optional($0.rawValue) }),
+             PostgresArray.literal(channels.map { rules[$0]?.priority ?? 0 })])
+    }
+
+    /// The heartbeat: refreshes this worker's row and extends the leases of the jobs it holds. Returns
+    /// how many daemons are alive (heartbeat within `staleAfter` seconds), this one included.
+    @discardableResult
+    public static func heartbeat(_ db: PostgresConnection, worker: WorkerIdentity, version: String, inFlight: Int,
+                                 counters: WorkerCounters, lease: Double, staleAfter: Double = 15) async throws -> Int {
+        try await db.query("""
+            INSERT INTO sms.workers (id, host, pid, version, in_flight, claimed, sent, failed, retried, rejected,
+                                     expired, deferred, superseded)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
             ON CONFLICT (id) DO UPDATE SET
                 heartbeat_at = now(), in_flight = EXCLUDED.in_flight, claimed = EXCLUDED.claimed,
                 sent = EXCLUDED.sent, failed = EXCLUDED.failed, retried = EXCLUDED.retried,
-                rejected = EXCLUDED.rejected, expired = EXCLUDED.expired, stopped_at = NULL
+                rejected = EXCLUDED.rejected, expired = EXCLUDED.expired, deferred = EXCLUDED.deferred,
+                superseded = EXCLUDED.superseded, stopped_at = NULL
             """,
             [worker.id, worker.host, String(worker.pid), version, String(inFlight), String(counters.claimed),
              String(counters.sent), String(counters.failed), String(counters.retried), String(counters.rejected),
-             String(counters.expired)],
+             String(counters.expired), String(counters.deferred), String(counters.superseded)],
             prepared: true)
         try await db.query("""
             UPDATE sms.jobs SET locked_until = now() + make_interval(secs => $2::float8)
             WHERE state = 'running' AND locked_by = $1
             """, [worker.id, String(lease)], prepared: true)
+        let live = try await db.query("""
+            SELECT count(*)::int AS n FROM sms.workers
+            WHERE heartbeat_at > now() - make_interval(secs => $1::float8) AND stopped_at IS NULL
+            """, [String(staleAfter)], prepared: true)
+        return max(1, try live.first?.int("n") ?? 1)
     }
 
     /// Returns jobs whose lease ran out (their worker died or hung) to `pending`, due now. Any daemon
@@ -257,7 +391,7 @@ public enum JobStore {
 
     public static func queueStats(_ db: PostgresConnection) async throws -> [QueueStatsRow] {
         let rows = try await db.query("""
-            SELECT channel, state, jobs, due, oldest_pending_age_s, sent_last_minute, sent_last_hour
+            SELECT channel, state, jobs, due, oldest_pending_age_s, sent_last_minute, sent_last_hour, deferred
             FROM sms.queue_stats ORDER BY channel, state
             """)
         return try rows.rows.map { row in
@@ -266,7 +400,8 @@ public enum JobStore {
                 jobs: try row.requiredInt("jobs"), due: try row.requiredInt("due"),
                 oldestPendingAgeSeconds: try row.double("oldest_pending_age_s"),
                 sentLastMinute: try row.requiredInt("sent_last_minute"),
-                sentLastHour: try row.requiredInt("sent_last_hour"))
+                sentLastHour: try row.requiredInt("sent_last_hour"),
+                deferred: try row.requiredInt("deferred"))
         }
     }
 
@@ -274,7 +409,7 @@ public enum JobStore {
         let rows = try await db.query("""
             SELECT id, host, pid, version, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at,
                    extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s,
-                   in_flight, claimed, sent, failed, retried, rejected, expired
+                   in_flight, claimed, sent, failed, retried, rejected, expired, deferred, superseded
             FROM sms.workers ORDER BY started_at, id
             """)
         return try rows.rows.map { row in
@@ -286,7 +421,8 @@ public enum JobStore {
                 inFlight: try row.requiredInt("in_flight"), claimed: try row.requiredInt("claimed"),
                 sent: try row.requiredInt("sent"), failed: try row.requiredInt("failed"),
                 retried: try row.requiredInt("retried"), rejected: try row.requiredInt("rejected"),
-                expired: try row.requiredInt("expired"))
+                expired: try row.requiredInt("expired"), deferred: try row.requiredInt("deferred"),
+                superseded: try row.requiredInt("superseded"))
         }
     }
 }
@@ -299,6 +435,7 @@ public struct QueueStatsRow: Sendable, Codable, Equatable {
     public let oldestPendingAgeSeconds: Double?
     public let sentLastMinute: Int
     public let sentLastHour: Int
+    public let deferred: Int
 }
 
 public struct WorkerRow: Sendable, Codable, Equatable {
@@ -315,4 +452,6 @@ public struct WorkerRow: Sendable, Codable, Equatable {
     public let retried: Int
     public let rejected: Int
     public let expired: Int
+    public let deferred: Int
+    public let superseded: Int
 }

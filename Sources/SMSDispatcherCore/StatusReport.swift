@@ -19,7 +19,11 @@ public struct StatusReport: Sendable, Codable {
         let workers = try await JobStore.workers(db)
         var totals: [String: Int] = [:]
         for state in JobState.allCases { totals[state.rawValue] = 0 }
-        for row in queue { totals[row.state, default: 0] += row.jobs }
+        totals["deferred"] = 0
+        for row in queue {
+            totals[row.state, default: 0] += row.jobs
+            totals["deferred", default: 0] += row.deferred
+        }
         var warnings: [String] = []
         for worker in workers where worker.heartbeatAgeSeconds > heartbeatInterval * staleHeartbeats {
             warnings.append("worker \(worker.id) is stale: last heartbeat \(Int(worker.heartbeatAgeSeconds)) s ago")
@@ -44,11 +48,12 @@ public struct StatusReport: Sendable, Codable {
 
     public func table() -> String {
         var out = "Jobs by state: "
-        out += JobState.allCases.map { "\($0.rawValue)=\(totals[$0.rawValue] ?? 0)" }.joined(separator: " ") + "\n\n"
+        out += JobState.allCases.map { "\($0.rawValue)=\(totals[$0.rawValue] ?? 0)" }.joined(separator: " ")
+        out += " (deferred by the throttle: \(totals["deferred"] ?? 0))\n\n"
         out += Self.render(
-            header: ["CHANNEL", "STATE", "JOBS", "DUE", "OLDEST PENDING", "SENT 1m", "SENT 1h"],
+            header: ["CHANNEL", "STATE", "JOBS", "DUE", "DEFERRED", "OLDEST PENDING", "SENT 1m", "SENT 1h"],
             rows: queue.map { row in
-                [row.channel, row.state, String(row.jobs), String(row.due),
+                [row.channel, row.state, String(row.jobs), String(row.due), String(row.deferred),
                  row.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-",
                  String(row.sentLastMinute), String(row.sentLastHour)]
             })
@@ -58,11 +63,11 @@ public struct StatusReport: Sendable, Codable {
         } else {
             out += Self.render(
                 header: ["WORKER", "HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "IN FLIGHT", "CLAIMED", "SENT",
-                         "FAILED", "RETRIED", "REJECTED", "EXPIRED"],
+                         "FAILED", "RETRIED", "REJECTED", "EXPIRED", "DEFERRED", "SUPERSEDED"],
                 rows: workers.map { w in
                     [w.id, w.host, String(w.pid), w.version, w.startedAt, String(format: "%.1fs ago", w.heartbeatAgeSeconds),
                      String(w.inFlight), String(w.claimed), String(w.sent), String(w.failed), String(w.retried),
-                     String(w.rejected), String(w.expired)]
+                     String(w.rejected), String(w.expired), String(w.deferred), String(w.superseded)]
                 })
         }
         for warning in warnings { out += "\nWARNING: \(warning)" }

@@ -27,7 +27,7 @@ struct EndToEndTests {
             ('CHANNEL_LOGIN',        '138-0013-8000', NULL, 5, NULL, '{"case": "rejected number"}'),
             ('CHANNEL_LOGIN',        '13800000002', '86',  5, NULL, '{"case": "rejected country code"}'),
             ('CHANNEL_LOGIN',        '13800000003', NULL,  5, now() - interval '1 second', '{"case": "expired"}'),
-            ('CHANNEL_LOGIN',        '5551234567', '+1',   5, NULL, '{"case": "international refused by GenAuth"}')
+            ('CHANNEL_LOGIN',        '5551234567', '+1',   5, NULL, '{"case": "international not enabled"}')
             """)
         let daemon = try startDaemon(database: database, sandbox: sandbox)
         defer { Task { await daemon.stop() } }
@@ -65,7 +65,8 @@ struct EndToEndTests {
         try check("rejected country code", state: "rejected", attempts: 0, statusCode: nil)
         #expect(try byCase["rejected country code"]?.string("message")?.contains("phone_country_code") == true)
         try check("expired", state: "expired", attempts: 0, statusCode: nil)
-        try check("international refused by GenAuth", state: "failed", attempts: 1, statusCode: 400)
+        try check("international not enabled", state: "rejected", attempts: 0, statusCode: nil)
+        #expect(try byCase["international not enabled"]?.string("message")?.contains("countries.international") == true)
 
         // The attempts log: one row per call, in order, with what each call got.
         let attempts = try await database.query("""

@@ -101,7 +101,7 @@ struct ClassificationTests {
 
     @Test func outcomesFollowAttempts() {
         let job = ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil,
-                             attempts: 0, maxAttempts: 2, isExpired: false)
+                             attempts: 0, maxAttempts: 2)
         let backoff = Backoff(base: 1, maximum: 10)
         let first = Dispatcher.outcome(for: job, result: .answered(httpStatus: 503, body: nil, retryAfter: nil),
                                        started: 0, finished: 1, backoff: backoff)
@@ -109,7 +109,7 @@ struct ClassificationTests {
         #expect(first.call?.httpStatus == 503)
         #expect((0.5...1).contains(first.retryIn ?? -1))
         let lastJob = ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil,
-                                 attempts: 1, maxAttempts: 2, isExpired: false)
+                                 attempts: 1, maxAttempts: 2)
         let last = Dispatcher.outcome(for: lastJob, result: .timedOut("slow"), started: 0, finished: 1, backoff: backoff)
         #expect(last.state == .failed)
         #expect(last.message?.contains("attempts exhausted (2 of 2)") == true)
