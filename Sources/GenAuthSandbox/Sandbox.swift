@@ -52,6 +52,8 @@ public struct SandboxReport: Sendable, Codable {
     public let accepted: [SandboxSend]
     /// Answers by outcome, e.g. "200", "body-400", "http-503".
     public let answers: [String: Int]
+    /// send-sms requests received per wall-clock second (epoch second as text).
+    public let perSecond: [String: Int]
 }
 
 /// A faithful fake of GenAuth's send-SMS API (and the management-token call), for tests, the demo
@@ -75,6 +77,7 @@ public final class GenAuthSandbox: Sendable {
         var qpsSecond: Int = 0
         var qpsCount = 0
         var tokens: [String: Double] = [:]
+        var perSecond: [String: Int] = [:]
     }
 
     private let options: SandboxOptions
@@ -113,7 +116,7 @@ public final class GenAuthSandbox: Sendable {
     }
 
     public func report() -> SandboxReport {
-        state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers) }
+        state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers, perSecond: $0.perSecond) }
     }
 
     // MARK: - send-sms
@@ -129,6 +132,7 @@ public final class GenAuthSandbox: Sendable {
         let now = Date().timeIntervalSince1970
         let faults = state.withLock { state -> SandboxFaults in
             state.requests += 1
+            state.perSecond[String(Int(now)), default: 0] += 1
             return state.faults
         }
         // The QPS limit is checked before anything else, as a gateway would.

@@ -363,7 +363,8 @@ public final class Dispatcher: Service, Sendable {
     /// that still fails is logged and left to its lease (it will be rescued and retried).
     private func write(_ unwritten: inout [JobOutcome], to db: PostgresConnection, logger: Logger) async throws {
         do {
-            let updated = try await JobStore.complete(db, worker: identity.id, outcomes: unwritten)
+            let updated = try await JobStore.complete(db, worker: identity.id, outcomes: unwritten,
+                                                      throttleWindow: config.throttleWindow)
             if updated < unwritten.count {
                 logger.warning("some outcomes were not written: those jobs' leases had passed to another worker",
                                metadata: ["fenced_out": "\(unwritten.count - updated)"])

@@ -247,7 +247,7 @@ public enum JobStore {
     /// Returns how many rows the fence let through (the rest had lost their lease).
     @discardableResult
     public static func complete(_ db: PostgresConnection, worker: String, outcomes: [JobOutcome],
-                                throttleWindow: Int = 60) async throws -> Int {
+                                throttleWindow: Int) async throws -> Int {
         guard !outcomes.isEmpty else { return 0 }
         let calls = outcomes.map(\.call)
         let parameters: [String?] = [

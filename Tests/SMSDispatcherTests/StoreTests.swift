@@ -148,7 +148,7 @@ struct JobStoreTests {
             JobOutcome(jobID: byPhone["13800000001"]!, state: .sent, message: "", call: call),
             JobOutcome(jobID: byPhone["13800000002"]!, state: .pending, message: retry.message, call: retry, retryIn: 60),
             JobOutcome(jobID: byPhone["13800000003"]!, state: .sent, message: "", call: call),
-        ])
+        ], throttleWindow: 60)
         #expect(written == 2)
         let rows = try await database.query("""
             SELECT phone_number, state, attempts, status_code, http_status, request_id, message, locked_by,

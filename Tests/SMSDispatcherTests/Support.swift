@@ -208,10 +208,12 @@ final class SandboxProcess: Sendable {
             let channel: String
             let phoneNumber: String
             let phoneCountryCode: String?
+            let at: Double
         }
         let requests: Int
         let accepted: [Send]
         let answers: [String: Int]
+        let perSecond: [String: Int]
     }
 
     func report() async throws -> Report {
