@@ -25,7 +25,8 @@ export SMSD_GENAUTH_HOST=$(sed -n 's/.*listening on //p' "$work/sandbox.log")
 export SMSD_GENAUTH_APP_ID=demo-app SMSD_RETRY_BASE_DELAY=0.5 SMSD_RETRY_MAX_DELAY=2 SMSD_GENAUTH_TIMEOUT=2 SMSD_HEARTBEAT_INTERVAL=1
 echo "sandbox: $SMSD_GENAUTH_HOST"
 
-echo "enqueueing: 300 login/MFA codes, 12 flaky numbers, 6 invalid rows, 2 expired, 1 international"
+echo "enqueueing: 300 login/MFA codes, 12 flaky numbers, 6 invalid rows, 2 expired, 1 international,"
+echo "           3 resends for one phone, 6 channels for another"
 psql "$SMSD_DATABASE_URL" -q <<'SQL'
 INSERT INTO sms.jobs (channel, phone_number, priority, metadata)
 SELECT (ARRAY['CHANNEL_LOGIN','CHANNEL_VERIFY_MFA','CHANNEL_REGISTER','CHANNEL_RESET_PASSWORD','CHANNEL_BIND_PHONE'])[1 + g % 5],
@@ -50,6 +51,14 @@ INSERT INTO sms.jobs (channel, phone_number, expires_at) VALUES
   ('CHANNEL_LOGIN', '13900000001', now() - interval '5 minutes'),
   ('CHANNEL_VERIFY_MFA', '13900000002', now() - interval '1 second');
 INSERT INTO sms.jobs (channel, phone_number, phone_country_code) VALUES ('CHANNEL_LOGIN', '2025550123', '+1');
+-- A user tapping "resend" three times: only the newest is sent, the others are superseded.
+INSERT INTO sms.jobs (channel, phone_number, metadata) VALUES
+  ('CHANNEL_LOGIN', '13912345678', '{"tap": 1}'), ('CHANNEL_LOGIN', '13912345678', '{"tap": 2}'),
+  ('CHANNEL_LOGIN', '13912345678', '{"tap": 3}');
+-- One phone on six channels within the hour: the sixth hits the per-phone cap (5 an hour).
+INSERT INTO sms.jobs (channel, phone_number)
+SELECT c, '13912340000' FROM unnest(ARRAY['CHANNEL_LOGIN','CHANNEL_REGISTER','CHANNEL_RESET_PASSWORD',
+                                          'CHANNEL_BIND_PHONE','CHANNEL_BIND_MFA','CHANNEL_VERIFY_MFA']) c;
 SQL
 
 "$bin/sms-dispatcher" run >"$work/daemon.log" 2>&1 &
@@ -72,7 +81,8 @@ echo "A few rows:"
 psql "$SMSD_DATABASE_URL" -P pager=off -c "
   SELECT id, channel, phone_number, coalesce(phone_country_code, '') AS cc, state, attempts, status_code, api_code,
          left(coalesce(message, ''), 60) AS message, left(coalesce(request_id, ''), 12) AS request_id
-  FROM sms.jobs WHERE id IN (1, 2) OR phone_number LIKE '17%' OR state IN ('rejected', 'expired') OR phone_country_code = '+1'
+  FROM sms.jobs WHERE id IN (1, 2) OR phone_number LIKE '17%' OR state IN ('rejected', 'expired', 'superseded')
+     OR phone_country_code = '+1' OR phone_number LIKE '139123%'
   ORDER BY id"
 kill -TERM "$daemon"
 wait "$daemon" && echo "daemon stopped cleanly (exit 0)"
