@@ -62,6 +62,7 @@ let package = Package(
             dependencies: [
                 "SMSDispatcherCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(

@@ -33,6 +33,11 @@ public struct SandboxOptions: Sendable {
     public var appID: String? = nil
     /// Whether international numbers (country code other than +86) are accepted.
     public var international = false
+    /// Management-token mode: get-management-token checks these, send-sms then needs the bearer token.
+    public var accessKeyID: String? = nil
+    public var accessKeySecret: String? = nil
+    /// Lifetime of issued tokens, seconds.
+    public var tokenTTL = 7200
     public var faults = SandboxFaults()
 
     public init() {}
@@ -54,6 +59,8 @@ public struct SandboxReport: Sendable, Codable {
     public let answers: [String: Int]
     /// send-sms requests received per wall-clock second (epoch second as text).
     public let perSecond: [String: Int]
+    /// Management tokens issued.
+    public let tokensIssued: Int
 }
 
 /// A faithful fake of GenAuth's send-SMS API (and the management-token call), for tests, the demo
@@ -78,6 +85,7 @@ public final class GenAuthSandbox: Sendable {
         var qpsCount = 0
         var tokens: [String: Double] = [:]
         var perSecond: [String: Int] = [:]
+        var tokensIssued = 0
     }
 
     private let options: SandboxOptions
@@ -106,6 +114,10 @@ public final class GenAuthSandbox: Sendable {
             self.state.withLock { $0.faults = faults }
             return try self.json(faults)
         }
+        router.post("/__sandbox/revoke-tokens") { _, _ in
+            self.state.withLock { $0.tokens = [:] }
+            return Response(status: .noContent)
+        }
         router.get("/") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "genauth-sandbox\n"))) }
         let app = Application(
             router: router,
@@ -116,7 +128,8 @@ public final class GenAuthSandbox: Sendable {
     }
 
     public func report() -> SandboxReport {
-        state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers, perSecond: $0.perSecond) }
+        state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers, perSecond: $0.perSecond,
+                                       tokensIssued: $0.tokensIssued) }
     }
 
     // MARK: - send-sms
@@ -162,6 +175,11 @@ public final class GenAuthSandbox: Sendable {
         }
         if let required = options.appID, required != appID {
             return body(400, apiCode: 1404, "app not found: \(appID)", requestId)
+        }
+        if options.accessKeyID != nil {
+            let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            let valid = state.withLock { state in bearer.flatMap { state.tokens[$0] }.map { $0 > now } ?? false }
+            guard valid else { return body(401, apiCode: 1401, "invalid or expired management token", requestId) }
         }
         let raw = try await request.body.collect(upTo: 64 * 1024)
         guard let sent = try? JSONDecoder().decode(SendBody.self, from: Data(raw.readableBytesView)) else {
@@ -245,11 +263,18 @@ public final class GenAuthSandbox: Sendable {
         else {
             return self.body(400, apiCode: 1400, "accessKeyId and accessKeySecret are required", requestId)
         }
+        if let expectedID = options.accessKeyID, expectedID != id || options.accessKeySecret != secret {
+            return self.body(401, apiCode: 1401, "accessKeyId or accessKeySecret is wrong", requestId)
+        }
         let token = "sandbox-" + UUID().uuidString.lowercased()
-        state.withLock { $0.tokens[token] = Date().timeIntervalSince1970 + 7200 }
+        let ttl = options.tokenTTL
+        state.withLock {
+            $0.tokens[token] = Date().timeIntervalSince1970 + Double(ttl)
+            $0.tokensIssued += 1
+        }
         let object: [String: Any] = [
             "statusCode": 200, "message": "", "requestId": requestId,
-            "data": ["access_token": token, "expires_in": 7200],
+            "data": ["access_token": token, "expires_in": ttl],
         ]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return Response(status: .ok, headers: [.contentType: "application/json"],

@@ -20,6 +20,7 @@ public final class Dispatcher: Service, Sendable {
     private let backoff: Backoff
     private let mailbox = Mailbox()
     private let rateLimiter: RateLimiter
+    private let breaker: CircuitBreaker
 
     public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity) {
         self.config = config
@@ -28,6 +29,7 @@ public final class Dispatcher: Service, Sendable {
         self.client = GenAuthClient(config: config)
         self.backoff = Backoff(base: config.retryBaseDelay, maximum: config.retryMaxDelay)
         self.rateLimiter = RateLimiter(clusterRate: config.rateLimit)
+        self.breaker = CircuitBreaker(threshold: config.breakerThreshold, coolDown: config.breakerCoolDown)
     }
 
     /// How long a shutdown waits for calls in flight before it stops waiting (their jobs stay leased
@@ -148,6 +150,26 @@ public final class Dispatcher: Service, Sendable {
                         for job in candidates {
                             if seen.insert(job.phoneKey + "|" + job.channel).inserted { batch.append(job) } else { nextRound.append(job) }
                         }
+                        // While GenAuth is down (breaker open) jobs wait, unreserved and with no attempt used.
+                        switch self.breaker.admit(batch.count) {
+                        case .all:
+                            break
+                        case .probe(let count, let retryIn):
+                            for job in batch.dropFirst(count) {
+                                let outcome = self.deferral(job, until: job.now + retryIn, reason: self.breakerReason)
+                                unwritten.append(outcome)
+                                mailbox.count(outcome)
+                            }
+                            batch = Array(batch.prefix(count))
+                        case .none(let retryIn):
+                            for job in batch {
+                                let outcome = self.deferral(job, until: job.now + retryIn, reason: self.breakerReason)
+                                unwritten.append(outcome)
+                                mailbox.count(outcome)
+                            }
+                            batch = []
+                        }
+                        candidates = batch + nextRound
                         // Until the reservation is through, every candidate is still waiting for it.
                         awaitingReservation = candidates
                         let verdicts = try await JobStore.reserve(
@@ -277,18 +299,22 @@ public final class Dispatcher: Service, Sendable {
         return job
     }
 
-    /// The phone+channel window is still open: back to pending until it closes (no attempt used), or
-    /// `expired` if the job's deadline comes first.
-    func deferral(_ job: ClaimedJob, until: Double) -> JobOutcome {
+    /// Back to pending until `until` (epoch, database clock), no attempt used; or `expired` if the job's
+    /// deadline comes first. `reason` says why, for the message.
+    func deferral(_ job: ClaimedJob, until: Double, reason: String? = nil) -> JobOutcome {
         let ttl = Channel(rawValue: job.channel).map { config.rule(for: $0).ttl } ?? 0
         let when = Date(timeIntervalSince1970: until).formatted(.iso8601)
+        let reason = reason ?? "one SMS per phone per channel every \(config.throttleWindow) s (throttle.window)"
         if let deadline = job.deadline(ttl: ttl), until >= deadline {
             return JobOutcome(jobID: job.id, state: .expired, message:
-                "its phone+channel window stays open until \(when), after its deadline \(Date(timeIntervalSince1970: deadline).formatted(.iso8601))")
+                "deferred until \(when) (\(reason)), which is after its deadline \(Date(timeIntervalSince1970: deadline).formatted(.iso8601))")
         }
-        return JobOutcome(jobID: job.id, state: .pending, message:
-            "deferred: one SMS per phone per channel every \(config.throttleWindow) s (throttle.window); next try at \(when)",
-            deferredUntil: until)
+        return JobOutcome(jobID: job.id, state: .pending, message: "deferred: \(reason); next try at \(when)",
+                          deferredUntil: until)
+    }
+
+    private var breakerReason: String {
+        "GenAuth is failing: circuit breaker open after \(config.breakerThreshold) consecutive transient failures (breaker.*)"
     }
 
     func send(_ job: ClaimedJob, logger: Logger) async -> JobOutcome {
@@ -301,7 +327,12 @@ public final class Dispatcher: Service, Sendable {
                                                       phoneCountryCode: phone.countryCode))
         let finished = Date().timeIntervalSince1970
         if case .answered(429, _, _) = result { rateLimiter.throttled() }
-        var outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff)
+        var outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff,
+                                   policy: config.deliveryPolicy)
+        if let phase = breaker.record(Classification.classify(result), isServerFault: Self.isServerFault(result)) {
+            logger.log(level: phase == .open ? .error : .notice, "GenAuth circuit breaker \(phase.rawValue)",
+                       metadata: ["threshold": "\(config.breakerThreshold)", "times_opened": "\(breaker.timesOpened)"])
+        }
         outcome.coalesce = Channel(rawValue: job.channel).map { config.rule(for: $0).coalesce } ?? false
         logger.debug("job attempt", metadata: [
             "job": "\(job.id)", "phone": "\(maskPhone(job.phoneNumber))", "channel": "\(job.channel)",
@@ -313,9 +344,22 @@ public final class Dispatcher: Service, Sendable {
         return outcome
     }
 
+    /// GenAuth itself failing (what the breaker counts): no answer, or a 5xx/60x one. Rate limits (429)
+    /// and the caller's faults are GenAuth working.
+    static func isServerFault(_ result: CallResult) -> Bool {
+        switch result {
+        case .timedOut, .connectionFailed: return true
+        case .answered(let http, let body, _):
+            if http == 429 || body?.statusCode == 429 { return false }
+            if http >= 500 { return true }
+            if let code = body?.statusCode { return code >= 500 }
+            return false
+        }
+    }
+
     /// Turns one call's result into the job's next state.
     static func outcome(for job: ClaimedJob, result: CallResult, started: Double, finished: Double,
-                        backoff: Backoff) -> JobOutcome {
+                        backoff: Backoff, policy: DeliveryPolicy = .atLeastOnce) -> JobOutcome {
         var call = CallRecord(startedAt: started, finishedAt: finished)
         switch result {
         case .answered(let httpStatus, let body, _):
@@ -330,6 +374,22 @@ public final class Dispatcher: Service, Sendable {
             call.message = "connection error: \(reason)"
         }
         let attempt = job.attempts + 1
+        // The previous call was cut off by a crash. GenAuth now says this phone already had an SMS on this
+        // channel within the window, and no other job of ours can have sent it (the cluster-wide throttle
+        // held the slot for this job): the earlier call went through. Sending again would be a duplicate.
+        if job.uncertain, case .answered(200, let body?, _) = result, body.statusCode == 429 {
+            return JobOutcome(jobID: job.id, state: .sent, message:
+                "presumed sent: the call interrupted by a crash went through (GenAuth: \(body.message ?? "429"))", call: call)
+        }
+        if policy == .atMostOnce {
+            switch result {
+            case .timedOut, .connectionFailed:
+                return JobOutcome(jobID: job.id, state: .failed, message:
+                    "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once)", call: call)
+            case .answered:
+                break
+            }
+        }
         switch Classification.classify(result) {
         case .sent:
             return JobOutcome(jobID: job.id, state: .sent, message: call.message, call: call)
@@ -442,9 +502,12 @@ public final class Dispatcher: Service, Sendable {
                     rateLimiter.setLiveWorkers(live)
                     if ContinuousClock.now - lastRescue >= .milliseconds(Int64(config.rescueInterval * 1000)) {
                         lastRescue = .now
-                        let rescued = try await JobStore.rescueExpiredLeases(connection)
+                        let rescued = try await JobStore.rescueExpiredLeases(connection, policy: config.deliveryPolicy)
                         if !rescued.isEmpty {
-                            logger.warning("rescued jobs whose lease expired", metadata: ["count": "\(rescued.count)"])
+                            logger.warning("rescued jobs whose lease expired", metadata: [
+                                "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == "failed" }.count)",
+                                "policy": "\(config.deliveryPolicy.rawValue)",
+                            ])
                         }
                     }
                     outage.recovered()

@@ -49,6 +49,15 @@ public struct DispatcherConfig: Sendable {
     public var capPerPhoneDay = 10
     /// API requests per second for the whole cluster (GenAuth's free tier allows 300); 0 disables.
     public var rateLimit = 300.0
+    /// What a crash during an API call means for the job.
+    public var deliveryPolicy = DeliveryPolicy.atLeastOnce
+    /// Consecutive transient failures that open the circuit breaker (0 disables it).
+    public var breakerThreshold = 10
+    /// Seconds the breaker stays open before a probe call.
+    public var breakerCoolDown = 10.0
+    /// Management-token mode: both set means send-sms carries `authorization: Bearer <token>`.
+    public var accessKeyID: String? = nil
+    public var accessKeySecret: String? = nil
 
     public init() {}
 
@@ -81,6 +90,11 @@ public struct DispatcherConfig: Sendable {
         .init("caps.per_phone_hour", "SMS per phone across all channels per rolling hour (0: no cap)"),
         .init("caps.per_phone_day", "SMS per phone across all channels per rolling day (0: no cap)"),
         .init("rate_limit.requests_per_second", "API requests per second for the whole cluster (0: no limit)"),
+        .init("delivery.policy", "at-least-once or at-most-once: what a crash during an API call means"),
+        .init("breaker.failure_threshold", "consecutive transient API failures that open the circuit breaker (0: off)"),
+        .init("breaker.cool_down", "seconds the breaker stays open before one probe call"),
+        .init("genauth.access_key_id", "management-token mode: access key id"),
+        .init("genauth.access_key_secret", secret: true, "management-token mode: access key secret"),
     ]
 
     /// Loads the configuration: the YAML file (if any), `$CREDENTIALS_DIRECTORY`, then `SMSD_*`
@@ -163,6 +177,20 @@ public struct DispatcherConfig: Sendable {
         try values.int("caps.per_phone_hour", in: 0...1000).map { config.capPerPhoneHour = $0 }
         try values.int("caps.per_phone_day", in: 0...10_000).map { config.capPerPhoneDay = $0 }
         try values.double("rate_limit.requests_per_second", in: 0...100_000).map { config.rateLimit = $0 }
+        if let policy = try values.string("delivery.policy") {
+            guard let parsed = DeliveryPolicy(rawValue: policy.lowercased()) else {
+                throw ConfigError(key: "delivery.policy", "must be at-least-once or at-most-once, not \"\(policy)\"")
+            }
+            config.deliveryPolicy = parsed
+        }
+        try values.int("breaker.failure_threshold", in: 0...10_000).map { config.breakerThreshold = $0 }
+        try values.double("breaker.cool_down", in: 0.1...3600).map { config.breakerCoolDown = $0 }
+        config.accessKeyID = try values.string("genauth.access_key_id")
+        config.accessKeySecret = try values.string("genauth.access_key_secret")
+        if (config.accessKeyID == nil) != (config.accessKeySecret == nil) {
+            throw ConfigError(key: config.accessKeyID == nil ? "genauth.access_key_id" : "genauth.access_key_secret",
+                              "management-token mode needs both genauth.access_key_id and genauth.access_key_secret")
+        }
         let defaults = try ChannelRule.read(scope: "defaults", base: ChannelRule(), values: values)
         for channel in Channel.allCases {
             config.channelRules[channel] = try ChannelRule.read(scope: channel.rawValue, base: defaults, values: values)
@@ -315,6 +343,11 @@ extension DispatcherConfig {
         case "caps.per_phone_hour": return String(capPerPhoneHour)
         case "caps.per_phone_day": return String(capPerPhoneDay)
         case "rate_limit.requests_per_second": return String(rateLimit)
+        case "delivery.policy": return deliveryPolicy.rawValue
+        case "breaker.failure_threshold": return String(breakerThreshold)
+        case "breaker.cool_down": return String(breakerCoolDown)
+        case "genauth.access_key_id": return accessKeyID ?? "(unset: app-id mode)"
+        case "genauth.access_key_secret": return accessKeySecret == nil ? "(unset)" : "<redacted>"
         default:
             return ChannelRule.describe(key, in: self) ?? "?"
         }
@@ -323,5 +356,12 @@ extension DispatcherConfig {
 
 /// The schema version this build needs: the highest `sql/NNNN_*.sql` it was written against.
 public enum SchemaVersion {
-    public static let required = 2
+    public static let required = 3
+}
+
+/// `at-least-once`: a job whose call may have gone out when its worker died is retried (a duplicate is
+/// possible, and bounded: see the README). `at-most-once`: it ends `failed`, saying delivery is unknown.
+public enum DeliveryPolicy: String, Sendable {
+    case atLeastOnce = "at-least-once"
+    case atMostOnce = "at-most-once"
 }

@@ -25,6 +25,7 @@ public final class GenAuthClient: Sendable {
     private let sendURL: String
     private let headers: HTTPHeaders
     private let timeout: TimeAmount
+    private let tokens: ManagementTokenProvider?
     /// Longest answer body read; GenAuth's are a few hundred bytes.
     private static let maximumBodyBytes = 64 * 1024
 
@@ -38,6 +39,7 @@ public final class GenAuthClient: Sendable {
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         var host = config.genauthHost
         while host.hasSuffix("/") { host.removeLast() }
+        let timeout = TimeAmount.milliseconds(Int64(config.requestTimeout * 1000))
         self.sendURL = host + "/api/v3/send-sms"
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "application/json")
@@ -46,6 +48,12 @@ public final class GenAuthClient: Sendable {
         headers.add(name: "user-agent", value: "sms-dispatcher/\(SMSDispatcherVersion.current)")
         self.headers = headers
         self.timeout = .milliseconds(Int64(config.requestTimeout * 1000))
+        if let id = config.accessKeyID, let secret = config.accessKeySecret {
+            self.tokens = ManagementTokenProvider(http: http, host: host, accessKeyID: id, accessKeySecret: secret,
+                                                  timeout: timeout)
+        } else {
+            self.tokens = nil
+        }
     }
 
     public func shutdown() async {
@@ -61,6 +69,27 @@ public final class GenAuthClient: Sendable {
         } catch {
             return .connectionFailed("could not encode the request: \(error)")
         }
+        guard let tokens else { return await execute(request) }
+        // Management-token mode: a 401 means the token went stale early; refresh once and retry.
+        for attempt in 1...2 {
+            let token: String
+            do {
+                token = try await tokens.token()
+            } catch {
+                return .connectionFailed("could not get a management token: \(error)")
+            }
+            request.headers.replaceOrAdd(name: "authorization", value: "Bearer \(token)")
+            let result = await execute(request)
+            if attempt == 1, case .answered(let http, let answer, _) = result, http == 401 || answer?.statusCode == 401 {
+                tokens.invalidate(token)
+                continue
+            }
+            return result
+        }
+        return .connectionFailed("unreachable")
+    }
+
+    private func execute(_ request: HTTPClientRequest) async -> CallResult {
         do {
             let response = try await http.execute(request, timeout: timeout)
             let bytes = try await response.body.collect(upTo: Self.maximumBodyBytes)

@@ -18,10 +18,12 @@ public struct ClaimedJob: Sendable, Equatable {
     public let now: Double
     /// A newer job for the same phone and channel that is still to be sent, if any.
     public let newerJob: Int64?
+    /// The previous call's outcome is unknown: its worker died during it.
+    public let uncertain: Bool
 
     public init(id: Int64, channel: String, phoneNumber: String, phoneCountryCode: String?, phoneKey: String? = nil,
                 attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil, now: Double = 0,
-                newerJob: Int64? = nil) {
+                newerJob: Int64? = nil, uncertain: Bool = false) {
         self.id = id
         self.channel = channel
         self.phoneNumber = phoneNumber
@@ -33,6 +35,7 @@ public struct ClaimedJob: Sendable, Equatable {
         self.expiresAt = expiresAt
         self.now = now
         self.newerJob = newerJob
+        self.uncertain = uncertain
     }
 
     /// When it must no longer be sent: `expires_at`, or `created_at` + the channel's TTL, whichever is first.
@@ -158,7 +161,8 @@ public enum JobStore {
                   extract(epoch FROM now())::float8 AS now_epoch,
                   (SELECT max(n.id) FROM sms.jobs n
                    WHERE n.phone_key = j.phone_key AND n.channel = j.channel AND n.id > j.id
-                     AND n.state IN ('pending', 'running')) AS newer_job
+                     AND n.state IN ('pending', 'running')) AS newer_job,
+                  j.uncertain
         """
 
     public static func claim(_ db: PostgresConnection, worker: String, limit: Int, lease: Double) async throws
@@ -177,7 +181,8 @@ public enum JobStore {
                 createdAt: try row.double("created_epoch") ?? 0,
                 expiresAt: try row.double("expires_epoch"),
                 now: try row.double("now_epoch") ?? 0,
-                newerJob: try row.int("newer_job").map(Int64.init))
+                newerJob: try row.int("newer_job").map(Int64.init),
+                uncertain: try row.bool("uncertain") ?? false)
         }
     }
 
@@ -208,6 +213,8 @@ public enum JobStore {
                 finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
                 locked_by = NULL,
                 locked_until = NULL,
+                sending_at = NULL,
+                uncertain = CASE WHEN r.called = 1 THEN false ELSE j.uncertain END,
                 updated_at = now()
             FROM r
             WHERE j.id = r.id AND j.state = 'running' AND j.locked_by = $1
@@ -346,19 +353,16 @@ public enum JobStore {
         return max(1, try live.first?.int("n") ?? 1)
     }
 
-    /// Returns jobs whose lease ran out (their worker died or hung) to `pending`, due now. Any daemon
-    /// may run this; the row lock makes each rescue happen once.
+    /// Returns jobs whose lease ran out (their worker died or hung) to the queue, by the delivery
+    /// policy (`sms.rescue_expired_leases`). Any daemon may run this; the row lock makes each rescue
+    /// happen once.
     @discardableResult
-    public static func rescueExpiredLeases(_ db: PostgresConnection) async throws -> [Int64] {
-        let rows = try await db.query("""
-            UPDATE sms.jobs
-            SET state = 'pending', run_at = now(), updated_at = now(),
-                message = 'lease of worker ' || locked_by || ' expired; returned to pending',
-                locked_by = NULL, locked_until = NULL
-            WHERE state = 'running' AND locked_until < now()
-            RETURNING id
-            """, prepared: true)
-        return try rows.rows.map { Int64(try $0.requiredInt("id")) }
+    public static func rescueExpiredLeases(_ db: PostgresConnection, policy: DeliveryPolicy) async throws
+        -> [(id: Int64, state: String)]
+    {
+        let rows = try await db.query("SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1)",
+                                      [policy.rawValue], prepared: true)
+        return try rows.rows.map { (Int64(try $0.requiredInt("r_job_id")), try $0.requiredString("r_state")) }
     }
 
     /// Removes this worker's row on a clean stop: `sms.workers` lists running daemons.

@@ -22,6 +22,9 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
     @Option(help: "Requests per second before real HTTP 429 (0: no limit).") var qps = 0
     @Option(name: .customLong("app-id"), help: "Require this app id.") var appID: String?
     @Flag(help: "Accept international numbers (country codes other than +86).") var international = false
+    @Option(name: .customLong("access-key-id"), help: "Management-token mode: the access key id to accept.") var accessKeyID: String?
+    @Option(name: .customLong("access-key-secret"), help: "Management-token mode: the access key secret to accept.") var accessKeySecret: String?
+    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives.") var tokenTTL = 7200
     @Option(name: .customLong("latency-ms"), help: "Milliseconds added to every send-sms answer.") var latencyMs = 0
     @Option(name: .customLong("fail-503"), help: "Share of calls answered HTTP 503 (0...1).") var fail503: Double = 0
     @Option(name: .customLong("fail-429"), help: "Share of calls answered HTTP 429 with Retry-After (0...1).") var fail429: Double = 0
@@ -45,6 +48,9 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
         options.qps = qps
         options.appID = appID
         options.international = international
+        options.accessKeyID = accessKeyID
+        options.accessKeySecret = accessKeySecret
+        options.tokenTTL = tokenTTL
         options.faults.latencyMs = latencyMs
         options.faults.rate503 = fail503
         options.faults.rate429 = fail429

@@ -4,6 +4,7 @@ import Logging
 import PostgresClient
 import SMSDispatcherCore
 import ServiceLifecycle
+import UnixSignals
 
 /// sysexits.h codes the contract promises.
 enum ExitStatus {
@@ -88,7 +89,20 @@ struct Run: AsyncParsableCommand {
             services: [.init(service: dispatcher)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
+        // The first SIGTERM/SIGINT drains (ServiceGroup); a second one means "now": exit at once. Jobs
+        // still leased are rescued by the other daemons when their lease runs out.
+        let impatience = Task {
+            var seen = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                seen += 1
+                if seen >= 2 {
+                    logger.warning("second \(signal): exiting without waiting for calls in flight")
+                    Foundation.exit(130)
+                }
+            }
+        }
         try await group.run()
+        impatience.cancel()
     }
 }
 

@@ -183,12 +183,47 @@ struct JobStoreTests {
         _ = try await JobStore.claim(db, worker: "dead", limit: 1, lease: 0.01)
         _ = try await JobStore.claim(db, worker: "alive", limit: 1, lease: 300)
         try await Task.sleep(for: .milliseconds(50))
-        let rescued = try await JobStore.rescueExpiredLeases(db)
+        let rescued = try await JobStore.rescueExpiredLeases(db, policy: .atLeastOnce)
         #expect(rescued.count == 1)
-        let row = try #require(try await database.query("SELECT state, message FROM sms.jobs WHERE id = $1", [String(rescued[0])]).first)
+        let row = try #require(try await database.query("SELECT state, message, attempts FROM sms.jobs WHERE id = $1", [String(rescued[0].id)]).first)
         #expect(try row.string("state") == "pending")
-        #expect(try row.string("message")?.contains("lease of worker dead expired") == true)
+        #expect(try row.string("message")?.contains("lease of worker dead expired before its API call") == true)
+        #expect(try row.int("attempts") == 0)
         #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running' AND locked_by = 'alive'").first?.requiredInt("n") == 1)
+        await db.close()
+    }
+
+    @Test("a rescued job whose call may have gone out: retried under at-least-once, failed under at-most-once")
+    func rescueFollowsTheDeliveryPolicy() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        for policy in [DeliveryPolicy.atLeastOnce, .atMostOnce] {
+            try await database.query("UPDATE sms.jobs SET state = 'pending', attempts = 0, uncertain = false, finished_at = NULL")
+            let claimed = try await JobStore.claim(db, worker: "dead", limit: 2, lease: 0.01)
+            // The first job's reservation marked it as sending; the second never got that far.
+            let verdicts = try await JobStore.reserve(db, jobs: [claimed[0]], window: 60, hourCap: 0, dayCap: 0)
+            #expect(verdicts[claimed[0].id] == .granted)
+            try await Task.sleep(for: .milliseconds(50))
+            let rescued = try await JobStore.rescueExpiredLeases(db, policy: policy)
+            #expect(rescued.count == 2)
+            let rows = try await database.query("SELECT id, state, attempts, uncertain, message, sending_at FROM sms.jobs ORDER BY id").rows
+            let sending = try #require(rows.first { (try? $0.int("id")) == Int(claimed[0].id) })
+            let idle = try #require(rows.first { (try? $0.int("id")) == Int(claimed[1].id) })
+            #expect(try idle.string("state") == "pending" && idle.int("attempts") == 0)
+            #expect(try sending.int("attempts") == 1)
+            #expect(try sending.bool("uncertain") == true)
+            #expect(try sending.string("sending_at") == nil)
+            if policy == .atLeastOnce {
+                #expect(try sending.string("state") == "pending")
+                #expect(try sending.string("message")?.contains("retrying (delivery.policy = at-least-once)") == true)
+            } else {
+                #expect(try sending.string("state") == "failed")
+                #expect(try sending.string("message")?.contains("delivery unknown") == true)
+            }
+            try await database.query("DELETE FROM sms.throttle")
+        }
         await db.close()
     }
 }

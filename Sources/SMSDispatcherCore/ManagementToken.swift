@@ -1,0 +1,86 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Synchronization
+
+/// Management-token mode: fetches a token with `POST /api/v3/get-management-token`
+/// `{accessKeyId, accessKeySecret}`, caches it until shortly before `expires_in` runs out, and refetches
+/// once on request after a 401. Concurrent callers share one fetch.
+final class ManagementTokenProvider: Sendable {
+    private struct Cached {
+        var token: String?
+        var validUntil = ContinuousClock.now
+        var fetch: Task<String, any Error>?
+    }
+
+    private let http: HTTPClient
+    private let url: String
+    private let body: ByteBuffer
+    private let timeout: TimeAmount
+    private let cached = Mutex(Cached())
+
+    init(http: HTTPClient, host: String, accessKeyID: String, accessKeySecret: String, timeout: TimeAmount) {
+        self.http = http
+        self.url = host + "/api/v3/get-management-token"
+        let payload = ["accessKeyId": accessKeyID, "accessKeySecret": accessKeySecret]
+        self.body = ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: payload)) ?? Data())
+        self.timeout = timeout
+    }
+
+    private struct Answer: Decodable {
+        struct TokenData: Decodable {
+            let access_token: String
+            let expires_in: Double
+        }
+        let statusCode: Int
+        let message: String?
+        let data: TokenData?
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// A valid token, fetched if none is cached.
+    func token() async throws -> String {
+        let task: Task<String, any Error> = cached.withLock { state in
+            if let token = state.token, ContinuousClock.now < state.validUntil {
+                return Task { token }
+            }
+            if let running = state.fetch { return running }
+            let running = Task { try await self.fetch() }
+            state.fetch = running
+            return running
+        }
+        return try await task.value
+    }
+
+    /// Drops `token` (GenAuth answered 401 to it) so the next `token()` fetches a new one.
+    func invalidate(_ token: String) {
+        cached.withLock { state in
+            if state.token == token { state.token = nil }
+        }
+    }
+
+    private func fetch() async throws -> String {
+        defer { cached.withLock { $0.fetch = nil } }
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(body)
+        let response = try await http.execute(request, timeout: timeout)
+        let bytes = try await response.body.collect(upTo: 64 * 1024)
+        guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(bytes.readableBytesView)),
+              answer.statusCode == 200, let data = answer.data
+        else {
+            throw Failure(description: "get-management-token answered HTTP \(response.status.code): \(String(buffer: bytes).prefix(200))")
+        }
+        // Refresh a little before expiry: a tenth of the lifetime, at most a minute.
+        let margin = min(60, data.expires_in / 10)
+        cached.withLock { state in
+            state.token = data.access_token
+            state.validUntil = .now + .milliseconds(Int64((data.expires_in - margin) * 1000))
+        }
+        return data.access_token
+    }
+}
