@@ -214,6 +214,7 @@ final class SandboxProcess: Sendable {
         let accepted: [Send]
         let answers: [String: Int]
         let perSecond: [String: Int]
+        let tokensIssued: Int
     }
 
     func report() async throws -> Report {
@@ -268,4 +269,27 @@ func stateCounts(_ database: TestDatabase) async throws -> [String: Int] {
 func unfinishedJobs(_ database: TestDatabase) async throws -> Int {
     try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')")
         .first!.requiredInt("n")
+}
+
+/// Runs a command that starts a long-lived grandchild (`pg_ctl restart` starts a new postgres) and
+/// waits for the command alone. Foundation's `Process` is no use here: its termination check relies
+/// on descriptors the grandchild would inherit and keep open. So: posix_spawn bash (dash cannot close descriptors above 9), which closes every
+/// inherited descriptor above stderr, exec the command, and poll `waitpid` (bounded).
+func runDetachingGrandchildren(_ arguments: [String], timeout: Duration = .seconds(90)) async throws -> Int32 {
+    let script = #"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; exec "$@" >/dev/null 2>&1"#
+    let argv = ["/bin/bash", "-c", script, "bash"] + arguments
+    var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { cArguments.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, "/bin/bash", nil, nil, &cArguments, environ)
+    guard spawned == 0 else { throw TestSetupError("posix_spawn failed: \(spawned)") }
+    let deadline = ContinuousClock.now + timeout
+    var status: Int32 = 0
+    while ContinuousClock.now < deadline {
+        let reaped = waitpid(pid, &status, WNOHANG)
+        if reaped == pid { return (status >> 8) & 0xff }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    kill(pid, SIGKILL)
+    throw TestSetupError("\(arguments) did not finish within \(timeout)")
 }
