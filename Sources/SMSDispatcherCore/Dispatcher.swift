@@ -21,8 +21,11 @@ public final class Dispatcher: Service, Sendable {
     private let mailbox = Mailbox()
     private let rateLimiter: RateLimiter
     private let breaker: CircuitBreaker
+    private let notifier: SystemdNotifier
 
-    public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity) {
+    public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity,
+                notifier: SystemdNotifier = SystemdNotifier()) {
+        self.notifier = notifier
         self.config = config
         self.logger = logger
         self.identity = identity
@@ -70,6 +73,8 @@ public final class Dispatcher: Service, Sendable {
             "concurrency": "\(config.concurrency)", "poll_interval": "\(config.pollInterval)",
             "genauth_host": "\(config.genauthHost)",
         ])
+        // Start-up checks (database, schema version, GenAuth) ran before run(): ready now.
+        notifier.ready(status: "dispatching as \(identity.id), up to \(config.concurrency) calls in flight")
 
         // The dispatch loop's connection; kept out here so the worker row can be removed once every
         // task, the heartbeat included, has stopped (else a last heartbeat could re-create it).
@@ -89,6 +94,9 @@ public final class Dispatcher: Service, Sendable {
                 var publishedSettings = false
 
                 for await _ in wakeups {
+                    // The ticker wakes this loop every poll interval: if it stops coming round, the
+                    // watchdog goes hungry and systemd restarts the daemon.
+                    self.notifier.watchdog()
                     let delivered = mailbox.takeResults()
                     inFlight -= delivered.fromCalls
                     unwritten.append(contentsOf: delivered.outcomes)
@@ -224,7 +232,8 @@ public final class Dispatcher: Service, Sendable {
                 wake.finish()
                 group.cancelAll()
             }
-        } onGracefulShutdown: {
+        } onGracefulShutdown: { [notifier] in
+            notifier.stopping(status: "draining: no new claims, finishing calls in flight")
             mailbox.beginShutdown()
             wake.yield()
         }
@@ -500,6 +509,8 @@ public final class Dispatcher: Service, Sendable {
                         inFlight: snapshot.inFlight, counters: snapshot.counters, lease: config.leaseDuration,
                         staleAfter: config.heartbeatInterval * 3)
                     rateLimiter.setLiveWorkers(live)
+                    let c = snapshot.counters
+                    notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live")
                     if ContinuousClock.now - lastRescue >= .milliseconds(Int64(config.rescueInterval * 1000)) {
                         lastRescue = .now
                         let rescued = try await JobStore.rescueExpiredLeases(connection, policy: config.deliveryPolicy)

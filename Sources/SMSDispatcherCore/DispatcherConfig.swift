@@ -102,6 +102,13 @@ public struct DispatcherConfig: Sendable {
     public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
                             requireGenAuth: Bool = true) async throws -> (DispatcherConfig, ConfigSources) {
         var providers: [any ConfigProvider] = []
+        // A misspelt SMSD_ variable would silently do nothing: refuse it like an unknown file key.
+        let knownNames = Set(keys.map { environmentName($0.name) } + ["SMSD_CONFIG", "SMSD_SQL_DIR"])
+        if let unknown = environment.keys.sorted().first(where: {
+            $0.hasPrefix("SMSD_") && !$0.hasPrefix("SMSD_TEST_") && !knownNames.contains($0)
+        }) {
+            throw ConfigError(key: unknown, "unknown environment variable; every key's variable is SMSD_ and the key in capitals with dots as underscores (see check-config, README)")
+        }
         let secretNames = Set(keys.filter(\.secret).map { environmentName($0.name) })
         providers.append(EnvironmentVariablesProvider(
             environmentVariables: environment.filter { $0.key.hasPrefix("SMSD_") },

@@ -50,11 +50,8 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 func makeLogger(level: Logger.Level) -> Logger {
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
-    }
+    let journal = DaemonLogHandler.underJournal()
+    LoggingSystem.bootstrap { _ in DaemonLogHandler(level: level, journal: journal) }
     var logger = Logger(label: "sms-dispatcher")
     logger.logLevel = level
     return logger

@@ -58,6 +58,11 @@ struct CommandLineTests {
               (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_POLL_INTERVAL": "-1"], "poll_interval"),
               (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_GENAUTH_HEADER_FAMILY": "okta"], "genauth.header_family"),
               (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_THROTTLE_WINDOW": "1.5"], "throttle.window"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_CONCURENCY": "8"], "SMSD_CONCURENCY"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_DELIVERY_POLICY": "exactly-once"], "delivery.policy"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_GENAUTH_ACCESS_KEY_ID": "k"], "genauth.access_key_secret"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_COUNTRIES_ALLOW": "852"], "countries.allow"),
+              (["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "a", "SMSD_CHANNELS_CHANNEL_LOGIN_ENABLED": "maybe"], "channels.CHANNEL_LOGIN.enabled"),
           ])
     func configErrors(environment: [String: String], key: String) async throws {
         for command in ["check-config", "run"] {

@@ -1,0 +1,61 @@
+import Foundation
+import Logging
+
+/// One line per event on stderr, `key=value` metadata sorted by key. Under systemd (`$JOURNAL_STREAM`
+/// set) each line starts with the syslog priority `<N>`, which journald turns into the entry's
+/// priority, and carries no timestamp (the journal has its own). Elsewhere: timestamp and level.
+/// Call sites keep phone numbers masked (`maskPhone`) and never pass secrets.
+public struct DaemonLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    public let journal: Bool
+
+    public init(level: Logger.Level, journal: Bool) {
+        self.logLevel = level
+        self.journal = journal
+    }
+
+    /// journald sets `JOURNAL_STREAM` for services whose stderr it collects.
+    public static func underJournal(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        !(environment["JOURNAL_STREAM"] ?? "").isEmpty
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        var line = journal
+            ? "<\(Self.syslogPriority(event.level))>"
+            : Date().formatted(.iso8601) + " " + event.level.rawValue + " "
+        line += event.message.description
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            line += " " + key + "=" + Self.quoted("\(value)")
+        }
+        line += "\n"
+        // One write per line, so lines from concurrent tasks never interleave.
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    static func syslogPriority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: return 7
+        case .info: return 6
+        case .notice: return 5
+        case .warning: return 4
+        case .error: return 3
+        case .critical: return 2
+        }
+    }
+
+    static func quoted(_ value: String) -> String {
+        guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) else {
+            return value
+        }
+        return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+}
