@@ -22,6 +22,7 @@ public final class Dispatcher: Service, Sendable {
     private let rateLimiter: RateLimiter
     private let breaker: CircuitBreaker
     private let notifier: SystemdNotifier
+    private let metrics = DispatcherMetrics()
 
     public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity,
                 notifier: SystemdNotifier = SystemdNotifier()) {
@@ -335,10 +336,12 @@ public final class Dispatcher: Service, Sendable {
         let result = await client.send(SendSMSRequest(channel: job.channel, phoneNumber: phone.number,
                                                       phoneCountryCode: phone.countryCode))
         let finished = Date().timeIntervalSince1970
+        metrics.call(result, seconds: finished - started)
         if case .answered(429, _, _) = result { rateLimiter.throttled() }
         var outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff,
                                    policy: config.deliveryPolicy)
         if let phase = breaker.record(Classification.classify(result), isServerFault: Self.isServerFault(result)) {
+            metrics.breaker(phase)
             logger.log(level: phase == .open ? .error : .notice, "GenAuth circuit breaker \(phase.rawValue)",
                        metadata: ["threshold": "\(config.breakerThreshold)", "times_opened": "\(breaker.timesOpened)"])
         }
@@ -497,6 +500,8 @@ public final class Dispatcher: Service, Sendable {
         var outage = OutageTracker(what: "heartbeat connection", logger: logger, quiet: true)
         let interval = Duration.milliseconds(Int64(config.heartbeatInterval * 1000))
         var lastRescue = ContinuousClock.now - .seconds(3600)
+        // The first run waits one interval, so a restart loop does not hammer the table.
+        var lastRetention = ContinuousClock.now
         var db: PostgresConnection? = nil
         // Runs until cancelled, which is after the drain: leases stay extended while calls finish.
         while !Task.isCancelled {
@@ -509,6 +514,10 @@ public final class Dispatcher: Service, Sendable {
                         inFlight: snapshot.inFlight, counters: snapshot.counters, lease: config.leaseDuration,
                         staleAfter: config.heartbeatInterval * 3)
                     rateLimiter.setLiveWorkers(live)
+                    if config.metricsListen != nil {
+                        metrics.queueDepth.record(try await JobStore.dueJobs(connection))
+                        metrics.breaker(breaker.phase)
+                    }
                     let c = snapshot.counters
                     notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live")
                     if ContinuousClock.now - lastRescue >= .milliseconds(Int64(config.rescueInterval * 1000)) {
@@ -518,6 +527,16 @@ public final class Dispatcher: Service, Sendable {
                             logger.warning("rescued jobs whose lease expired", metadata: [
                                 "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == "failed" }.count)",
                                 "policy": "\(config.deliveryPolicy.rawValue)",
+                            ])
+                        }
+                    }
+                    if config.retentionDays > 0,
+                       ContinuousClock.now - lastRetention >= .milliseconds(Int64(config.retentionInterval * 1000)) {
+                        lastRetention = .now
+                        if let deleted = try await JobStore.applyRetention(
+                            connection, days: config.retentionDays, batch: config.retentionBatchSize), deleted > 0 {
+                            logger.notice("retention deleted finished jobs", metadata: [
+                                "deleted": "\(deleted)", "older_than_days": "\(config.retentionDays)",
                             ])
                         }
                     }
@@ -544,6 +563,7 @@ final class Mailbox: Sendable {
         var counters = WorkerCounters()
     }
     private let state = Mutex(State())
+    private let metrics = DispatcherMetrics()
 
     func deliver(_ outcome: JobOutcome, fromCall: Bool) {
         state.withLock {
@@ -561,9 +581,18 @@ final class Mailbox: Sendable {
         }
     }
 
-    func count(_ outcome: JobOutcome) { state.withLock { $0.counters.count(outcome) } }
-    func countClaimed(_ n: Int) { state.withLock { $0.counters.claimed += n } }
-    func setInFlight(_ n: Int) { state.withLock { $0.inFlight = n } }
+    func count(_ outcome: JobOutcome) {
+        state.withLock { $0.counters.count(outcome) }
+        metrics.outcome(outcome)
+    }
+    func countClaimed(_ n: Int) {
+        state.withLock { $0.counters.claimed += n }
+        metrics.claimed.increment(by: n)
+    }
+    func setInFlight(_ n: Int) {
+        state.withLock { $0.inFlight = n }
+        metrics.inFlight.record(n)
+    }
     func beginShutdown() { state.withLock { $0.shuttingDown = true } }
     var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
     func snapshot() -> (inFlight: Int, counters: WorkerCounters) { state.withLock { ($0.inFlight, $0.counters) } }

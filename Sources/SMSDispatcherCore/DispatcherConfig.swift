@@ -58,6 +58,13 @@ public struct DispatcherConfig: Sendable {
     /// Management-token mode: both set means send-sms carries `authorization: Bearer <token>`.
     public var accessKeyID: String? = nil
     public var accessKeySecret: String? = nil
+    /// Finished jobs (and their attempts) older than this many days are deleted; 0 keeps them.
+    public var retentionDays = 30
+    /// Rows deleted per statement, and seconds between retention runs.
+    public var retentionBatchSize = 1000
+    public var retentionInterval = 300.0
+    /// `host:port` for the Prometheus endpoint; nil: off.
+    public var metricsListen: String? = nil
 
     public init() {}
 
@@ -95,6 +102,10 @@ public struct DispatcherConfig: Sendable {
         .init("breaker.cool_down", "seconds the breaker stays open before one probe call"),
         .init("genauth.access_key_id", "management-token mode: access key id"),
         .init("genauth.access_key_secret", secret: true, "management-token mode: access key secret"),
+        .init("retention.max_age_days", "finished jobs and their attempts older than this are deleted (0: keep)"),
+        .init("retention.batch_size", "rows deleted per statement"),
+        .init("retention.interval", "seconds between retention runs (one daemon of the cluster at a time)"),
+        .init("metrics.listen", "host:port of the Prometheus endpoint, e.g. 127.0.0.1:9464 (unset: off)"),
     ]
 
     /// Loads the configuration: the YAML file (if any), `$CREDENTIALS_DIRECTORY`, then `SMSD_*`
@@ -197,6 +208,17 @@ public struct DispatcherConfig: Sendable {
         if (config.accessKeyID == nil) != (config.accessKeySecret == nil) {
             throw ConfigError(key: config.accessKeyID == nil ? "genauth.access_key_id" : "genauth.access_key_secret",
                               "management-token mode needs both genauth.access_key_id and genauth.access_key_secret")
+        }
+        try values.int("retention.max_age_days", in: 0...3650).map { config.retentionDays = $0 }
+        try values.int("retention.batch_size", in: 1...100_000).map { config.retentionBatchSize = $0 }
+        try values.double("retention.interval", in: 1...86_400).map { config.retentionInterval = $0 }
+        if let listen = try values.string("metrics.listen"), !listen.isEmpty {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+                  (1...65535).contains(port), colon != listen.startIndex
+            else {
+                throw ConfigError(key: "metrics.listen", "must be host:port, e.g. 127.0.0.1:9464, not \"\(listen)\"")
+            }
+            config.metricsListen = listen
         }
         let defaults = try ChannelRule.read(scope: "defaults", base: ChannelRule(), values: values)
         for channel in Channel.allCases {
@@ -355,6 +377,10 @@ extension DispatcherConfig {
         case "breaker.cool_down": return String(breakerCoolDown)
         case "genauth.access_key_id": return accessKeyID ?? "(unset: app-id mode)"
         case "genauth.access_key_secret": return accessKeySecret == nil ? "(unset)" : "<redacted>"
+        case "retention.max_age_days": return String(retentionDays)
+        case "retention.batch_size": return String(retentionBatchSize)
+        case "retention.interval": return String(retentionInterval)
+        case "metrics.listen": return metricsListen ?? "(off)"
         default:
             return ChannelRule.describe(key, in: self) ?? "?"
         }
@@ -363,7 +389,7 @@ extension DispatcherConfig {
 
 /// The schema version this build needs: the highest `sql/NNNN_*.sql` it was written against.
 public enum SchemaVersion {
-    public static let required = 3
+    public static let required = 4
 }
 
 /// `at-least-once`: a job whose call may have gone out when its worker died is retried (a duplicate is

@@ -365,6 +365,116 @@ public enum JobStore {
         return try rows.rows.map { (Int64(try $0.requiredInt("r_job_id")), try $0.requiredString("r_state")) }
     }
 
+    /// Retention: deletes finished jobs older than `days` (their attempts cascade), `batch` rows per
+    /// statement, at most `maximumBatches` statements, and only while holding the cluster-wide
+    /// retention lock, so one daemon at a time does it. Also forgets throttle windows closed for a day
+    /// and worker rows silent for a day. Returns the jobs deleted, or nil when another daemon held the lock.
+    public static func applyRetention(_ db: PostgresConnection, days: Int, batch: Int, maximumBatches: Int = 100)
+        async throws -> Int?
+    {
+        let lockKey = String(Migrator.advisoryLockKey + 1)
+        guard try await db.query("SELECT pg_try_advisory_lock($1) AS locked", [lockKey]).first?.bool("locked") == true else {
+            return nil
+        }
+        do {
+            var deleted = 0
+            for _ in 0..<maximumBatches {
+                let rows = try await db.query("""
+                    DELETE FROM sms.jobs WHERE id IN (
+                        SELECT id FROM sms.jobs
+                        WHERE finished_at < now() - make_interval(days => $1::int)
+                        ORDER BY finished_at LIMIT $2)
+                    """, [String(days), String(batch)], prepared: true)
+                deleted += rows.affectedRows
+                if rows.affectedRows < batch { break }
+            }
+            try await db.query("DELETE FROM sms.throttle WHERE window_until < now() - interval '1 day'")
+            try await db.query("DELETE FROM sms.workers WHERE heartbeat_at < now() - interval '1 day'")
+            _ = try await db.query("SELECT pg_advisory_unlock($1)", [lockKey])
+            return deleted
+        } catch {
+            _ = try? await db.query("SELECT pg_advisory_unlock($1)", [lockKey])
+            throw error
+        }
+    }
+
+    /// Operator `purge --older-than`: deletes finished jobs older than `seconds`, in batches.
+    public static func purge(_ db: PostgresConnection, olderThanSeconds seconds: Double, batch: Int) async throws -> Int {
+        var deleted = 0
+        for _ in 0..<1_000_000 {
+            let rows = try await db.query("""
+                DELETE FROM sms.jobs WHERE id IN (
+                    SELECT id FROM sms.jobs
+                    WHERE finished_at < now() - make_interval(secs => $1::float8)
+                    ORDER BY finished_at LIMIT $2)
+                """, [String(seconds), String(batch)], prepared: true)
+            deleted += rows.affectedRows
+            if rows.affectedRows < batch { break }
+        }
+        return deleted
+    }
+
+    /// Operator `requeue`: failed/expired (or other finished) jobs back to pending with fresh attempts.
+    /// The TTL counts from the requeue (created_at is reset), and idle daemons are woken.
+    public static func requeue(_ db: PostgresConnection, states: [String], channel: String?, ids: [Int],
+                               finishedWithinSeconds: Double?, limit: Int, dryRun: Bool) async throws -> [Int64] {
+        let rows = try await db.query("""
+            WITH picked AS (
+                SELECT id FROM sms.jobs
+                WHERE state = ANY ($1::text[])
+                  AND ($2::text IS NULL OR channel = $2)
+                  AND (cardinality($3::bigint[]) = 0 OR id = ANY ($3::bigint[]))
+                  AND ($4::float8 IS NULL OR finished_at > now() - make_interval(secs => $4::float8))
+                ORDER BY id LIMIT $5
+                FOR UPDATE SKIP LOCKED
+            ), requeued AS (
+                UPDATE sms.jobs j SET state = 'pending', attempts = 0, run_at = now(), created_at = now(),
+                    expires_at = NULL, finished_at = NULL, sent_at = NULL, uncertain = false, deferrals = 0,
+                    message = 'requeued by an operator (was ' || j.state || ': ' || COALESCE(j.message, '') || ')',
+                    updated_at = now()
+                FROM picked WHERE j.id = picked.id AND NOT $6::bool
+                RETURNING j.id
+            )
+            SELECT id FROM picked WHERE $6::bool
+            UNION ALL SELECT id FROM requeued
+            """,
+            [PostgresArray.literal(states.map { Optional($0) }), channel, PostgresArray.literal(ids),
+             finishedWithinSeconds.map { String($0) }, String(limit), dryRun ? "true" : "false"])
+        let ids = try rows.rows.compactMap { try $0.int("id").map(Int64.init) }
+        if !dryRun && !ids.isEmpty {
+            // Requeued rows are not inserts: wake the idle daemons ourselves.
+            try await db.query("SELECT pg_notify('sms_jobs', '')")
+        }
+        return ids
+    }
+
+    /// Operator `cancel`: pending jobs become `cancelled`. Returns, per id, what happened.
+    public static func cancel(_ db: PostgresConnection, ids: [Int]) async throws -> [(id: Int64, result: String)] {
+        let rows = try await db.query("""
+            WITH target AS (SELECT unnest($1::bigint[]) AS id),
+            cancelled AS (
+                UPDATE sms.jobs j SET state = 'cancelled', finished_at = now(), updated_at = now(),
+                    message = 'cancelled by an operator'
+                WHERE j.id IN (SELECT id FROM target) AND j.state = 'pending'
+                RETURNING j.id
+            )
+            SELECT t.id,
+                   CASE WHEN c.id IS NOT NULL THEN 'cancelled'
+                        WHEN j.id IS NULL THEN 'no such job'
+                        WHEN j.state = 'running' THEN 'not cancelled: being sent right now'
+                        ELSE 'not cancelled: already ' || j.state END AS result
+            FROM target t LEFT JOIN cancelled c ON c.id = t.id LEFT JOIN sms.jobs j ON j.id = t.id
+            ORDER BY t.id
+            """, [PostgresArray.literal(ids)])
+        return try rows.rows.map { (Int64(try $0.requiredInt("id")), try $0.requiredString("result")) }
+    }
+
+    /// Pending jobs due now: the queue depth metric.
+    public static func dueJobs(_ db: PostgresConnection) async throws -> Int {
+        try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'pending' AND run_at <= now()",
+                           prepared: true).first?.int("n") ?? 0
+    }
+
     /// Removes this worker's row on a clean stop: `sms.workers` lists running daemons.
     public static func unregister(_ db: PostgresConnection, worker: String) async throws {
         try await db.query("DELETE FROM sms.workers WHERE id = $1", [worker])

@@ -64,7 +64,8 @@ struct SMSDispatcherCommand: AsyncParsableCommand {
         abstract: "Sends SMS jobs from PostgreSQL through GenAuth's send-SMS API.",
         discussion: "Exit codes: 0 ok, 64 usage, 69 database or API unavailable at start-up, 78 configuration error.",
         version: SMSDispatcherVersion.current,
-        subcommands: [Run.self, Migrate.self, Enqueue.self, Status.self, CheckConfig.self])
+        subcommands: [Run.self, Migrate.self, Enqueue.self, Status.self, CheckConfig.self, Requeue.self, Cancel.self,
+                      Purge.self])
 }
 
 struct Run: AsyncParsableCommand {
@@ -81,9 +82,15 @@ struct Run: AsyncParsableCommand {
         } catch let error as StartupError {
             fail(error.message, code: ExitStatus.unavailable)
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let listen = config.metricsListen {
+            services.append(.init(service: MetricsEndpoint.bootstrap(listen: listen, logger: logger)))
+        }
         let dispatcher = Dispatcher(config: config, logger: logger, identity: .make(configured: config.workerID))
+        // When the dispatcher has drained and returned, the whole group (the metrics endpoint too) stops.
+        services.append(.init(service: dispatcher, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: dispatcher)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         // The first SIGTERM/SIGINT drains (ServiceGroup); a second one means "now": exit at once. Jobs
@@ -202,5 +209,107 @@ struct CheckConfig: AsyncParsableCommand {
             let value = set[spec.name] ?? "(default) " + config.describe(spec.name)
             print("  \(spec.name) = \(value)")
         }
+    }
+}
+
+/// `30d`, `12h`, `15m`, `90s` or plain seconds.
+func parseDuration(_ text: String) -> Double? {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800]
+    if let last = text.last, let unit = units[last], let value = Double(text.dropLast()), value >= 0 {
+        return value * unit
+    }
+    return Double(text).flatMap { $0 >= 0 ? $0 : nil }
+}
+
+struct Requeue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put finished jobs (default: failed and expired) back to pending with fresh attempts.",
+        discussion: "The TTL counts from the requeue. Prints the requeued ids.")
+    @OptionGroup var options: CommonOptions
+    @Option(name: .customLong("state"), help: "States to requeue (repeatable): failed, expired, rejected, cancelled, superseded.")
+    var states: [String] = ["failed", "expired"]
+    @Option(help: "Only this channel.") var channel: String?
+    @Option(name: .customLong("id"), help: "Only these job ids (repeatable).") var ids: [Int] = []
+    @Option(name: .customLong("finished-within"), help: "Only jobs finished within this long, e.g. 2h.") var finishedWithin: String?
+    @Option(help: "At most this many jobs.") var limit = 10_000
+    @Flag(name: .customLong("dry-run"), help: "Only print what would be requeued.") var dryRun = false
+
+    func validate() throws {
+        let allowed: Set<String> = ["failed", "expired", "rejected", "cancelled", "superseded"]
+        if let bad = states.first(where: { !allowed.contains($0) }) {
+            throw ValidationError("--state \(bad) cannot be requeued; one of \(allowed.sorted().joined(separator: ", "))")
+        }
+        if let channel, Channel(rawValue: channel) == nil { throw ValidationError("--channel \(channel) is not a GenAuth channel") }
+        if let finishedWithin, parseDuration(finishedWithin) == nil {
+            throw ValidationError("--finished-within must be a duration like 30m, 2h or 7d")
+        }
+        guard limit > 0 else { throw ValidationError("--limit must be positive") }
+    }
+
+    func run() async throws {
+        let (config, _) = try await options.load(requireGenAuth: false)
+        let db = try await options.connect(config)
+        do {
+            let ids = try await JobStore.requeue(db, states: states, channel: channel, ids: ids,
+                                                 finishedWithinSeconds: finishedWithin.flatMap(parseDuration),
+                                                 limit: limit, dryRun: dryRun)
+            print("\(dryRun ? "would requeue" : "requeued") \(ids.count) job(s)\(ids.isEmpty ? "" : ": " + ids.map(String.init).joined(separator: " "))")
+        } catch {
+            await db.close()
+            fail("requeue failed: \(error)", code: 1)
+        }
+        await db.close()
+    }
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel pending jobs by id.")
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "Job ids.") var ids: [Int]
+
+    func validate() throws {
+        guard !ids.isEmpty else { throw ValidationError("give at least one job id") }
+    }
+
+    func run() async throws {
+        let (config, _) = try await options.load(requireGenAuth: false)
+        let db = try await options.connect(config)
+        let results: [(id: Int64, result: String)]
+        do {
+            results = try await JobStore.cancel(db, ids: ids)
+        } catch {
+            await db.close()
+            fail("cancel failed: \(error)", code: 1)
+        }
+        await db.close()
+        for (id, result) in results { print("\(id): \(result)") }
+        // Exit 1 when any job could not be cancelled, so scripts notice.
+        if results.contains(where: { $0.result != "cancelled" }) { throw ExitCode(1) }
+    }
+}
+
+struct Purge: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete finished jobs (and their attempts) older than a duration, in batches.")
+    @OptionGroup var options: CommonOptions
+    @Option(name: .customLong("older-than"), help: "e.g. 30d, 12h, 90m, 3600 (seconds).") var olderThan: String
+    @Option(name: .customLong("batch-size"), help: "Rows per statement.") var batchSize = 1000
+
+    func validate() throws {
+        guard parseDuration(olderThan) != nil else { throw ValidationError("--older-than must be a duration like 30d, 12h or 90m") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+    }
+
+    func run() async throws {
+        let (config, _) = try await options.load(requireGenAuth: false)
+        let db = try await options.connect(config)
+        do {
+            let deleted = try await JobStore.purge(db, olderThanSeconds: parseDuration(olderThan) ?? 0, batch: batchSize)
+            print("deleted \(deleted) finished job(s) older than \(olderThan)")
+        } catch {
+            await db.close()
+            fail("purge failed: \(error)", code: 1)
+        }
+        await db.close()
     }
 }
