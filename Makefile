@@ -31,10 +31,17 @@ demo: deps
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql \
-		$(DESTDIR)/etc/sms-dispatcher $(DESTDIR)$(PREFIX)/lib/systemd/system
+		$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher $(DESTDIR)/etc/sms-dispatcher/credentials \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/sms-dispatcher" $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/
-	install -m 0644 systemd/sms-dispatcher.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' systemd/sms-dispatcher.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/sms-dispatcher.service
+	install -m 0644 README.md config/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/
+	for secret in genauth-app-secret genauth-access-key-secret database-url; do \
+		test -e $(DESTDIR)/etc/sms-dispatcher/credentials/$$secret || \
+			install -m 0600 /dev/null $(DESTDIR)/etc/sms-dispatcher/credentials/$$secret; \
+	done
 	test -e $(DESTDIR)/etc/sms-dispatcher/sms-dispatcher.yaml || \
 		install -m 0640 config/sms-dispatcher.yaml $(DESTDIR)/etc/sms-dispatcher/sms-dispatcher.yaml
 

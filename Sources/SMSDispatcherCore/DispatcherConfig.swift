@@ -152,7 +152,10 @@ public struct DispatcherConfig: Sendable {
         }
         let known = Set(keys.map(\.name))
         if let unknown = yamlKeys.first(where: { !known.contains($0) }) {
-            throw ConfigError(key: unknown, "unknown key in \(file ?? "configuration file"); known keys: \(keys.map(\.name).joined(separator: ", "))")
+            let section = unknown.split(separator: ".").first.map(String.init) ?? unknown
+            let siblings = keys.map(\.name).filter { $0.hasPrefix(section + ".") && !$0.hasPrefix("channels.CHANNEL_") }
+            throw ConfigError(key: unknown, "unknown key in \(file ?? "configuration file")"
+                + (siblings.isEmpty ? "; `check-config` lists every key" : "; keys in \(section): \(siblings.joined(separator: ", "))"))
         }
         let reader = ConfigReader(providers: providers)
         let values = RawValues(reader: reader, specs: keys)
@@ -300,7 +303,10 @@ final class RawValues {
 
     func string(_ key: String) throws -> String? {
         let secret = specs[key]?.secret ?? false
-        guard let value = reader.string(forKey: ConfigKey(key), isSecret: secret) else { return nil }
+        // An empty value (SMSD_X=, an empty credential file) counts as unset.
+        guard let value = reader.string(forKey: ConfigKey(key), isSecret: secret),
+              !value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+        else { return nil }
         sources.entries.append((key, secret ? "<redacted>" : value, secret))
         return value
     }

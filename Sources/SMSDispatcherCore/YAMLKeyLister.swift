@@ -22,6 +22,9 @@ enum YAMLKeyLister {
                 }
                 try walk(value, prefix: prefix + [name], into: &keys)
             }
+        case .scalar(let scalar) where scalar.tag.rawValue == Tag.Name.null.rawValue || (scalar.string.isEmpty && scalar.style == .plain):
+            // An empty section (`metrics:` with its keys commented out) or an explicit null: nothing set.
+            return
         default:
             if prefix.isEmpty {
                 throw ConfigError(key: "--config", "the configuration file must be a YAML mapping of keys")

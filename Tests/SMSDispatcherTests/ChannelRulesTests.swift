@@ -44,20 +44,24 @@ struct ChannelRulesTests {
     func deferralToTheWindowsEnd() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
-        let window = 3.0
-        let sandbox = try await SandboxProcess.start(["--window", "3"])
+        let window = 6.0
+        let sandbox = try await SandboxProcess.start(["--window", "6"])
         defer { Task { await sandbox.stop() } }
         try await database.query("""
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code)
             SELECT 'CHANNEL_REGISTER', '1350000' || lpad((g % 10)::text, 4, '0'), CASE WHEN g > 10 THEN '+86' END
             FROM generate_series(1, 20) g
             """)
-        let extra = ["SMSD_THROTTLE_WINDOW": "3", "SMSD_CHANNELS_DEFAULTS_COALESCE": "false"]
+        let extra = ["SMSD_THROTTLE_WINDOW": "6", "SMSD_CHANNELS_DEFAULTS_COALESCE": "false"]
         let daemons = try (0..<2).map { _ in try startDaemon(database: database, sandbox: sandbox, extra: extra) }
         defer { for daemon in daemons { Task { await daemon.stop() } } }
 
         // While the second jobs wait, status shows them as deferred.
-        let sawDeferred = await eventually(timeout: .seconds(10)) {
+        _ = await eventually(timeout: .seconds(20)) {
+            ((try? await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE deferrals > 0 AND state = 'pending'")
+                .first?.requiredInt("n")) ?? 0) > 0
+        }
+        let sawDeferred = await eventually(timeout: .seconds(4)) {
             guard let result = try? await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"), ["status", "--json"],
                                                            environment: ["SMSD_DATABASE_URL": database.url]),
                   let object = try? JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any],
@@ -65,7 +69,7 @@ struct ChannelRulesTests {
             return (totals["deferred"] ?? 0) > 0
         }
         #expect(sawDeferred)
-        let settled = await eventually(timeout: .seconds(30)) { (try? await unfinishedJobs(database)) == 0 }
+        let settled = await eventually(timeout: .seconds(40)) { (try? await unfinishedJobs(database)) == 0 }
         let left = try await database.query("""
             SELECT id, phone_key, state, deferrals, message, run_at - now() AS due_in FROM sms.jobs WHERE state <> 'sent' LIMIT 5
             """).rows.map { $0.values }

@@ -115,6 +115,7 @@ final class ChildProcess: Sendable {
     let process: Process
     private final class Buffer: Sendable {
         let text = Mutex("")
+        let ended = Mutex(false)
     }
     private let captured = Buffer()
 
@@ -135,7 +136,11 @@ final class ChildProcess: Sendable {
         self.process = process
         pipe.fileHandleForReading.readabilityHandler = { [captured] handle in
             let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil; return }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                captured.ended.withLock { $0 = true }
+                return
+            }
             captured.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
         }
         try process.run()
@@ -150,8 +155,9 @@ final class ChildProcess: Sendable {
     func waitForExit(timeout: Duration = .seconds(30)) async -> Int32? {
         let exited = await eventually(timeout: timeout) { !process.isRunning }
         guard exited else { return nil }
-        // The readability handler may still be draining the pipe.
-        try? await Task.sleep(for: .milliseconds(100))
+        // The readability handler may still be draining the pipe: wait for its end (bounded, as a
+        // grandchild may hold the pipe open).
+        _ = await eventually(timeout: .seconds(3)) { captured.ended.withLock { $0 } }
         return process.terminationStatus
     }
 
