@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CONFIGURATION ?= debug
 
-.PHONY: all deps build release test demo install clean
+.PHONY: all deps build release test demo bench install clean
 
 all: build
 
@@ -18,6 +18,14 @@ build: deps
 release: deps
 	$(SWIFT) build -c release --product sms-dispatcher
 	$(SWIFT) build -c release --product genauth-sandbox
+
+# Figures, not tests: see README "Performance". BENCH_ARGS=--quick for a smoke run, or e.g.
+# BENCH_ARGS="--jobs 20000 --scenarios drain,ceiling".
+BENCH_ARGS ?=
+bench: release
+	$(SWIFT) build -c release --product sms-bench
+	bash scripts/with-postgres.sh "$$($(SWIFT) build -c release --show-bin-path)/sms-bench" \
+		--bin "$$($(SWIFT) build -c release --show-bin-path)" $(BENCH_ARGS)
 
 # The test command CI runs: unit tests, then PostgreSQL, HTTP and process tests against a throwaway
 # cluster and the real genauth-sandbox.

@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "sms-dispatcher", targets: ["sms-dispatcher"]),
         .executable(name: "genauth-sandbox", targets: ["genauth-sandbox"]),
+        .executable(name: "sms-bench", targets: ["sms-bench"]),
         .library(name: "SMSDispatcherCore", targets: ["SMSDispatcherCore"]),
     ],
     dependencies: [
@@ -75,6 +76,15 @@ let package = Package(
             dependencies: [
                 "GenAuthSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // `make bench`: drives the release daemon and sandbox against a throwaway PostgreSQL and prints figures.
+        .executableTarget(
+            name: "sms-bench",
+            dependencies: [
+                "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .testTarget(

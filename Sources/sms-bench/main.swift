@@ -1,0 +1,302 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import PostgresClient
+
+/// `make bench`: runs the release `sms-dispatcher` against the release `genauth-sandbox` and a throwaway
+/// PostgreSQL (started by scripts/with-postgres.sh), scenario by scenario, and prints one table.
+/// Figures, not assertions: nothing here fails on a slow machine.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sms-bench",
+                                                    abstract: "Throughput, latency and memory of sms-dispatcher.")
+
+    @Option(help: "Folder with the release sms-dispatcher and genauth-sandbox.") var bin: String
+    @Option(help: "Jobs per drain.") var jobs = 100_000
+    @Option(help: "The daemon's calls in flight.") var concurrency = 64
+    @Option(help: "Comma-separated: drain,ceiling,latency,slow,history") var scenarios = "drain,ceiling,latency,slow,history"
+    @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
+    @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
+    @Flag(help: "Small numbers, for a CI smoke run.") var quick = false
+
+    mutating func run() async throws {
+        if quick {
+            jobs = min(jobs, 5_000)
+            historyRows = min(historyRows, 50_000)
+            latencySeconds = min(latencySeconds, 3)
+        }
+        guard let admin = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"] else {
+            throw ValidationError("run under scripts/with-postgres.sh (make bench)")
+        }
+        let wanted = Set(scenarios.split(separator: ",").map(String.init))
+        var rows: [[String]] = []
+        let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, "
+            + "\(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
+        print("sms-bench: \(jobs) jobs, concurrency \(concurrency), \(machine)")
+
+        var drainRate: Double? = nil
+        if wanted.contains("drain") {
+            let result = try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0)
+            drainRate = result.rate
+            rows.append(["drain", "\(jobs) jobs, API 0 ms", String(format: "%.0f jobs/s", result.rate),
+                         String(format: "peak RSS %.1f MB; CPU %.0f%% of a core (%.0f%% per 10k jobs/s)",
+                                result.peakRSSMB, result.cpuPercent, result.cpuPercent / max(result.rate / 10_000, 0.0001))])
+        }
+        if wanted.contains("ceiling") {
+            let ceiling = try await pgbenchCeiling(admin: admin, jobs: jobs)
+            let fraction = drainRate.map { String(format: "drain = %.2f × ceiling", $0 / ceiling) } ?? ""
+            rows.append(["ceiling", "same claim + write-back SQL by pgbench, no HTTP", String(format: "%.0f jobs/s", ceiling), fraction])
+        }
+        if wanted.contains("latency") {
+            let latency = try await latencyRun(admin: admin, perSecond: 500, seconds: latencySeconds)
+            rows.append(["latency", "one INSERT at a time, 500/s for \(latencySeconds) s", String(format: "p50 %.1f ms", latency.p50),
+                         String(format: "p99 %.1f ms, max %.1f ms (insert → API call)", latency.p99, latency.max)])
+        }
+        if wanted.contains("slow") {
+            let count = min(jobs, quick ? 1_000 : 6_000)
+            let result = try await drain(admin: admin, jobs: count, latencyMs: 200, history: 0)
+            let bound = Double(concurrency) / 0.2
+            rows.append(["slow API", "\(count) jobs, API 200 ms", String(format: "%.0f jobs/s", result.rate),
+                         String(format: "%.0f%% of concurrency/latency (%.0f/s)", result.rate / bound * 100, bound)])
+        }
+        if wanted.contains("history") {
+            let result = try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: historyRows)
+            let share = drainRate.map { String(format: "%.0f%% of the empty-table drain", result.rate / $0 * 100) } ?? ""
+            rows.append(["history", "\(jobs) jobs, \(historyRows) finished rows", String(format: "%.0f jobs/s", result.rate),
+                         share + String(format: "; peak RSS %.1f MB", result.peakRSSMB)])
+        }
+        print(table(["scenario", "setup", "result", "notes"], rows))
+    }
+
+    // MARK: - Scenarios
+
+    struct DrainResult {
+        var rate: Double
+        var peakRSSMB: Double
+        var cpuPercent: Double
+    }
+
+    func drain(admin: String, jobs: Int, latencyMs: Int, history: Int) async throws -> DrainResult {
+        let database = try await freshDatabase(admin: admin)
+        let db = try await PostgresConnection.connect(database)
+        if history > 0 {
+            // Finished rows in bulk, as months of production would leave them.
+            try await db.query("""
+                INSERT INTO sms.jobs (channel, phone_number, state, attempts, status_code, request_id, created_at, sent_at, finished_at)
+                SELECT 'CHANNEL_LOGIN', '150' || lpad(g::text, 8, '0'), 'sent', 1, 200, md5(g::text),
+                       now() - interval '2 days', now() - interval '2 days', now() - interval '2 days'
+                FROM generate_series(1, \(history)) g
+                """)
+            try await db.execute("VACUUM ANALYZE sms.jobs")
+        }
+        try await db.query("""
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '13' || lpad(g::text, 9, '0') FROM generate_series(1, \(jobs)) g
+            """)
+        let sandbox = try await startSandbox(latencyMs: latencyMs)
+        defer { sandbox.process.terminate() }
+        let daemon = try startDaemon(database: database, sandbox: sandbox.url)
+        defer { daemon.terminate() }
+        let started = ContinuousClock.now
+        let cpuBefore = cpuSeconds(daemon.processIdentifier)
+        var peakRSS = 0.0
+        while ContinuousClock.now - started < .seconds(1800) {
+            try await Task.sleep(for: .milliseconds(250))
+            peakRSS = max(peakRSS, rssMB(daemon.processIdentifier, field: "VmHWM:"))
+            let left = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')").first?.int("n") ?? 0
+            if left == 0 { break }
+            guard daemon.isRunning else { throw ValidationError("the daemon died") }
+        }
+        let cpuAfter = cpuSeconds(daemon.processIdentifier)
+        // First claim to last write-back, by the database's clock.
+        let span = try await db.query("""
+            SELECT extract(epoch FROM max(j.updated_at) - min(a.started_at))::float8 AS seconds
+            FROM sms.jobs j, (SELECT min(started_at) AS started_at FROM sms.attempts) a
+            WHERE j.state = 'sent' AND j.created_at > now() - interval '1 day'
+            """).first?.double("seconds") ?? 1
+        await db.close()
+        let wall = (ContinuousClock.now - started)
+        let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        return DrainResult(rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
+                           cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100)
+    }
+
+    /// The same claim and write-back statements as the daemon, run by pgbench with no HTTP in between:
+    /// what PostgreSQL on this machine allows.
+    func pgbenchCeiling(admin: String, jobs: Int) async throws -> Double {
+        let database = try await freshDatabase(admin: admin)
+        let db = try await PostgresConnection.connect(database)
+        try await db.query("""
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '13' || lpad(g::text, 9, '0') FROM generate_series(1, \(jobs)) g
+            """)
+        await db.close()
+        let batch = concurrency
+        let script = """
+            WITH picked AS (SELECT id FROM sms.jobs WHERE state = 'pending' AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT \(batch) FOR UPDATE SKIP LOCKED), claimed AS (UPDATE sms.jobs j SET state = 'running', locked_by = 'bench', locked_until = now() + interval '30 s', updated_at = now() FROM picked WHERE j.id = picked.id RETURNING j.id) SELECT quote_literal(COALESCE(array_agg(id), '{}')::text) AS ids FROM claimed \\gset
+            WITH r AS (SELECT unnest(:ids::bigint[]) AS id), done AS (UPDATE sms.jobs j SET state = 'sent', attempts = j.attempts + 1, http_status = 200, status_code = 200, message = '', request_id = md5(j.id::text), sent_at = now(), finished_at = now(), locked_by = NULL, locked_until = NULL, sending_at = NULL, updated_at = now() FROM r WHERE j.id = r.id AND j.state = 'running' AND j.locked_by = 'bench' RETURNING j.id, j.attempts) INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome, http_status, status_code, message, request_id) SELECT id, attempts, 'bench', now(), now(), 'sent', 200, 200, '', md5(id::text) FROM done;
+
+            """
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("smsd-bench-\(UUID().uuidString).sql").path
+        try script.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let pgbench = try pgbenchPath()
+        let transactions = max(1, jobs / batch / 2)
+        let output = try runToEnd(pgbench, ["-n", "-c", "2", "-j", "2", "-t", String(transactions), "-f", file, database])
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("tps =") }),
+              let tps = line.split(separator: " ").dropFirst(2).first.flatMap({ Double($0) })
+        else { throw ValidationError("pgbench said: \(output)") }
+        return tps * Double(batch)
+    }
+
+    func latencyRun(admin: String, perSecond: Int, seconds: Int) async throws -> (p50: Double, p99: Double, max: Double) {
+        let database = try await freshDatabase(admin: admin)
+        let sandbox = try await startSandbox(latencyMs: 0)
+        defer { sandbox.process.terminate() }
+        let daemon = try startDaemon(database: database, sandbox: sandbox.url)
+        defer { daemon.terminate() }
+        let db = try await PostgresConnection.connect(database)
+        try await Task.sleep(for: .seconds(1))  // the daemon is up and listening
+        let total = perSecond * seconds
+        let start = ContinuousClock.now
+        for index in 0..<total {
+            let due = start + .nanoseconds(Int64(index) * 1_000_000_000 / Int64(perSecond))
+            if due > .now { try await Task.sleep(until: due, clock: .continuous) }
+            try await db.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)",
+                               ["14" + String(format: "%09d", index)], prepared: true)
+        }
+        for _ in 0..<240 {
+            let left = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')").first?.int("n") ?? 0
+            if left == 0 { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let created = try await db.query("SELECT phone_number, extract(epoch FROM created_at)::float8 AS t FROM sms.jobs").rows
+        await db.close()
+        var insertedAt: [String: Double] = [:]
+        for row in created { insertedAt[try row.requiredString("phone_number")] = try row.double("t") }
+        let report = try await sandboxReport(sandbox.url)
+        var latencies = report.compactMap { send -> Double? in
+            insertedAt[send.phoneNumber].map { (send.at - $0) * 1000 }
+        }.sorted()
+        guard !latencies.isEmpty else { throw ValidationError("no sends measured") }
+        latencies = latencies.map { max(0, $0) }
+        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        return (percentile(0.5), percentile(0.99), latencies.last!)
+    }
+
+    // MARK: - Processes and helpers
+
+    func freshDatabase(admin: String) async throws -> String {
+        let connection = try await PostgresConnection.connect(admin)
+        let name = "smsd_bench_\(UInt32.random(in: 0..<UInt32.max))"
+        try await connection.execute("CREATE DATABASE \(name)")
+        await connection.close()
+        let url = admin[..<admin.lastIndex(of: "/")!] + "/" + name
+        let migrate = try runToEnd(bin + "/sms-dispatcher", ["migrate", "--sql-dir", "sql"], environment: ["SMSD_DATABASE_URL": url])
+        guard migrate.contains("schema is at version") else { throw ValidationError("migrate: \(migrate)") }
+        return url
+    }
+
+    func startSandbox(latencyMs: Int) async throws -> (process: Process, url: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bin + "/genauth-sandbox")
+        process.arguments = ["--port", "0", "--latency-ms", String(latencyMs)]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { throw ValidationError("genauth-sandbox did not start") }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let url = text.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) else {
+            throw ValidationError("genauth-sandbox said: \(text)")
+        }
+        return (process, url)
+    }
+
+    func startDaemon(database: String, sandbox: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bin + "/sms-dispatcher")
+        process.arguments = ["run"]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SMSD_") }
+        environment.merge([
+            "SMSD_DATABASE_URL": database, "SMSD_GENAUTH_HOST": sandbox, "SMSD_GENAUTH_APP_ID": "bench",
+            "SMSD_CONCURRENCY": String(concurrency), "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
+            "SMSD_CAPS_PER_PHONE_HOUR": "0", "SMSD_CAPS_PER_PHONE_DAY": "0", "SMSD_LOG_LEVEL": "warning",
+        ]) { _, new in new }
+        process.environment = environment
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.standardError
+        try process.run()
+        return process
+    }
+
+    struct Send: Decodable {
+        let phoneNumber: String
+        let at: Double
+    }
+
+    func sandboxReport(_ url: String) async throws -> [Send] {
+        struct Report: Decodable { let accepted: [Send] }
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url + "/__sandbox/sends"), timeout: .seconds(60))
+        let body = try await response.body.collect(upTo: 512 * 1024 * 1024)
+        return try JSONDecoder().decode(Report.self, from: Data(body.readableBytesView)).accepted
+    }
+
+    func pgbenchPath() throws -> String {
+        let candidates = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().reversed()
+            .map { "/usr/lib/postgresql/\($0)/bin/pgbench" } ?? []
+        guard let path = candidates.first(where: FileManager.default.isExecutableFile(atPath:)) else {
+            throw ValidationError("pgbench not found (Debian's postgresql package ships it)")
+        }
+        return path
+    }
+
+    func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SMSD_") }
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func rssMB(_ pid: Int32, field: String) -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
+              let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
+        else { return 0 }
+        return kb / 1024
+    }
+
+    func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the command name.
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    func table(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            "| " + cells.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: " | ") + " |"
+        }
+        return ([line(header), "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|"]
+            + rows.map(line)).joined(separator: "\n")
+    }
+}
