@@ -43,12 +43,22 @@ $$;
 CREATE TRIGGER jobs_channel_defaults BEFORE INSERT ON sms.jobs
     FOR EACH ROW EXECUTE FUNCTION sms.apply_channel_defaults();
 
+-- Crash safety (see sms.rescue_expired_leases in version 3).
+ALTER TABLE sms.jobs
+    -- Set (in the same statement that reserves the phone+channel slot) just before the API call goes
+    -- out, cleared by the write-back. A rescued job with sending_at set may or may not have been sent.
+    ADD COLUMN sending_at timestamptz NULL,
+    -- The last call's outcome is unknown (its worker died during it). A retry that GenAuth answers with
+    -- "one SMS per phone per channel per window" then proves the earlier call went through.
+    ADD COLUMN uncertain boolean NOT NULL DEFAULT false;
+
 -- Reserves the phone+channel window for each candidate job, for the whole cluster at once:
 --   granted  the job may be sent now (its slot is reserved for p_window seconds, extended on send);
 --   deferred the window is open until r_until: try again then;
 --   capped   the phone reached a cap across all channels (r_detail names it).
 -- Per-phone advisory locks, taken in key order so two daemons cannot deadlock, make the window check,
--- the cap count and the reservation one atomic step per phone.
+-- the cap count and the reservation one atomic step per phone. Granted jobs are marked
+-- `sending_at = now()` in the same transaction: their calls go out next.
 CREATE FUNCTION sms.reserve_sends(
     p_job_ids bigint[], p_phone_keys text[], p_channels text[], p_window float8, p_hour_cap int, p_day_cap int)
 RETURNS TABLE (r_job_id bigint, r_verdict text, r_until timestamptz, r_detail text)
@@ -59,6 +69,7 @@ DECLARE
     v_holder bigint;
     v_hour int;
     v_day int;
+    v_granted bigint[] := '{}';
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(k, 7212330012))
     FROM (SELECT DISTINCT unnest(p_phone_keys) AS k ORDER BY 1) keys;
@@ -78,7 +89,6 @@ BEGIN
         END IF;
 
         IF p_hour_cap > 0 OR p_day_cap > 0 THEN
-            -- Sent in the last hour/day, plus calls reserved and still in flight on other channels.
             SELECT count(*) FILTER (WHERE s.sent_at > now() - interval '1 hour'), count(*)
             INTO v_hour, v_day
             FROM sms.jobs s
@@ -104,9 +114,12 @@ BEGIN
         VALUES (p_phone_keys[i], p_channels[i], now() + make_interval(secs => p_window), r_job_id)
         ON CONFLICT (phone_key, channel)
         DO UPDATE SET window_until = EXCLUDED.window_until, job_id = EXCLUDED.job_id;
+        v_granted := v_granted || r_job_id;
         r_verdict := 'granted';
         RETURN NEXT;
     END LOOP;
+
+    UPDATE sms.jobs SET sending_at = now() WHERE id = ANY (v_granted);
 END;
 $$;
 

@@ -509,10 +509,12 @@ public final class Dispatcher: Service, Sendable {
             if let connection = db {
                 do {
                     let snapshot = mailbox.snapshot()
+                    // A daemon counts as live (for the rate limit's shares) for at least 10 s after its last
+                    // heartbeat, so one late heartbeat on a loaded host does not double everyone's share.
                     let live = try await JobStore.heartbeat(
                         connection, worker: identity, version: SMSDispatcherVersion.current,
                         inFlight: snapshot.inFlight, counters: snapshot.counters, lease: config.leaseDuration,
-                        staleAfter: config.heartbeatInterval * 3)
+                        staleAfter: max(config.heartbeatInterval * 3, 10))
                     rateLimiter.setLiveWorkers(live)
                     if config.metricsListen != nil {
                         metrics.queueDepth.record(try await JobStore.dueJobs(connection))

@@ -377,17 +377,8 @@ public enum JobStore {
             return nil
         }
         do {
-            var deleted = 0
-            for _ in 0..<maximumBatches {
-                let rows = try await db.query("""
-                    DELETE FROM sms.jobs WHERE id IN (
-                        SELECT id FROM sms.jobs
-                        WHERE finished_at < now() - make_interval(days => $1::int)
-                        ORDER BY finished_at LIMIT $2)
-                    """, [String(days), String(batch)], prepared: true)
-                deleted += rows.affectedRows
-                if rows.affectedRows < batch { break }
-            }
+            let deleted = try await purge(db, olderThanSeconds: Double(days) * 86_400, batch: batch,
+                                          maximumBatches: maximumBatches)
             try await db.query("DELETE FROM sms.throttle WHERE window_until < now() - interval '1 day'")
             try await db.query("DELETE FROM sms.workers WHERE heartbeat_at < now() - interval '1 day'")
             _ = try await db.query("SELECT pg_advisory_unlock($1)", [lockKey])
@@ -398,10 +389,12 @@ public enum JobStore {
         }
     }
 
-    /// Operator `purge --older-than`: deletes finished jobs older than `seconds`, in batches.
-    public static func purge(_ db: PostgresConnection, olderThanSeconds seconds: Double, batch: Int) async throws -> Int {
+    /// Deletes finished jobs older than `seconds` (their attempts cascade), `batch` rows per statement,
+    /// oldest first, at most `maximumBatches` statements: operator `purge --older-than`, and retention.
+    public static func purge(_ db: PostgresConnection, olderThanSeconds seconds: Double, batch: Int,
+                             maximumBatches: Int = .max) async throws -> Int {
         var deleted = 0
-        for _ in 0..<1_000_000 {
+        for _ in 0..<maximumBatches {
             let rows = try await db.query("""
                 DELETE FROM sms.jobs WHERE id IN (
                     SELECT id FROM sms.jobs

@@ -42,6 +42,22 @@ struct CommonOptions: ParsableArguments {
             fail("cannot connect to PostgreSQL: \(error)", code: ExitStatus.unavailable)
         }
     }
+
+    /// The operator commands' shape: load the configuration, connect (exit 69 if impossible), run
+    /// `body`, close; a failure in `body` exits `code` saying `what` failed.
+    func withDatabase<T: Sendable>(_ what: String, code: Int32 = 1,
+                                   _ body: (PostgresConnection, DispatcherConfig) async throws -> T) async throws -> T {
+        let (config, _) = try await load(requireGenAuth: false)
+        let db = try await connect(config)
+        do {
+            let result = try await body(db, config)
+            await db.close()
+            return result
+        } catch {
+            await db.close()
+            fail("\(what) failed: \(error)", code: code)
+        }
+    }
 }
 
 func fail(_ message: String, code: Int32) -> Never {
@@ -161,18 +177,11 @@ struct Enqueue: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (config, _) = try await options.load(requireGenAuth: false)
-        let db = try await options.connect(config)
-        do {
-            let (id, _) = try await JobStore.enqueue(db, channel: channel, phoneNumber: phone, countryCode: countryCode,
-                                                     priority: priority, idempotencyKey: idempotencyKey,
-                                                     expiresInSeconds: expiresIn)
-            print(id)
-        } catch {
-            await db.close()
-            fail("enqueue failed: \(error)", code: 1)
+        let id = try await options.withDatabase("enqueue") { db, _ in
+            try await JobStore.enqueue(db, channel: channel, phoneNumber: phone, countryCode: countryCode,
+                                       priority: priority, idempotencyKey: idempotencyKey, expiresInSeconds: expiresIn).id
         }
-        await db.close()
+        print(id)
     }
 }
 
@@ -182,16 +191,10 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() async throws {
-        let (config, _) = try await options.load(requireGenAuth: false)
-        let db = try await options.connect(config)
-        do {
-            let report = try await StatusReport.load(db, heartbeatInterval: config.heartbeatInterval)
-            print(json ? try report.json() : report.table(), terminator: json ? "\n" : "")
-        } catch {
-            await db.close()
-            fail("status failed: \(error)", code: ExitStatus.unavailable)
+        let report = try await options.withDatabase("status", code: ExitStatus.unavailable) { db, config in
+            try await StatusReport.load(db, heartbeatInterval: config.heartbeatInterval)
         }
-        await db.close()
+        print(json ? try report.json() : report.table(), terminator: json ? "\n" : "")
     }
 }
 
@@ -247,18 +250,13 @@ struct Requeue: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (config, _) = try await options.load(requireGenAuth: false)
-        let db = try await options.connect(config)
-        do {
-            let ids = try await JobStore.requeue(db, states: states, channel: channel, ids: ids,
-                                                 finishedWithinSeconds: finishedWithin.flatMap(parseDuration),
-                                                 limit: limit, dryRun: dryRun)
-            print("\(dryRun ? "would requeue" : "requeued") \(ids.count) job(s)\(ids.isEmpty ? "" : ": " + ids.map(String.init).joined(separator: " "))")
-        } catch {
-            await db.close()
-            fail("requeue failed: \(error)", code: 1)
+        let requeued = try await options.withDatabase("requeue") { db, _ in
+            try await JobStore.requeue(db, states: states, channel: channel, ids: ids,
+                                       finishedWithinSeconds: finishedWithin.flatMap(parseDuration),
+                                       limit: limit, dryRun: dryRun)
         }
-        await db.close()
+        print("\(dryRun ? "would requeue" : "requeued") \(requeued.count) job(s)"
+            + (requeued.isEmpty ? "" : ": " + requeued.map(String.init).joined(separator: " ")))
     }
 }
 
@@ -272,19 +270,17 @@ struct Cancel: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (config, _) = try await options.load(requireGenAuth: false)
-        let db = try await options.connect(config)
-        let results: [(id: Int64, result: String)]
-        do {
-            results = try await JobStore.cancel(db, ids: ids)
-        } catch {
-            await db.close()
-            fail("cancel failed: \(error)", code: 1)
+        let results = try await options.withDatabase("cancel") { db, _ in
+            try await JobStore.cancel(db, ids: ids).map { CancelResult(id: $0.id, result: $0.result) }
         }
-        await db.close()
-        for (id, result) in results { print("\(id): \(result)") }
+        for entry in results { print("\(entry.id): \(entry.result)") }
         // Exit 1 when any job could not be cancelled, so scripts notice.
         if results.contains(where: { $0.result != "cancelled" }) { throw ExitCode(1) }
+    }
+
+    struct CancelResult: Sendable {
+        let id: Int64
+        let result: String
     }
 }
 
@@ -301,15 +297,9 @@ struct Purge: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (config, _) = try await options.load(requireGenAuth: false)
-        let db = try await options.connect(config)
-        do {
-            let deleted = try await JobStore.purge(db, olderThanSeconds: parseDuration(olderThan) ?? 0, batch: batchSize)
-            print("deleted \(deleted) finished job(s) older than \(olderThan)")
-        } catch {
-            await db.close()
-            fail("purge failed: \(error)", code: 1)
+        let deleted = try await options.withDatabase("purge") { db, _ in
+            try await JobStore.purge(db, olderThanSeconds: parseDuration(olderThan) ?? 0, batch: batchSize)
         }
-        await db.close()
+        print("deleted \(deleted) finished job(s) older than \(olderThan)")
     }
 }
