@@ -92,7 +92,6 @@ public final class Dispatcher: Service, Sendable {
                 var shutdownStarted: ContinuousClock.Instant? = nil
                 // Claimed and valid, not yet through the throttle (kept across a database outage).
                 var awaitingReservation: [ClaimedJob] = []
-                var publishedSettings = false
 
                 for await _ in wakeups {
                     // The ticker wakes this loop every poll interval: if it stops coming round, the
@@ -111,10 +110,6 @@ public final class Dispatcher: Service, Sendable {
                     do {
                         if db == nil { db = try await self.connect(outage: &outage) }
                         guard let connection = db else { continue }
-                        if !publishedSettings {
-                            try await JobStore.publishChannelSettings(connection, rules: self.config.channelRules)
-                            publishedSettings = true
-                        }
                         if !unwritten.isEmpty {
                             try await self.write(&unwritten, to: connection, logger: logger)
                         }
@@ -502,12 +497,19 @@ public final class Dispatcher: Service, Sendable {
         var lastRescue = ContinuousClock.now - .seconds(3600)
         // The first run waits one interval, so a restart loop does not hammer the table.
         var lastRetention = ContinuousClock.now
+        var publishedSettings = false
         var db: PostgresConnection? = nil
         // Runs until cancelled, which is after the drain: leases stay extended while calls finish.
         while !Task.isCancelled {
             if db == nil { db = try? await connect(outage: &outage) }
             if let connection = db {
                 do {
+                    // Before the first heartbeat (so a worker row means the settings are out): the
+                    // channels' default priorities, for the insert trigger.
+                    if !publishedSettings {
+                        try await JobStore.publishChannelSettings(connection, rules: config.channelRules)
+                        publishedSettings = true
+                    }
                     let snapshot = mailbox.snapshot()
                     // A daemon counts as live (for the rate limit's shares) for at least 10 s after its last
                     // heartbeat, so one late heartbeat on a loaded host does not double everyone's share.

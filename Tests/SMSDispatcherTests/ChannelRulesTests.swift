@@ -147,10 +147,12 @@ struct ChannelRulesTests {
             "SMSD_CHANNELS_CHANNEL_VERIFY_MFA_PRIORITY": "10",
         ])
         defer { Task { await daemon.stop() } }
-        // The daemon publishes channel priorities at start; wait for its worker row.
-        _ = await eventually(timeout: .seconds(10)) {
-            ((try? await database.query("SELECT count(*)::int AS n FROM sms.workers").first?.requiredInt("n")) ?? 0) == 1
+        // The daemon publishes channel priorities at start.
+        let published = await eventually(timeout: .seconds(15)) {
+            ((try? await database.query("SELECT default_priority AS p FROM sms.channel_settings WHERE channel = 'CHANNEL_VERIFY_MFA'")
+                .first?.int("p")) ?? 0) == 10
         }
+        #expect(published)
         try await database.query("""
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code, metadata) VALUES
             ('CHANNEL_DELETE_ACCOUNT', '13300000001', NULL, '{"case": "disabled"}'),
