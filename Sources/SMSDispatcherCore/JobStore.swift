@@ -217,7 +217,10 @@ public enum JobStore {
                 uncertain = CASE WHEN r.called = 1 THEN false ELSE j.uncertain END,
                 updated_at = now()
             FROM r
-            WHERE j.id = r.id AND j.state = 'running' AND j.locked_by = $1
+            -- The fence is written as one row comparison on purpose: the planner cannot match it to a
+            -- partial index, so it always finds the rows by primary key, even when statistics are stale
+            -- (a burst of jobs right after ANALYZE once made it scan every open job instead).
+            WHERE j.id = r.id AND (j.state, j.locked_by) IS NOT DISTINCT FROM ('running', $1::text)
             RETURNING j.id, j.attempts, j.phone_key, j.channel
         ), logged AS (
             INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
@@ -240,11 +243,19 @@ public enum JobStore {
             WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent'
             RETURNING 1
         ), superseded AS (
+            -- Driven from the few sent rows (LATERAL keeps that order whatever the statistics say),
+            -- one index probe each for older pending jobs of the same phone and channel.
             UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
-                message = 'superseded by job ' || done.id || ', sent to the same phone and channel'
-            FROM r JOIN done ON done.id = r.id
-            WHERE r.state = 'sent' AND r.coalesce = 1 AND o.phone_key = done.phone_key
-              AND o.channel = done.channel AND o.state = 'pending' AND o.id < done.id
+                message = 'superseded by job ' || older.sent_by || ', sent to the same phone and channel'
+            FROM (
+                SELECT x.id, done.id AS sent_by
+                FROM r JOIN done ON done.id = r.id,
+                LATERAL (SELECT x.id FROM sms.jobs x
+                         WHERE x.phone_key = done.phone_key AND x.channel = done.channel
+                           AND x.state = 'pending' AND x.id < done.id) x
+                WHERE r.state = 'sent' AND r.coalesce = 1
+            ) older
+            WHERE o.id = older.id AND o.state = 'pending'
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,

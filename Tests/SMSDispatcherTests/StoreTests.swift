@@ -13,7 +13,7 @@ struct MigrationTests {
                                                environment: ["SMSD_DATABASE_URL": database.url]) }
         let first = try await run()
         #expect(first.status == 0, "\(first.output)")
-        #expect(first.output.contains("applied 1, 2"))
+        #expect(first.output.contains("applied 1, 2, 3, 4, 5"))
         let second = try await run()
         #expect(second.status == 0, "\(second.output)")
         #expect(second.output.contains("up to date"))
@@ -33,7 +33,7 @@ struct MigrationTests {
             let status = await child.waitForExit(timeout: .seconds(60))
             #expect(status == 0, "\(child.output)")
         }
-        let applied = children.filter { $0.output.contains("applied 1, 2") }.count
+        let applied = children.filter { $0.output.contains("applied 1, 2, 3, 4, 5") }.count
         #expect(applied == 1)
         #expect(children.filter { $0.output.contains("up to date") }.count == 2)
         #expect(try await database.query("SELECT count(*)::int AS n FROM sms.schema_migrations").first?.requiredInt("n") == SchemaVersion.required)
