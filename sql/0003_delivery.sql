@@ -33,6 +33,10 @@ LANGUAGE sql AS $$
         locked_by = NULL,
         locked_until = NULL,
         sending_at = NULL
-    WHERE j.state = 'running' AND j.locked_until < now()
+    FROM (
+        -- SKIP LOCKED: a row another statement holds is being finished by its owner right now.
+        SELECT id FROM sms.jobs WHERE state = 'running' AND locked_until < now() FOR UPDATE SKIP LOCKED
+    ) expired
+    WHERE j.id = expired.id
     RETURNING j.id, j.state;
 $$;

@@ -418,7 +418,12 @@ public final class Dispatcher: Service, Sendable {
     private func connect(outage: inout OutageTracker) async throws -> PostgresConnection? {
         if let wait = outage.nextRetryDelay { try? await Task.sleep(for: wait) }
         do {
-            return try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)")
+            let connection = try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)")
+            // Prepared statements skip parsing, but their generic plans are made once, from whatever
+            // statistics there were: after a burst on a big table that planned the write-back as a scan
+            // of every open job (seconds per batch). Custom plans see the real parameters each time.
+            try await connection.execute("SET plan_cache_mode = force_custom_plan")
+            return connection
         } catch let error as PostgresError {
             outage.failed(error)
             return nil

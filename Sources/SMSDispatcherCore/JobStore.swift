@@ -354,8 +354,13 @@ public enum JobStore {
              String(counters.expired), String(counters.deferred), String(counters.superseded)],
             prepared: true)
         try await db.query("""
-            UPDATE sms.jobs SET locked_until = now() + make_interval(secs => $2::float8)
-            WHERE state = 'running' AND locked_by = $1
+            WITH mine AS (
+                -- SKIP LOCKED: a row the write-back is finishing right now needs no longer lease, and
+                -- waiting for it (while the write-back waits for a row locked here) would deadlock.
+                SELECT id FROM sms.jobs WHERE state = 'running' AND locked_by = $1 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $2::float8)
+            FROM mine WHERE j.id = mine.id
             """, [worker.id, String(lease)], prepared: true)
         let live = try await db.query("""
             SELECT count(*)::int AS n FROM sms.workers
