@@ -97,7 +97,7 @@ struct Bench: AsyncParsableCommand {
         let sandbox = try await startSandbox(latencyMs: latencyMs)
         defer { sandbox.process.terminate() }
         let daemon = try startDaemon(database: database, sandbox: sandbox.url)
-        defer { daemon.terminate() }
+        defer { stop(daemon) }
         let started = ContinuousClock.now
         let cpuBefore = cpuSeconds(daemon.processIdentifier)
         var peakRSS = 0.0
@@ -155,7 +155,7 @@ struct Bench: AsyncParsableCommand {
         let sandbox = try await startSandbox(latencyMs: 0)
         defer { sandbox.process.terminate() }
         let daemon = try startDaemon(database: database, sandbox: sandbox.url)
-        defer { daemon.terminate() }
+        defer { stop(daemon) }
         let db = try await PostgresConnection.connect(database)
         try await Task.sleep(for: .seconds(1))  // the daemon is up and listening
         let total = perSecond * seconds
@@ -234,6 +234,12 @@ struct Bench: AsyncParsableCommand {
         process.standardError = FileHandle.standardError
         try process.run()
         return process
+    }
+
+    /// SIGTERM, then wait for the drain, so the daemon is gone before its database.
+    func stop(_ daemon: Process) {
+        daemon.terminate()
+        daemon.waitUntilExit()
     }
 
     struct Send: Decodable {
