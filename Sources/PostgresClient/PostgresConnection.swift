@@ -145,11 +145,6 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// Whether libpq still considers the connection usable.
-    public func isHealthy() async -> Bool {
-        (try? await run { conn in PQstatus(conn) == CONNECTION_OK }) ?? false
-    }
-
     // MARK: - On the connection's thread only
 
     private func run<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws -> T) async throws -> T {

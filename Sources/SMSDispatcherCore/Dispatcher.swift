@@ -323,13 +323,12 @@ public final class Dispatcher: Service, Sendable {
     }
 
     func send(_ job: ClaimedJob, logger: Logger) async -> JobOutcome {
-        // Validated already in decideWithoutCalling; normalise +86 to an absent field as GenAuth expects.
-        let phone = (try? JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode).get())
-            ?? ValidatedPhone(number: job.phoneNumber, countryCode: job.phoneCountryCode)
+        // decideWithoutCalling validated the job already; only the +86 normalisation is left to do.
         await rateLimiter.acquire()
         let started = Date().timeIntervalSince1970
-        let result = await client.send(SendSMSRequest(channel: job.channel, phoneNumber: phone.number,
-                                                      phoneCountryCode: phone.countryCode))
+        let result = await client.send(SendSMSRequest(
+            channel: job.channel, phoneNumber: job.phoneNumber,
+            phoneCountryCode: JobValidation.sentCountryCode(job.phoneCountryCode)))
         let finished = Date().timeIntervalSince1970
         metrics.call(result, seconds: finished - started)
         if case .answered(429, _, _) = result { rateLimiter.throttled() }

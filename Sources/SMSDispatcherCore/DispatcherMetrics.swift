@@ -7,11 +7,21 @@ import ServiceLifecycle
 
 /// The daemon's metrics, through swift-metrics (a no-op unless `metrics.listen` bootstraps Prometheus).
 struct DispatcherMetrics: Sendable {
-    let claimed = Counter(label: "smsd_jobs_claimed_total")
+    let claimed = Metrics.Counter(label: "smsd_jobs_claimed_total")
     let inFlight = Gauge(label: "smsd_api_calls_in_flight")
     let queueDepth = Gauge(label: "smsd_queue_due_jobs")
     let breakerOpen = Gauge(label: "smsd_breaker_state")
     let apiLatency = Metrics.Timer(label: "smsd_api_latency_seconds")
+
+    /// Counters made once: the per-job path only looks them up.
+    private let outcomes: [String: Metrics.Counter] = Dictionary(uniqueKeysWithValues:
+        ["sent", "failed", "rejected", "expired", "superseded", "cancelled", "retry", "deferred"].map {
+            ($0, Metrics.Counter(label: "smsd_jobs_outcomes_total", dimensions: [("outcome", $0)]))
+        })
+    private let calls: [String: Metrics.Counter] = Dictionary(uniqueKeysWithValues:
+        ["ok", "body_4xx", "body_429", "body_5xx", "body_60x", "http_429", "http_5xx", "http_other", "timeout", "connection"].map {
+            ($0, Metrics.Counter(label: "smsd_api_calls_total", dimensions: [("result", $0)]))
+        })
 
     /// Jobs finished or put back, by what happened: sent, failed, rejected, expired, superseded, retry, deferred.
     func outcome(_ outcome: JobOutcome) {
@@ -20,10 +30,11 @@ struct DispatcherMetrics: Sendable {
         case .pending: name = outcome.deferredUntil == nil ? "retry" : "deferred"
         default: name = outcome.state.rawValue
         }
-        Counter(label: "smsd_jobs_outcomes_total", dimensions: [("outcome", name)]).increment()
+        outcomes[name]?.increment()
     }
 
-    /// API calls by result class: ok, body_4xx, body_429, body_5xx, body_60x, http_429, http_5xx, timeout, connection.
+    /// API calls by result class: ok, body_4xx, body_429, body_5xx, body_60x, http_429, http_5xx,
+    /// http_other (another status without a GenAuth body), timeout, connection.
     func call(_ result: CallResult, seconds: Double) {
         apiLatency.recordNanoseconds(Int64(seconds * 1e9))
         let kind: String
@@ -41,9 +52,9 @@ struct DispatcherMetrics: Sendable {
                 case 600..<700: kind = "body_60x"
                 default: kind = "body_5xx"
                 }
-            } else { kind = "http_\(http)" }
+            } else { kind = "http_other" }
         }
-        Counter(label: "smsd_api_calls_total", dimensions: [("result", kind)]).increment()
+        calls[kind]?.increment()
     }
 
     func breaker(_ phase: CircuitBreaker.Phase) {

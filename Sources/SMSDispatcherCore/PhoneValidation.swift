@@ -12,6 +12,11 @@ public struct ValidatedPhone: Sendable, Equatable {
 public enum JobValidation {
     public static let chinaCountryCode = "+86"
 
+    /// What goes in GenAuth's `phoneCountryCode`: nothing for mainland China (`+86` or none).
+    public static func sentCountryCode(_ countryCode: String?) -> String? {
+        countryCode == chinaCountryCode ? nil : countryCode
+    }
+
     public static func validateChannel(_ raw: String) -> Result<Channel, JobRejection> {
         if let channel = Channel(rawValue: raw) { return .success(channel) }
         return .failure(JobRejection(
@@ -31,7 +36,7 @@ public enum JobValidation {
                 return .failure(JobRejection(
                     "phone_country_code \"\(countryCode.prefix(16))\" must be '+' followed by 1 to 4 digits, not starting with 0 (e.g. +86, +1, +852)"))
             }
-            code = countryCode == chinaCountryCode ? nil : countryCode
+            code = sentCountryCode(countryCode)
         }
 
         let scalars = Array(number.unicodeScalars)
