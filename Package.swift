@@ -83,6 +83,7 @@ let package = Package(
             name: "sms-bench",
             dependencies: [
                 "PostgresClient",
+                "SMSDispatcherCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]

@@ -8,8 +8,10 @@ import Synchronization
 /// flight, and writes every outcome back in batches. A swift-service-lifecycle `Service`: `run()`
 /// returns after a graceful shutdown has drained the calls in flight.
 ///
-/// Shape: one loop owns the main connection and does all claims and write-backs, one statement at a
-/// time; send tasks, the LISTEN connection and a ticker only post results and wake-ups to it. While a
+/// Shape: one loop owns the main connection and does the claims and reservations, one statement at a
+/// time; a writer on a second connection does the write-backs, so writing one batch of outcomes
+/// overlaps with claiming the next (two PostgreSQL backends at work instead of one loop waiting on
+/// each). Send tasks, the LISTEN connection and a ticker only post results and wake-ups. While a
 /// write-back is running, more results pile up and go out together in the next one, so batches grow
 /// with load by themselves.
 public final class Dispatcher: Service, Sendable {
@@ -19,6 +21,7 @@ public final class Dispatcher: Service, Sendable {
     private let client: GenAuthClient
     private let backoff: Backoff
     private let mailbox = Mailbox()
+    private let writes = WriteQueue()
     private let rateLimiter: RateLimiter
     private let breaker: CircuitBreaker
     private let notifier: SystemdNotifier
@@ -35,6 +38,11 @@ public final class Dispatcher: Service, Sendable {
         self.rateLimiter = RateLimiter(clusterRate: config.rateLimit)
         self.breaker = CircuitBreaker(threshold: config.breakerThreshold, coolDown: config.breakerCoolDown)
     }
+
+    /// How long a few free call slots wait for more before they are claimed for (see the loop).
+    static let claimLinger = Duration.milliseconds(2)
+    /// How long the writer waits for a small batch of outcomes to grow before writing it.
+    static let writeLinger = Duration.milliseconds(1)
 
     /// How long a shutdown waits for calls in flight before it stops waiting (their jobs stay leased
     /// and are rescued when the lease runs out).
@@ -70,6 +78,7 @@ public final class Dispatcher: Service, Sendable {
         }()
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let mailbox = self.mailbox
+        let writes = self.writes
         logger.notice("dispatcher started", metadata: [
             "concurrency": "\(config.concurrency)", "poll_interval": "\(config.pollInterval)",
             "genauth_host": "\(config.genauthHost)",
@@ -85,22 +94,28 @@ public final class Dispatcher: Service, Sendable {
                 group.addTask { await self.listen(wake: wake, logger: logger) }
                 group.addTask { await self.tick(wake: wake) }
                 group.addTask { await self.heartbeat(logger: logger) }
+                group.addTask { await self.writeBack(wakeLoop: wake, logger: logger) }
 
                 var outage = OutageTracker(what: "database", logger: logger)
+                // Outcomes decided in this round, handed to the writer together at its end.
                 var unwritten: [JobOutcome] = []
                 var inFlight = 0
                 var shutdownStarted: ContinuousClock.Instant? = nil
                 // Claimed and valid, not yet through the throttle (kept across a database outage).
                 var awaitingReservation: [ClaimedJob] = []
+                var lastClaim = ContinuousClock.now - .seconds(1)
+                let delayedWake = DelayedWake()
 
                 for await _ in wakeups {
                     // The ticker wakes this loop every poll interval: if it stops coming round, the
                     // watchdog goes hungry and systemd restarts the daemon.
                     self.notifier.watchdog()
-                    let delivered = mailbox.takeResults()
-                    inFlight -= delivered.fromCalls
-                    unwritten.append(contentsOf: delivered.outcomes)
+                    inFlight -= mailbox.takeFinishedCalls()
                     mailbox.setInFlight(inFlight)
+                    defer {
+                        writes.submit(unwritten)
+                        unwritten.removeAll(keepingCapacity: true)
+                    }
 
                     if mailbox.isShuttingDown, shutdownStarted == nil {
                         shutdownStarted = .now
@@ -108,12 +123,6 @@ public final class Dispatcher: Service, Sendable {
                     }
 
                     do {
-                        if db == nil { db = try await self.connect(outage: &outage) }
-                        guard let connection = db else { continue }
-                        if !unwritten.isEmpty {
-                            try await self.write(&unwritten, to: connection, logger: logger)
-                        }
-                        outage.recovered()
                         if let started = shutdownStarted {
                             // Claimed but never sent: back to pending at once, no attempt used.
                             if !awaitingReservation.isEmpty {
@@ -124,14 +133,33 @@ public final class Dispatcher: Service, Sendable {
                                 wake.yield()
                                 continue
                             }
-                            if inFlight == 0 || ContinuousClock.now - started > self.shutdownGrace { break }
+                            // Done when every call has answered and the writer has written every outcome.
+                            if (inFlight == 0 && writes.isIdle) || ContinuousClock.now - started > self.shutdownGrace { break }
                             continue
                         }
+                        if db == nil { db = try await self.connect(outage: &outage) }
+                        guard let connection = db else { continue }
 
                         var candidates = awaitingReservation
-                        let free = self.config.concurrency - inFlight - candidates.count
+                        // Outcomes not yet on their rows hold their jobs too: while the writer is a full
+                        // round behind (a slow or unreachable database), claim nothing more.
+                        let free = writes.unsettled >= self.config.concurrency
+                            ? 0 : self.config.concurrency - inFlight - candidates.count
                         var claimedFullBatch = false
-                        if free > 0 {
+                        // Under load, calls finish one by one and each wakes this loop: claiming each
+                        // single free slot would cost a statement per job. A few slots wait up to
+                        // `claimLinger` for company instead; a quiet queue (many free slots) claims at once.
+                        let lingering = free > 0 && free < max(1, self.config.concurrency / 4)
+                            && ContinuousClock.now - lastClaim < Self.claimLinger
+                        if lingering, !delayedWake.armed() {
+                            group.addTask {
+                                try? await Task.sleep(for: Self.claimLinger)
+                                delayedWake.disarm()
+                                wake.yield()
+                            }
+                        }
+                        if free > 0 && !lingering {
+                            lastClaim = .now
                             let claimed = try await JobStore.claim(
                                 connection, worker: self.identity.id, limit: free, lease: self.config.leaseDuration)
                             claimedFullBatch = claimed.count == free
@@ -179,6 +207,7 @@ public final class Dispatcher: Service, Sendable {
                         let verdicts = try await JobStore.reserve(
                             connection, jobs: batch, window: self.config.throttleWindow,
                             hourCap: self.config.capPerPhoneHour, dayCap: self.config.capPerPhoneDay)
+                        outage.recovered()
                         awaitingReservation = nextRound
                         for job in batch {
                             switch verdicts[job.id] {
@@ -186,7 +215,8 @@ public final class Dispatcher: Service, Sendable {
                                 inFlight += 1
                                 group.addTask {
                                     let outcome = await self.send(job, logger: logger)
-                                    mailbox.deliver(outcome, fromCall: true)
+                                    writes.submit(outcome)
+                                    mailbox.callFinished()
                                     wake.yield()
                                 }
                             case .deferred(let until):
@@ -202,9 +232,9 @@ public final class Dispatcher: Service, Sendable {
                             }
                         }
                         mailbox.setInFlight(inFlight)
-                        // A full batch means more may be due: go round again at once. So do outcomes
-                        // decided without a call, which want writing, and jobs waiting for a reservation.
-                        if claimedFullBatch || !unwritten.isEmpty || !awaitingReservation.isEmpty { wake.yield() }
+                        // A full batch means more may be due: go round again at once. So do jobs waiting
+                        // for a reservation.
+                        if claimedFullBatch || !awaitingReservation.isEmpty { wake.yield() }
                     } catch let error as PostgresError where error.isConnectionProblem {
                         outage.failed(error)
                         if let connection = db { await connection.close() }
@@ -217,15 +247,12 @@ public final class Dispatcher: Service, Sendable {
                         if let started = shutdownStarted, ContinuousClock.now - started > self.shutdownGrace { break }
                     }
                 }
-                if !unwritten.isEmpty {
-                    logger.error("stopping with outcomes not written; their leases will expire and the jobs be retried",
-                                 metadata: ["count": "\(unwritten.count)"])
-                }
                 if inFlight > 0 {
                     logger.warning("stopping with calls in flight after the grace period; their jobs stay leased until rescued",
                                    metadata: ["in_flight": "\(inFlight)"])
                 }
                 wake.finish()
+                writes.finish()
                 group.cancelAll()
             }
         } onGracefulShutdown: { [notifier] in
@@ -417,16 +444,53 @@ public final class Dispatcher: Service, Sendable {
     private func connect(outage: inout OutageTracker) async throws -> PostgresConnection? {
         if let wait = outage.nextRetryDelay { try? await Task.sleep(for: wait) }
         do {
-            let connection = try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)")
-            // Prepared statements skip parsing, but their generic plans are made once, from whatever
-            // statistics there were: after a burst on a big table that planned the write-back as a scan
-            // of every open job (seconds per batch). Custom plans see the real parameters each time.
-            try await connection.execute("SET plan_cache_mode = force_custom_plan")
-            return connection
+            return try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)")
         } catch let error as PostgresError {
             outage.failed(error)
             return nil
         }
+    }
+
+    /// The writer: takes whatever outcomes have piled up and writes them in one batch, on its own
+    /// connection. Outcomes survive a database outage in memory and go out once it reconnects. Ends
+    /// when the queue is finished and empty (after the drain), or when cancelled (grace period over).
+    private func writeBack(wakeLoop: AsyncStream<Void>.Continuation, logger: Logger) async {
+        var outage = OutageTracker(what: "write-back connection", logger: logger, quiet: true)
+        var db: PostgresConnection? = nil
+        var pending: [JobOutcome] = []
+        while !Task.isCancelled {
+            let (taken, finished) = await writes.next()
+            pending += taken
+            // Under load outcomes arrive one by one; a moment's wait turns many one-row statements
+            // into one. Nobody waits for this (the SMS has gone out; only the row is not updated yet).
+            if !finished, !pending.isEmpty, pending.count < max(1, config.concurrency / 2) {
+                try? await Task.sleep(for: Self.writeLinger)
+                pending += writes.takeNow()
+            }
+            if pending.isEmpty {
+                if finished { break }
+                continue
+            }
+            if db == nil { db = try? await connect(outage: &outage) }
+            if let connection = db {
+                do {
+                    try await write(&pending, to: connection, logger: logger)
+                    outage.recovered()
+                } catch {
+                    outage.failed(error)
+                    await connection.close()
+                    db = nil
+                }
+            }
+            writes.written(remaining: pending.count)
+            // The loop waits for an idle writer before it stops; and a write may have freed jobs to claim.
+            wakeLoop.yield()
+        }
+        if !pending.isEmpty || !writes.isIdle {
+            logger.error("stopping with outcomes not written; their leases will expire and the jobs be retried",
+                         metadata: ["count": "\(writes.unsettled)"])
+        }
+        await db?.close()
     }
 
     /// Writes outcomes; on success `unwritten` is emptied. A batch the server refuses for a reason
@@ -564,8 +628,7 @@ public final class Dispatcher: Service, Sendable {
 /// What the send tasks and the shutdown handler hand to the dispatch loop, behind one lock.
 final class Mailbox: Sendable {
     private struct State {
-        var outcomes: [JobOutcome] = []
-        var fromCalls = 0
+        var finishedCalls = 0
         var shuttingDown = false
         var inFlight = 0
         var counters = WorkerCounters()
@@ -573,19 +636,12 @@ final class Mailbox: Sendable {
     private let state = Mutex(State())
     private let metrics = DispatcherMetrics()
 
-    func deliver(_ outcome: JobOutcome, fromCall: Bool) {
-        state.withLock {
-            $0.outcomes.append(outcome)
-            if fromCall { $0.fromCalls += 1 }
-        }
-    }
+    func callFinished() { state.withLock { $0.finishedCalls += 1 } }
 
-    func takeResults() -> (outcomes: [JobOutcome], fromCalls: Int) {
-        state.withLock {
-            let taken = ($0.outcomes, $0.fromCalls)
-            $0.outcomes = []
-            $0.fromCalls = 0
-            return taken
+    func takeFinishedCalls() -> Int {
+        state.withLock { state in
+            defer { state.finishedCalls = 0 }
+            return state.finishedCalls
         }
     }
 
@@ -604,6 +660,100 @@ final class Mailbox: Sendable {
     func beginShutdown() { state.withLock { $0.shuttingDown = true } }
     var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
     func snapshot() -> (inFlight: Int, counters: WorkerCounters) { state.withLock { ($0.inFlight, $0.counters) } }
+}
+
+/// Outcomes waiting for the writer. `next()` suspends until there are some (or the queue is finished);
+/// the writer reports back with `written(remaining:)`, so `isIdle` means every outcome submitted so far
+/// is on its row (or was fenced out).
+final class WriteQueue: Sendable {
+    private struct State {
+        var outcomes: [JobOutcome] = []
+        var writing = false
+        /// Taken by the writer and not yet written.
+        var unwrittenByWriter = 0
+        var finished = false
+        var waiter: CheckedContinuation<Void, Never>? = nil
+    }
+    private let state = Mutex(State())
+
+    func submit(_ outcome: JobOutcome) { submit(CollectionOfOne(outcome)) }
+
+    func submit<C: Collection>(_ outcomes: C) where C.Element == JobOutcome {
+        guard !outcomes.isEmpty else { return }
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.outcomes.append(contentsOf: outcomes)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Everything submitted so far, and whether the queue was finished. Returns at once when there is
+    /// something to write (the writer's own leftovers count: it asked because it has work).
+    func next() async -> (outcomes: [JobOutcome], finished: Bool) {
+        if let ready = takeIfReady() { return ready }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                if !state.outcomes.isEmpty || state.finished || state.unwrittenByWriter > 0 { return true }
+                state.waiter = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        return takeIfReady() ?? ([], state.withLock { $0.finished })
+    }
+
+    private func takeIfReady() -> (outcomes: [JobOutcome], finished: Bool)? {
+        state.withLock { state in
+            guard !state.outcomes.isEmpty || state.finished || state.unwrittenByWriter > 0 else { return nil }
+            defer { state.outcomes = [] }
+            state.writing = true
+            state.unwrittenByWriter += state.outcomes.count
+            return (state.outcomes, state.finished)
+        }
+    }
+
+    /// Whatever has been submitted, without waiting (the writer has already said it is writing).
+    func takeNow() -> [JobOutcome] {
+        state.withLock { state in
+            defer { state.outcomes = [] }
+            state.unwrittenByWriter += state.outcomes.count
+            return state.outcomes
+        }
+    }
+
+    func written(remaining: Int) {
+        state.withLock {
+            $0.writing = false
+            $0.unwrittenByWriter = remaining
+        }
+    }
+
+    func finish() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    var isIdle: Bool { state.withLock { $0.outcomes.isEmpty && !$0.writing && $0.unwrittenByWriter == 0 } }
+    /// Submitted and not yet written.
+    var unsettled: Int { state.withLock { $0.outcomes.count + $0.unwrittenByWriter } }
+}
+
+/// At most one delayed wake-up of the dispatch loop pending at a time.
+final class DelayedWake: Sendable {
+    private let isArmed = Mutex(false)
+    /// Arms it; false if it was armed already (a wake-up is on its way).
+    func armed() -> Bool {
+        isArmed.withLock { armed in
+            defer { armed = true }
+            return armed
+        }
+    }
+    func disarm() { isArmed.withLock { $0 = false } }
 }
 
 /// Logs an outage once when it starts and once when it ends (not once per retry), and spaces the

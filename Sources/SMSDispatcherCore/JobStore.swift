@@ -140,29 +140,12 @@ public struct WorkerIdentity: Sendable {
 /// Every SQL statement that touches jobs, in one place. Stateless: each call takes the connection to
 /// use, so the dispatcher decides which connection (and thread) a statement runs on.
 public enum JobStore {
-    /// Claims up to `limit` due pending jobs for `worker`: River's CTE form, so the LIMIT applies to
-    /// rows actually locked (a `WHERE id IN (subquery LIMIT n)` can lock more or fewer than n).
-    static let claimSQL = """
-        WITH picked AS (
-            SELECT id FROM sms.jobs
-            WHERE state = 'pending' AND run_at <= now()
-            ORDER BY priority DESC, run_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE sms.jobs j
-        SET state = 'running', locked_by = $1, locked_until = now() + make_interval(secs => $3::float8),
-            updated_at = now()
-        FROM picked
-        WHERE j.id = picked.id
-        RETURNING j.id, j.channel, j.phone_number, j.phone_country_code, j.phone_key, j.attempts, j.max_attempts,
-                  extract(epoch FROM j.created_at)::float8 AS created_epoch,
-                  extract(epoch FROM j.expires_at)::float8 AS expires_epoch,
-                  extract(epoch FROM now())::float8 AS now_epoch,
-                  (SELECT max(n.id) FROM sms.jobs n
-                   WHERE n.phone_key = j.phone_key AND n.channel = j.channel AND n.id > j.id
-                     AND n.state IN ('pending', 'running')) AS newer_job,
-                  j.uncertain
+    /// Claims up to `limit` due pending jobs for `worker` (`sms.claim_jobs`: River's CTE form, so the
+    /// LIMIT applies to rows actually locked, with a plan that survives stale statistics).
+    public static let claimSQL = """
+        SELECT id, channel, phone_number, phone_country_code, phone_key, attempts, max_attempts,
+               created_epoch, expires_epoch, now_epoch, newer_job, uncertain
+        FROM sms.claim_jobs($1, $2::int, $3::float8)
         """
 
     public static func claim(_ db: PostgresConnection, worker: String, limit: Int, lease: Double) async throws
@@ -189,7 +172,7 @@ public enum JobStore {
     /// Writes a batch of outcomes in one round trip (`unnest` over arrays), fenced on the lease: a row
     /// is only changed while it is still `running` under this worker, so a worker that lost its lease
     /// cannot overwrite the new owner's result. Each call also gets its `sms.attempts` row.
-    static let completeSQL = """
+    public static let completeSQL = """
         WITH r AS (
             SELECT * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
                                  $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[],
@@ -243,8 +226,11 @@ public enum JobStore {
             WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent'
             RETURNING 1
         ), superseded AS (
-            -- Driven from the few sent rows (LATERAL keeps that order whatever the statistics say),
-            -- one index probe each for older pending jobs of the same phone and channel.
+            -- Driven from the few sent rows, one index probe each for older pending jobs of the same
+            -- phone and channel, whatever the statistics say. OFFSET 0 keeps the LATERAL probe a
+            -- per-row lookup: without it the planner flattened it and, on statistics taken before a
+            -- burst, joined every open job with every other (84 s for one 64-job batch with 30,000
+            -- jobs pending). The state test on o matches no partial index, so o is reached by its key.
             UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
                 message = 'superseded by job ' || older.sent_by || ', sent to the same phone and channel'
             FROM (
@@ -252,10 +238,11 @@ public enum JobStore {
                 FROM r JOIN done ON done.id = r.id,
                 LATERAL (SELECT x.id FROM sms.jobs x
                          WHERE x.phone_key = done.phone_key AND x.channel = done.channel
-                           AND x.state = 'pending' AND x.id < done.id) x
+                           AND x.state = 'pending' AND x.id < done.id
+                         OFFSET 0) x
                 WHERE r.state = 'sent' AND r.coalesce = 1
             ) older
-            WHERE o.id = older.id AND o.state = 'pending'
+            WHERE o.id = older.id AND o.state IS NOT DISTINCT FROM 'pending'
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,
@@ -298,15 +285,17 @@ public enum JobStore {
         return try rows.first?.int("updated") ?? 0
     }
 
+    public static let reserveSQL = """
+        SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail
+        FROM sms.reserve_sends($1::bigint[], $2::text[], $3::text[], $4::float8, $5::int, $6::int)
+        """
+
     /// Asks the cluster-wide throttle (`sms.reserve_sends`) for each job's phone+channel slot and caps.
     public static func reserve(_ db: PostgresConnection, jobs: [ClaimedJob], window: Int, hourCap: Int, dayCap: Int)
         async throws -> [Int64: Reservation]
     {
         guard !jobs.isEmpty else { return [:] }
-        let rows = try await db.query("""
-            SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail
-            FROM sms.reserve_sends($1::bigint[], $2::text[], $3::text[], $4::float8, $5::int, $6::int)
-            """,
+        let rows = try await db.query(reserveSQL,
             [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
              PostgresArray.literal(jobs.map { Optional($0.channel) }), String(window), String(hourCap), String(dayCap)],
             prepared: true)
