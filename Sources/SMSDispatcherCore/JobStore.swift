@@ -230,7 +230,10 @@ public enum JobStore {
             -- phone and channel, whatever the statistics say. OFFSET 0 keeps the LATERAL probe a
             -- per-row lookup: without it the planner flattened it and, on statistics taken before a
             -- burst, joined every open job with every other (84 s for one 64-job batch with 30,000
-            -- jobs pending). The state test on o matches no partial index, so o is reached by its key.
+            -- jobs pending). The probe's state test is spelt so that only the (phone, channel) index
+            -- matches it (`state = 'pending'` would let the planner walk the whole claim index for
+            -- each row, as it did with a million finished rows); o's matches no partial index at all,
+            -- so o is reached by its key.
             UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
                 message = 'superseded by job ' || older.sent_by || ', sent to the same phone and channel'
             FROM (
@@ -238,7 +241,8 @@ public enum JobStore {
                 FROM r JOIN done ON done.id = r.id,
                 LATERAL (SELECT x.id FROM sms.jobs x
                          WHERE x.phone_key = done.phone_key AND x.channel = done.channel
-                           AND x.state = 'pending' AND x.id < done.id
+                           AND x.state IN ('pending', 'running') AND x.state IS NOT DISTINCT FROM 'pending'
+                           AND x.id < done.id
                          OFFSET 0) x
                 WHERE r.state = 'sent' AND r.coalesce = 1
             ) older

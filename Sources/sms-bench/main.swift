@@ -16,7 +16,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Folder with the release sms-dispatcher and genauth-sandbox.") var bin: String
     @Option(help: "Jobs per drain.") var jobs = 100_000
     @Option(help: "The daemon's calls in flight.") var concurrency = 64
-    @Option(help: "Comma-separated: drain,ceiling,latency,slow,history") var scenarios = "drain,ceiling,latency,slow,history"
+    @Option(help: "Comma-separated: drain,ceiling,latency,slow,history,growth") var scenarios = "drain,ceiling,latency,slow,history,growth"
+    @Option(name: .customLong("growth-jobs"), help: "Jobs in the memory-growth drain.") var growthJobs = 1_000_000
     @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
     @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
     @Flag(help: "Small numbers, for a CI smoke run.") var quick = false
@@ -25,6 +26,7 @@ struct Bench: AsyncParsableCommand {
         if quick {
             jobs = min(jobs, 5_000)
             historyRows = min(historyRows, 50_000)
+            growthJobs = min(growthJobs, 20_000)
             latencySeconds = min(latencySeconds, 3)
         }
         guard let admin = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"] else {
@@ -67,6 +69,12 @@ struct Bench: AsyncParsableCommand {
             rows.append(["history", "\(jobs) jobs, \(historyRows) finished rows", String(format: "%.0f jobs/s", result.rate),
                          share + String(format: "; peak RSS %.1f MB", result.peakRSSMB)])
         }
+        if wanted.contains("growth") {
+            let result = try await drain(admin: admin, jobs: growthJobs, latencyMs: 0, history: 0)
+            let samples = result.rssByProgress.map { String(format: "%.1f", $0) }.joined(separator: " / ")
+            rows.append(["growth", "\(growthJobs) jobs, API 0 ms", String(format: "%.0f jobs/s", result.rate),
+                         "RSS MB at 10/25/50/75/100% of the drain: \(samples); peak " + String(format: "%.1f MB", result.peakRSSMB)])
+        }
         print(table(["scenario", "setup", "result", "notes"], rows))
     }
 
@@ -76,6 +84,8 @@ struct Bench: AsyncParsableCommand {
         var rate: Double
         var peakRSSMB: Double
         var cpuPercent: Double
+        /// Resident set size when 10, 25, 50, 75 and 100% of the jobs were done: growth shows here.
+        var rssByProgress: [Double]
     }
 
     func drain(admin: String, jobs: Int, latencyMs: Int, history: Int) async throws -> DrainResult {
@@ -102,11 +112,19 @@ struct Bench: AsyncParsableCommand {
         let started = ContinuousClock.now
         let cpuBefore = cpuSeconds(daemon.processIdentifier)
         var peakRSS = 0.0
+        let marks = [0.10, 0.25, 0.50, 0.75]
+        var rssByProgress: [Double] = []
         while ContinuousClock.now - started < .seconds(1800) {
             try await Task.sleep(for: .milliseconds(250))
             peakRSS = max(peakRSS, rssMB(daemon.processIdentifier, field: "VmHWM:"))
             let left = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')").first?.int("n") ?? 0
-            if left == 0 { break }
+            while rssByProgress.count < marks.count, Double(jobs - left) >= marks[rssByProgress.count] * Double(jobs) {
+                rssByProgress.append(rssMB(daemon.processIdentifier, field: "VmRSS:"))
+            }
+            if left == 0 {
+                rssByProgress.append(rssMB(daemon.processIdentifier, field: "VmRSS:"))
+                break
+            }
             guard daemon.isRunning else { throw ValidationError("the daemon died") }
         }
         let cpuAfter = cpuSeconds(daemon.processIdentifier)
@@ -120,7 +138,8 @@ struct Bench: AsyncParsableCommand {
         let wall = (ContinuousClock.now - started)
         let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
         return DrainResult(rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
-                           cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100)
+                           cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100,
+                           rssByProgress: rssByProgress)
     }
 
     /// The daemon's own statements (claim, reservation, write-back: `JobStore`'s SQL text, placeholders
