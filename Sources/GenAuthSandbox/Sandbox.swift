@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Switches for latency and faults; settable by flag at start and by `POST /__sandbox/faults` later.
@@ -123,6 +124,7 @@ public final class GenAuthSandbox: Sendable {
             router: router,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "genauth-sandbox"),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
+            eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: 1)),
             logger: logger)
         try await app.runService()
     }

@@ -486,7 +486,7 @@ public final class Dispatcher: Service, Sendable {
             // The loop waits for an idle writer before it stops; and a write may have freed jobs to claim.
             wakeLoop.yield()
         }
-        if !pending.isEmpty || !writes.isIdle {
+        if writes.unsettled > 0 {
             logger.error("stopping with outcomes not written; their leases will expire and the jobs be retried",
                          metadata: ["count": "\(writes.unsettled)"])
         }

