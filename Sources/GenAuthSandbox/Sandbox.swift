@@ -120,13 +120,21 @@ public final class GenAuthSandbox: Sendable {
             return Response(status: .noContent)
         }
         router.get("/") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "genauth-sandbox\n"))) }
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "genauth-sandbox"),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
-            eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: 1)),
+            // One loop of its own: with the shared two, its threads spent their time waking each other.
+            eventLoopGroupProvider: .shared(eventLoops),
             logger: logger)
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch {
+            try? await eventLoops.shutdownGracefully()
+            throw error
+        }
+        try? await eventLoops.shutdownGracefully()
     }
 
     public func report() -> SandboxReport {

@@ -134,7 +134,7 @@ public final class Dispatcher: Service, Sendable {
                                 continue
                             }
                             // Done when every call has answered and the writer has written every outcome.
-                            if (inFlight == 0 && writes.isIdle) || ContinuousClock.now - started > self.shutdownGrace { break }
+                            if (inFlight == 0 && writes.unsettled == 0) || ContinuousClock.now - started > self.shutdownGrace { break }
                             continue
                         }
                         if db == nil { db = try await self.connect(outage: &outage) }
@@ -151,7 +151,7 @@ public final class Dispatcher: Service, Sendable {
                         // `claimLinger` for company instead; a quiet queue (many free slots) claims at once.
                         let lingering = free > 0 && free < max(1, self.config.concurrency / 4)
                             && ContinuousClock.now - lastClaim < Self.claimLinger
-                        if lingering, !delayedWake.armed() {
+                        if lingering, delayedWake.arm() {
                             group.addTask {
                                 try? await Task.sleep(for: Self.claimLinger)
                                 delayedWake.disarm()
@@ -459,8 +459,13 @@ public final class Dispatcher: Service, Sendable {
         var db: PostgresConnection? = nil
         var pending: [JobOutcome] = []
         while !Task.isCancelled {
-            let (taken, finished) = await writes.next()
-            pending += taken
+            var finished = false
+            if pending.isEmpty {
+                (pending, finished) = await writes.next()
+            } else {
+                // Left over from a failed write: again, with whatever has come since, without waiting.
+                pending += writes.takeNow()
+            }
             // Under load outcomes arrive one by one; a moment's wait turns many one-row statements
             // into one. Nobody waits for this (the SMS has gone out; only the row is not updated yet).
             if !finished, !pending.isEmpty, pending.count < max(1, config.concurrency / 2) {
@@ -471,6 +476,7 @@ public final class Dispatcher: Service, Sendable {
                 if finished { break }
                 continue
             }
+            let taken = pending.count
             if db == nil { db = try? await connect(outage: &outage) }
             if let connection = db {
                 do {
@@ -482,7 +488,7 @@ public final class Dispatcher: Service, Sendable {
                     db = nil
                 }
             }
-            writes.written(remaining: pending.count)
+            writes.settled(taken - pending.count)
             // The loop waits for an idle writer before it stops; and a write may have freed jobs to claim.
             wakeLoop.yield()
         }
@@ -662,15 +668,14 @@ final class Mailbox: Sendable {
     func snapshot() -> (inFlight: Int, counters: WorkerCounters) { state.withLock { ($0.inFlight, $0.counters) } }
 }
 
-/// Outcomes waiting for the writer. `next()` suspends until there are some (or the queue is finished);
-/// the writer reports back with `written(remaining:)`, so `isIdle` means every outcome submitted so far
-/// is on its row (or was fenced out).
+/// Outcomes on their way to their rows. The writer takes them (`next()` waits until there are some,
+/// or the queue is finished) and says how many it has written (`settled`); `unsettled` counts those
+/// submitted and not yet written, wherever they are.
 final class WriteQueue: Sendable {
     private struct State {
         var outcomes: [JobOutcome] = []
-        var writing = false
         /// Taken by the writer and not yet written.
-        var unwrittenByWriter = 0
+        var taken = 0
         var finished = false
         var waiter: CheckedContinuation<Void, Never>? = nil
     }
@@ -688,46 +693,30 @@ final class WriteQueue: Sendable {
         waiter?.resume()
     }
 
-    /// Everything submitted so far, and whether the queue was finished. Returns at once when there is
-    /// something to write (the writer's own leftovers count: it asked because it has work).
+    /// Everything submitted so far, once there is something (or the queue was finished).
     func next() async -> (outcomes: [JobOutcome], finished: Bool) {
-        if let ready = takeIfReady() { return ready }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLock { state -> Bool in
-                if !state.outcomes.isEmpty || state.finished || state.unwrittenByWriter > 0 { return true }
+                if !state.outcomes.isEmpty || state.finished { return true }
                 state.waiter = continuation
                 return false
             }
             if resumeNow { continuation.resume() }
         }
-        return takeIfReady() ?? ([], state.withLock { $0.finished })
+        let finished = state.withLock { $0.finished }
+        return (takeNow(), finished)
     }
 
-    private func takeIfReady() -> (outcomes: [JobOutcome], finished: Bool)? {
-        state.withLock { state in
-            guard !state.outcomes.isEmpty || state.finished || state.unwrittenByWriter > 0 else { return nil }
-            defer { state.outcomes = [] }
-            state.writing = true
-            state.unwrittenByWriter += state.outcomes.count
-            return (state.outcomes, state.finished)
-        }
-    }
-
-    /// Whatever has been submitted, without waiting (the writer has already said it is writing).
+    /// Everything submitted so far, without waiting.
     func takeNow() -> [JobOutcome] {
         state.withLock { state in
             defer { state.outcomes = [] }
-            state.unwrittenByWriter += state.outcomes.count
+            state.taken += state.outcomes.count
             return state.outcomes
         }
     }
 
-    func written(remaining: Int) {
-        state.withLock {
-            $0.writing = false
-            $0.unwrittenByWriter = remaining
-        }
-    }
+    func settled(_ count: Int) { state.withLock { $0.taken -= count } }
 
     func finish() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
@@ -738,19 +727,18 @@ final class WriteQueue: Sendable {
         waiter?.resume()
     }
 
-    var isIdle: Bool { state.withLock { $0.outcomes.isEmpty && !$0.writing && $0.unwrittenByWriter == 0 } }
-    /// Submitted and not yet written.
-    var unsettled: Int { state.withLock { $0.outcomes.count + $0.unwrittenByWriter } }
+    /// Submitted and not yet written (or fenced out).
+    var unsettled: Int { state.withLock { $0.outcomes.count + $0.taken } }
 }
 
 /// At most one delayed wake-up of the dispatch loop pending at a time.
 final class DelayedWake: Sendable {
     private let isArmed = Mutex(false)
     /// Arms it; false if it was armed already (a wake-up is on its way).
-    func armed() -> Bool {
+    func arm() -> Bool {
         isArmed.withLock { armed in
             defer { armed = true }
-            return armed
+            return !armed
         }
     }
     func disarm() { isArmed.withLock { $0 = false } }
