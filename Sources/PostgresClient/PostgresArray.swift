@@ -31,6 +31,12 @@ public enum PostgresArray {
             if index > 0 { out += "," }
             guard let value else { out += "NULL"; continue }
             out += "\""
+            // Most values (ids, numbers, plain messages) need no escaping: append them whole.
+            if !value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0 }) {
+                out += value
+                out += "\""
+                continue
+            }
             for scalar in value.unicodeScalars {
                 if scalar == "\"" || scalar == "\\" { out += "\\" }
                 if scalar == "\0" { continue }  // PostgreSQL text cannot hold NUL
