@@ -9,6 +9,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # The unit file's checks (systemd-analyze security/verify) run in the tests.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The GenAuth client's TLS test makes its certificate with openssl.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "ensure-deps: missing ${missing[*]}; install them (apt-get install -y ${missing[*]}) or run as root" >&2

@@ -11,9 +11,9 @@ import Synchronization
 /// Shape: one loop owns the main connection and does the claims and reservations, one statement at a
 /// time; a writer on a second connection does the write-backs, so writing one batch of outcomes
 /// overlaps with claiming the next (two PostgreSQL backends at work instead of one loop waiting on
-/// each). Send tasks, the LISTEN connection and a ticker only post results and wake-ups. While a
-/// write-back is running, more results pile up and go out together in the next one, so batches grow
-/// with load by themselves.
+/// each). Call completions (on the GenAuth client's event loop), the LISTEN connection and a ticker
+/// only post results and wake-ups. While a write-back is running, more results pile up and go out
+/// together in the next one, so batches grow with load by themselves.
 public final class Dispatcher: Service, Sendable {
     public let config: DispatcherConfig
     public let identity: WorkerIdentity
@@ -28,12 +28,12 @@ public final class Dispatcher: Service, Sendable {
     private let metrics = DispatcherMetrics()
 
     public init(config: DispatcherConfig, logger: Logger, identity: WorkerIdentity,
-                notifier: SystemdNotifier = SystemdNotifier()) {
+                notifier: SystemdNotifier = SystemdNotifier()) throws {
         self.notifier = notifier
         self.config = config
         self.logger = logger
         self.identity = identity
-        self.client = GenAuthClient(config: config)
+        self.client = try GenAuthClient(config: config)
         self.backoff = Backoff(base: config.retryBaseDelay, maximum: config.retryMaxDelay)
         self.rateLimiter = RateLimiter(clusterRate: config.rateLimit)
         self.breaker = CircuitBreaker(threshold: config.breakerThreshold, coolDown: config.breakerCoolDown)
@@ -209,16 +209,11 @@ public final class Dispatcher: Service, Sendable {
                             hourCap: self.config.capPerPhoneHour, dayCap: self.config.capPerPhoneDay)
                         outage.recovered()
                         awaitingReservation = nextRound
+                        var granted: [ClaimedJob] = []
                         for job in batch {
                             switch verdicts[job.id] {
                             case .granted:
-                                inFlight += 1
-                                group.addTask {
-                                    let outcome = await self.send(job, logger: logger)
-                                    writes.submit(outcome)
-                                    mailbox.callFinished()
-                                    wake.yield()
-                                }
+                                granted.append(job)
                             case .deferred(let until):
                                 let outcome = self.deferral(job, until: until)
                                 unwritten.append(outcome)
@@ -231,6 +226,8 @@ public final class Dispatcher: Service, Sendable {
                                 awaitingReservation.append(job)
                             }
                         }
+                        inFlight += granted.count
+                        self.startCalls(granted, wake: wake, logger: logger)
                         mailbox.setInFlight(inFlight)
                         // A full batch means more may be due: go round again at once. So do jobs waiting
                         // for a reservation.
@@ -349,14 +346,31 @@ public final class Dispatcher: Service, Sendable {
         "GenAuth is failing: circuit breaker open after \(config.breakerThreshold) consecutive transient failures (breaker.*)"
     }
 
-    func send(_ job: ClaimedJob, logger: Logger) async -> JobOutcome {
-        // decideWithoutCalling validated the job already; only the +86 normalisation is left to do.
-        await rateLimiter.acquire()
-        let started = Date().timeIntervalSince1970
-        let result = await client.send(SendSMSRequest(
-            channel: job.channel, phoneNumber: job.phoneNumber,
-            phoneCountryCode: JobValidation.sentCountryCode(job.phoneCountryCode)))
-        let finished = Date().timeIntervalSince1970
+    /// Starts the calls for `jobs` (granted by the throttle) without waiting. Each call's outcome goes
+    /// to the writer from the HTTP client's loop, and the dispatch loop is woken to count it.
+    func startCalls(_ jobs: [ClaimedJob], wake: AsyncStream<Void>.Continuation, logger: Logger) {
+        guard !jobs.isEmpty else { return }
+        let writes = self.writes
+        let mailbox = self.mailbox
+        client.start(jobs.map { job in
+            // decideWithoutCalling validated the job already; only the +86 normalisation is left to do.
+            let request = SendSMSRequest(channel: job.channel, phoneNumber: job.phoneNumber,
+                                         phoneCountryCode: JobValidation.sentCountryCode(job.phoneCountryCode))
+            let slot = rateLimiter.reserveSlot()
+            let started = Date().timeIntervalSince1970 + (slot.map { ContinuousClock.now.duration(to: $0).seconds } ?? 0)
+            return GenAuthClient.PendingCall(request: request, notBefore: slot) { result in
+                let outcome = self.finishCall(job, result: result, started: started,
+                                              finished: Date().timeIntervalSince1970, logger: logger)
+                writes.submit(outcome)
+                mailbox.callFinished()
+                wake.yield()
+            }
+        })
+    }
+
+    /// One call's result, recorded (metrics, rate limiter, breaker) and turned into the job's outcome.
+    func finishCall(_ job: ClaimedJob, result: CallResult, started: Double, finished: Double,
+                    logger: Logger) -> JobOutcome {
         metrics.call(result, seconds: finished - started)
         if case .answered(429, _, _) = result { rateLimiter.throttled() }
         var outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff,
@@ -631,7 +645,7 @@ public final class Dispatcher: Service, Sendable {
     }
 }
 
-/// What the send tasks and the shutdown handler hand to the dispatch loop, behind one lock.
+/// What call completions and the shutdown handler hand to the dispatch loop, behind one lock.
 final class Mailbox: Sendable {
     private struct State {
         var finishedCalls = 0

@@ -245,13 +245,17 @@ public struct DispatcherConfig: Sendable {
         guard !genauthHost.isEmpty else {
             throw ConfigError(key: "genauth.host", "is required (set SMSD_GENAUTH_HOST or genauth.host)")
         }
-        guard let url = URL(string: genauthHost), let scheme = url.scheme?.lowercased(),
-              scheme == "http" || scheme == "https", url.host != nil
+        // The same parser the GenAuth client uses, so what passes here is what it can connect to.
+        guard let url = URL(string: genauthHost), url.host != nil,
+              (try? GenAuthConnectionPool.Endpoint(url: genauthHost)) != nil
         else {
             throw ConfigError(key: "genauth.host", "must be an http:// or https:// URL, not \"\(genauthHost)\"")
         }
         guard !appID.isEmpty else {
             throw ConfigError(key: "genauth.app_id", "is required (set SMSD_GENAUTH_APP_ID or genauth.app_id)")
+        }
+        guard GenAuthConnectionPool.isSafeHeader(name: headerFamily.appIdHeader, value: appID) else {
+            throw ConfigError(key: "genauth.app_id", "contains a control character (such as a line break), which an HTTP header cannot carry")
         }
     }
 

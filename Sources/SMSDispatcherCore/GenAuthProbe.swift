@@ -1,21 +1,29 @@
-import AsyncHTTPClient
 import NIOCore
+import NIOPosix
 
 /// At start-up, checks that the GenAuth host answers HTTP at all (any status will do), so a wrong
-/// host or a dead network fails the start with exit 69 instead of burning jobs' attempts.
+/// host or a dead network fails the start with exit 69 instead of burning jobs' attempts. Goes through
+/// the same connection code (and TLS set-up) as the send path, so a pass means the send path can
+/// reach it too.
 public enum GenAuthProbe {
     public static func check(_ config: DispatcherConfig) async throws {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(5))
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        var request = HTTPClientRequest(url: config.genauthHost)
-        request.method = .GET
+        let timeout = TimeAmount.milliseconds(Int64(max(1, config.requestTimeout) * 1000))
         do {
-            let response = try await client.execute(request, timeout: .seconds(Int64(max(1, config.requestTimeout))))
-            _ = try? await response.body.collect(upTo: 64 * 1024)
-            try? await client.shutdown()
+            let pool = try GenAuthConnectionPool(
+                endpoint: GenAuthConnectionPool.Endpoint(url: config.genauthHost),
+                eventLoop: MultiThreadedEventLoopGroup.singleton.next(), maximumConnections: 1,
+                connectTimeout: .seconds(5))
+            var head = try pool.head(.GET, path: "/")
+            head.headers.add(name: "connection", value: "close")
+            let answered: Result<HTTPAnswer, any Error>
+            do {
+                answered = .success(try await pool.execute(head: head, body: ByteBuffer(), timeout: timeout).get())
+            } catch {
+                answered = .failure(error)
+            }
+            await pool.shutdown()
+            _ = try answered.get()
         } catch {
-            try? await client.shutdown()
             throw StartupError(code: .apiUnavailable, message: "GenAuth host \(config.genauthHost) does not answer: \(error)")
         }
     }

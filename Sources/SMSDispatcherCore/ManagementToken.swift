@@ -1,6 +1,6 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import Synchronization
 
 /// Management-token mode: fetches a token with `POST /api/v3/get-management-token`
@@ -13,15 +13,16 @@ final class ManagementTokenProvider: Sendable {
         var fetch: Task<String, any Error>?
     }
 
-    private let http: HTTPClient
-    private let url: String
+    private let pool: GenAuthConnectionPool
+    private let head: HTTPRequestHead
     private let body: ByteBuffer
     private let timeout: TimeAmount
     private let cached = Mutex(Cached())
 
-    init(http: HTTPClient, host: String, accessKeyID: String, accessKeySecret: String, timeout: TimeAmount) {
-        self.http = http
-        self.url = host + "/api/v3/get-management-token"
+    init(pool: GenAuthConnectionPool, accessKeyID: String, accessKeySecret: String, timeout: TimeAmount) throws {
+        self.pool = pool
+        self.head = try pool.head(.POST, path: "/api/v3/get-management-token",
+                              headers: ["content-type": "application/json", "accept": "application/json"])
         let payload = ["accessKeyId": accessKeyID, "accessKeySecret": accessKeySecret]
         self.body = ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: payload)) ?? Data())
         self.timeout = timeout
@@ -64,16 +65,15 @@ final class ManagementTokenProvider: Sendable {
 
     private func fetch() async throws -> String {
         defer { cached.withLock { $0.fetch = nil } }
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "content-type", value: "application/json")
-        request.body = .bytes(body)
-        let response = try await http.execute(request, timeout: timeout)
-        let bytes = try await response.body.collect(upTo: 64 * 1024)
-        guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(bytes.readableBytesView)),
+        let response = try await pool.execute(head: head, body: body, timeout: timeout).get()
+        guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(response.body.readableBytesView)),
               answer.statusCode == 200, let data = answer.data
         else {
-            throw Failure(description: "get-management-token answered HTTP \(response.status.code): \(String(buffer: bytes).prefix(200))")
+            throw Failure(description: "get-management-token answered HTTP \(response.status): \(String(buffer: response.body).prefix(200))")
+        }
+        // It goes into a header as it is; one that could split the request is GenAuth's fault, not sent.
+        guard GenAuthConnectionPool.isSafeHeader(name: "authorization", value: "Bearer \(data.access_token)") else {
+            throw Failure(description: "get-management-token answered a token with characters a header cannot carry")
         }
         // Refresh a little before expiry: a tenth of the lifetime, at most a minute.
         let margin = min(60, data.expires_in / 10)

@@ -37,7 +37,12 @@ public final class RateLimiter: Sendable {
 
     /// Waits for this call's slot.
     public func acquire() async {
-        guard clusterRate > 0 else { return }
+        if let slot = reserveSlot() { try? await Task.sleep(until: slot, clock: .continuous) }
+    }
+
+    /// Takes the next call slot: when the call may start, or nil for at once.
+    public func reserveSlot() -> ContinuousClock.Instant? {
+        guard clusterRate > 0 else { return nil }
         let slot: ContinuousClock.Instant = state.withLock { state in
             let now = ContinuousClock.now
             // Recover from a slowdown gradually while no 429 arrives.
@@ -53,7 +58,7 @@ public final class RateLimiter: Sendable {
             state.next = slot + .nanoseconds(Int64(interval * 1e9))
             return slot
         }
-        if slot > .now { try? await Task.sleep(until: slot, clock: .continuous) }
+        return slot > .now ? slot : nil
     }
 
     /// GenAuth answered HTTP 429: slow down (at most once per half second, as a burst of 429s is one signal).

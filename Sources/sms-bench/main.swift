@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import NIOCore
 import PostgresClient
 import SMSDispatcherCore
@@ -230,20 +231,24 @@ struct Bench: AsyncParsableCommand {
         config.genauthHost = sandbox.url
         config.appID = "bench"
         config.concurrency = concurrency
-        let client = GenAuthClient(config: config)
+        let client = try GenAuthClient(config: config)
         let cpuBefore = cpuSeconds(getpid())
         let started = ContinuousClock.now
         let perTask = max(1, calls / concurrency)
-        await withTaskGroup(of: Void.self) { group in
-            for worker in 0..<concurrency {
-                group.addTask {
-                    for index in 0..<perTask {
-                        _ = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN",
-                                                             phoneNumber: "16" + String(format: "%09d", worker * perTask + index),
-                                                             phoneCountryCode: nil))
-                    }
-                }
+        // As the daemon calls it: `start` with completions, `concurrency` calls in flight, each
+        // completion starting that slot's next call.
+        let remaining = Atomic(perTask * concurrency)
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            @Sendable func call(_ worker: Int, _ index: Int) {
+                let request = SendSMSRequest(channel: "CHANNEL_LOGIN",
+                                             phoneNumber: "16" + String(format: "%09d", worker * perTask + index),
+                                             phoneCountryCode: nil)
+                client.start([GenAuthClient.PendingCall(request: request) { _ in
+                    if remaining.subtract(1, ordering: .relaxed).newValue == 0 { done.resume() }
+                    if index + 1 < perTask { call(worker, index + 1) }
+                }])
             }
+            for worker in 0..<concurrency { call(worker, 0) }
         }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

@@ -102,7 +102,12 @@ struct Run: AsyncParsableCommand {
         if let listen = config.metricsListen {
             services.append(.init(service: MetricsEndpoint.bootstrap(listen: listen, logger: logger)))
         }
-        let dispatcher = Dispatcher(config: config, logger: logger, identity: .make(configured: config.workerID))
+        let dispatcher: Dispatcher
+        do {
+            dispatcher = try Dispatcher(config: config, logger: logger, identity: .make(configured: config.workerID))
+        } catch {
+            fail("cannot set up the GenAuth client for \(config.genauthHost): \(error)", code: ExitStatus.config)
+        }
         // When the dispatcher has drained and returned, the whole group (the metrics endpoint too) stops.
         services.append(.init(service: dispatcher, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
