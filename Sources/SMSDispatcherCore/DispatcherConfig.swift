@@ -249,7 +249,7 @@ public struct DispatcherConfig: Sendable {
         guard let url = URL(string: genauthHost), url.host != nil,
               (try? GenAuthConnectionPool.Endpoint(url: genauthHost)) != nil
         else {
-            throw ConfigError(key: "genauth.host", "must be an http:// or https:// URL, not \"\(genauthHost)\"")
+            throw ConfigError(key: "genauth.host", "must be an http:// or https:// URL (scheme://host[:port][/path], no user info, query or fragment), not \"\(genauthHost)\"")
         }
         guard !appID.isEmpty else {
             throw ConfigError(key: "genauth.app_id", "is required (set SMSD_GENAUTH_APP_ID or genauth.app_id)")

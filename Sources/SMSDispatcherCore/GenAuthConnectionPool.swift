@@ -86,6 +86,13 @@ final class GenAuthConnectionPool: @unchecked Sendable {
             guard !host.isEmpty, (1...65535).contains(port) else {
                 throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(url) has no valid host and port")
             }
+            // A name or an address; no user info, query or fragment (they would end up in the request).
+            let hostCharacters = authority.hasPrefix("[") ? Set("0123456789abcdefABCDEF:.") : Set(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+            guard host.allSatisfy(hostCharacters.contains), !basePath.contains(where: { "?#% ".contains($0) }) else {
+                throw HTTPCallError(code: .connectFailed, description:
+                    "GenAuth host \(url) must be scheme://host[:port][/path], without user info, query or fragment")
+            }
         }
 
         /// The `host` header: the port only when it is not the scheme's default.
@@ -129,8 +136,8 @@ final class GenAuthConnectionPool: @unchecked Sendable {
         }
     }
 
-    /// One open connection and its handler.
-    final class Connection {
+    /// One open connection and its handler. Loop-confined like the pool (hence `@unchecked`).
+    final class Connection: @unchecked Sendable {
         let channel: any NIOCore.Channel
         let handler: AnswerHandler
         var idleSince = NIODeadline.now()
@@ -342,12 +349,11 @@ final class GenAuthConnectionPool: @unchecked Sendable {
                 connecting -= 1
                 switch result {
                 case .success(let channel):
-                    guard let handler = try? channel.pipeline.syncOperations.handler(type: AnswerHandler.self) else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    guard channel.isActive else {
+                    guard channel.isActive,
+                          let handler = try? channel.pipeline.syncOperations.handler(type: AnswerHandler.self)
+                    else {
                         // Closed by the server (or TLS) before it was ours: no `closed` will come for it.
+                        channel.close(promise: nil)
                         connectFailed("cannot connect to \(endpoint.hostHeader): closed as soon as it opened")
                         return
                     }
@@ -373,6 +379,11 @@ final class GenAuthConnectionPool: @unchecked Sendable {
         connectIfNeeded()
     }
 
+    /// The connections open now (for the test that checks closed ones are released).
+    func openConnections() -> EventLoopFuture<[Connection]> {
+        eventLoop.submit { Array(self.connections.values) }
+    }
+
     /// A connection is free: the oldest waiting call gets it, or it waits for one.
     fileprivate func becameIdle(_ connection: Connection) {
         if let call = waiting.popFirst() {
@@ -396,7 +407,8 @@ final class GenAuthConnectionPool: @unchecked Sendable {
         typealias InboundIn = HTTPClientResponsePart
 
         private let pool: GenAuthConnectionPool
-        fileprivate var connection: Connection?
+        /// Weak: the connection holds this handler, and the pool holds the connection while it is open.
+        fileprivate weak var connection: Connection?
         private var call: Call?
         private var head: HTTPResponseHead?
         private var body = ByteBuffer()

@@ -101,6 +101,41 @@ struct GenAuthConnectionPoolTests {
         await server.stop()
     }
 
+    @Test("closed connections are released, not kept alive by their handlers")
+    func closedConnectionsAreReleased() async throws {
+        // Even requests get a keep-alive answer, odd ones `connection: close`: each connection serves two.
+        let server = try await ScriptedServer { index, _ in
+            index % 2 == 0
+                ? .answer(ScriptedServer.response(Self.okBody))
+                : .answerAndClose(ScriptedServer.response(Self.okBody, headers: "connection: close\r\n"))
+        }
+        let pool = try GenAuthConnectionPool(
+            endpoint: .init(url: server.url), eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            maximumConnections: 1, connectTimeout: .seconds(5))
+        final class WeakConnection: @unchecked Sendable {
+            weak var connection: GenAuthConnectionPool.Connection?
+        }
+        var watched: [WeakConnection] = []
+        let head = try pool.head(.POST, path: "/api/v3/send-sms")
+        for _ in 0..<5 {
+            #expect(try await pool.execute(head: head, body: ByteBuffer(string: "{}"), timeout: .seconds(5)).get().status == 200)
+            // The connection is idle in the pool now: watch it (weakly) while the next answer closes it.
+            for connection in try await pool.openConnections().get() {
+                let weak = WeakConnection()
+                weak.connection = connection
+                watched.append(weak)
+            }
+            #expect(try await pool.execute(head: head, body: ByteBuffer(string: "{}"), timeout: .seconds(5)).get().status == 200)
+        }
+        #expect(watched.count == 5)
+        #expect(await eventually(timeout: .seconds(5)) {
+            (try? await pool.openConnections().get().isEmpty) == true && watched.allSatisfy { $0.connection == nil }
+        })
+        await pool.shutdown()
+        #expect(server.stats.connections == 5)
+        await server.stop()
+    }
+
     @Test("garbled, oversized and cut-off answers are connection errors that say what happened; the pool recovers")
     func brokenAnswers() async throws {
         let huge = #"{"statusCode":200,"message":""# + String(repeating: "x", count: 70 * 1024) + #""}"#
@@ -240,7 +275,8 @@ struct GenAuthConnectionPoolTests {
         #expect(secure.hostHeader == "app.genauth.ai:8443")
         let v6 = try Endpoint(url: "http://[::1]:9000")
         #expect(v6.host == "::1" && v6.port == 9000 && v6.hostHeader == "[::1]:9000")
-        for bad in ["ftp://x", "example.com", "http://", "http://host:0", "http://host:99999", "http://[::1"] {
+        for bad in ["ftp://x", "example.com", "http://", "http://host:0", "http://host:99999", "http://[::1",
+                    "http://user:pw@host", "http://host?q=1", "http://host/path#frag", "http://ho st"] {
             #expect(throws: HTTPCallError.self, "\(bad)") { try Endpoint(url: bad) }
         }
     }
