@@ -72,28 +72,31 @@ public final class GenAuthClient: Sendable {
         // with the connections spread over the shared group's loops the threads spent their time
         // waking each other.
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            pool = try GenAuthConnectionPool(
-                endpoint: GenAuthConnectionPool.Endpoint(url: config.genauthHost), eventLoop: eventLoops.next(),
-                maximumConnections: config.concurrency,
-                connectTimeout: .milliseconds(Int64(min(5, config.requestTimeout) * 1000)))
-        } catch {
-            try? eventLoops.syncShutdownGracefully()
-            throw error
-        }
-        self.eventLoops = eventLoops
+        let timeout = TimeAmount.milliseconds(Int64(config.requestTimeout * 1000))
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "accept", value: "application/json")
         headers.add(name: config.headerFamily.appIdHeader, value: config.appID)
         headers.add(name: "user-agent", value: "sms-dispatcher/\(SMSDispatcherVersion.current)")
-        self.sendHead = try pool.head(.POST, path: "/api/v3/send-sms", headers: headers)
-        self.timeout = .milliseconds(Int64(config.requestTimeout * 1000))
-        if let id = config.accessKeyID, let secret = config.accessKeySecret {
-            self.tokens = try ManagementTokenProvider(pool: pool, accessKeyID: id, accessKeySecret: secret, timeout: timeout)
-        } else {
-            self.tokens = nil
+        do {
+            let pool = try GenAuthConnectionPool(
+                endpoint: GenAuthConnectionPool.Endpoint(url: config.genauthHost), eventLoop: eventLoops.next(),
+                maximumConnections: config.concurrency,
+                connectTimeout: .milliseconds(Int64(min(5, config.requestTimeout) * 1000)))
+            self.sendHead = try pool.head(.POST, path: "/api/v3/send-sms", headers: headers)
+            if let id = config.accessKeyID, let secret = config.accessKeySecret {
+                self.tokens = try ManagementTokenProvider(pool: pool, accessKeyID: id, accessKeySecret: secret, timeout: timeout)
+            } else {
+                self.tokens = nil
+            }
+            self.pool = pool
+        } catch {
+            // Nothing will shut the loop's thread down otherwise.
+            try? eventLoops.syncShutdownGracefully()
+            throw error
         }
+        self.eventLoops = eventLoops
+        self.timeout = timeout
     }
 
     public func shutdown() async {
