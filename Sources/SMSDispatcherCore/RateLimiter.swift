@@ -35,12 +35,8 @@ public final class RateLimiter: Sendable {
         state.withLock { $0.liveWorkers = max(1, count) }
     }
 
-    /// Waits for this call's slot.
-    public func acquire() async {
-        if let slot = reserveSlot() { try? await Task.sleep(until: slot, clock: .continuous) }
-    }
-
-    /// Takes the next call slot: when the call may start, or nil for at once.
+    /// Takes the next call slot: when the call may start, or nil for at once (the GenAuth client
+    /// schedules the call for it on its loop).
     public func reserveSlot() -> ContinuousClock.Instant? {
         guard clusterRate > 0 else { return nil }
         let slot: ContinuousClock.Instant = state.withLock { state in

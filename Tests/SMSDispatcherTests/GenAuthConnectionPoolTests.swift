@@ -60,7 +60,7 @@ struct GenAuthConnectionPoolTests {
         }
         let client = try makeClient(server.url, timeout: 0.4)
         let started = ContinuousClock.now
-        let first = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil))
+        let first = await client.sendLogin(to: "13800138000")
         let waited = ContinuousClock.now - started
         guard case .timedOut(let reason) = first else {
             Issue.record("expected a timeout, got \(first)")
@@ -68,7 +68,7 @@ struct GenAuthConnectionPoolTests {
         }
         #expect(reason.contains("0.4 s"))
         #expect(waited >= .milliseconds(350) && waited < .seconds(5))
-        let second = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138001", phoneCountryCode: nil))
+        let second = await client.sendLogin(to: "13800138001")
         #expect(second.httpStatus == 200)
         await client.shutdown()
         #expect(server.stats.connections == 2)
@@ -90,11 +90,11 @@ struct GenAuthConnectionPoolTests {
         }
         let client = try makeClient(server.url)
         let expected = GenAuthResponseBody(statusCode: 429, message: "too often", apiCode: 42901)
-        let first = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil))
+        let first = await client.sendLogin(to: "13800138000")
         #expect(first == .answered(httpStatus: 200, body: expected, retryAfter: nil))
-        let second = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138001", phoneCountryCode: nil))
+        let second = await client.sendLogin(to: "13800138001")
         #expect(second == .answered(httpStatus: 200, body: expected, retryAfter: 3))
-        let third = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138002", phoneCountryCode: nil))
+        let third = await client.sendLogin(to: "13800138002")
         #expect(third.httpStatus == 200)
         await client.shutdown()
         #expect(server.stats.connections == 2)
@@ -151,7 +151,7 @@ struct GenAuthConnectionPoolTests {
         let client = try makeClient(server.url)
         var messages: [String] = []
         for index in 0..<4 {
-            let result = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "1380013800\(index)", phoneCountryCode: nil))
+            let result = await client.sendLogin(to: "1380013800\(index)")
             guard case .connectionFailed(let message) = result else {
                 Issue.record("call \(index): expected a connection error, got \(result)")
                 continue
@@ -161,7 +161,7 @@ struct GenAuthConnectionPoolTests {
         #expect(messages.count == 4)
         #expect(messages.dropFirst().first?.contains("larger than 64 KiB") == true)
         #expect(messages.dropFirst(2).allSatisfy { $0.contains("closed before the answer was complete") })
-        let after = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138009", phoneCountryCode: nil))
+        let after = await client.sendLogin(to: "13800138009")
         #expect(after.httpStatus == 200)
         await client.shutdown()
         #expect(server.stats.connections == 5)
@@ -238,7 +238,7 @@ struct GenAuthConnectionPoolTests {
         }
         // The default: the system's trust roots, which do not know this certificate.
         let client = try makeClient("https://localhost:\(server.port)")
-        let refused = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil))
+        let refused = await client.sendLogin(to: "13800138000")
         await client.shutdown()
         guard case .connectionFailed(let message) = refused else {
             Issue.record("expected the handshake to fail, got \(refused)")
@@ -305,6 +305,13 @@ struct GenAuthConnectionPoolTests {
             })
         }
         return results.withLock { $0 }
+    }
+}
+
+extension GenAuthClient {
+    /// One CHANNEL_LOGIN call to a mainland number, awaited.
+    func sendLogin(to phone: String) async -> CallResult {
+        await send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: phone, phoneCountryCode: nil))
     }
 }
 
