@@ -19,8 +19,26 @@ public struct SandboxFaults: Sendable, Codable, Equatable {
     public var hangSeconds: Double = 30
     /// Seconds in `Retry-After` on 429 answers.
     public var retryAfterSeconds: Int = 1
+    /// "GenAuth accepted, but answered late": this share of accepted sends is recorded (the SMS went
+    /// out, the window is set) and then answered `lateAnswerMs` later, past a client's timeout.
+    public var lateAnswerMs: Int = 0
+    public var lateAnswerRate: Double = 1
 
     public init() {}
+
+    /// Every field optional in JSON, so a body that sets a few switches (or an older one) decodes.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = SandboxFaults()
+        latencyMs = try container.decodeIfPresent(Int.self, forKey: .latencyMs) ?? defaults.latencyMs
+        rate503 = try container.decodeIfPresent(Double.self, forKey: .rate503) ?? defaults.rate503
+        rate429 = try container.decodeIfPresent(Double.self, forKey: .rate429) ?? defaults.rate429
+        rateTimeout = try container.decodeIfPresent(Double.self, forKey: .rateTimeout) ?? defaults.rateTimeout
+        hangSeconds = try container.decodeIfPresent(Double.self, forKey: .hangSeconds) ?? defaults.hangSeconds
+        retryAfterSeconds = try container.decodeIfPresent(Int.self, forKey: .retryAfterSeconds) ?? defaults.retryAfterSeconds
+        lateAnswerMs = try container.decodeIfPresent(Int.self, forKey: .lateAnswerMs) ?? defaults.lateAnswerMs
+        lateAnswerRate = try container.decodeIfPresent(Double.self, forKey: .lateAnswerRate) ?? defaults.lateAnswerRate
+    }
 }
 
 public struct SandboxOptions: Sendable {
@@ -37,8 +55,8 @@ public struct SandboxOptions: Sendable {
     /// Management-token mode: get-management-token checks these, send-sms then needs the bearer token.
     public var accessKeyID: String? = nil
     public var accessKeySecret: String? = nil
-    /// Lifetime of issued tokens, seconds.
-    public var tokenTTL = 7200
+    /// Lifetime of issued tokens, seconds, as sent in `expires_in` (any number, e.g. 1e300, to test clients).
+    public var tokenTTL: Double = 7200
     public var faults = SandboxFaults()
 
     public init() {}
@@ -232,17 +250,32 @@ public final class GenAuthSandbox: Sendable {
         if let wait = verdict {
             return body(429, apiCode: 2021, "SMS sent too frequently: one per phone per channel per \(Int(options.windowSeconds)) s; retry in \(Int(wait.rounded(.up))) s", requestId)
         }
+        if faults.lateAnswerMs > 0, Double.random(in: 0..<1) < faults.lateAnswerRate {
+            try await Task.sleep(for: .milliseconds(faults.lateAnswerMs))
+        }
+        if scriptedKind(phone: phone, countryCode: countryCode) == 6 {
+            // Accepted, with values no 32-bit column holds.
+            return oddBody(statusCode: 200, apiCode: 99_999_999_999, message: "", requestId: String(repeating: "r", count: 300))
+        }
         return body(200, apiCode: nil, "", requestId)
     }
 
+    /// The scripted kind K of a number 17K000N…, if it is one.
+    private func scriptedKind(phone: String, countryCode: String) -> Int? {
+        let digits = Array(phone)
+        guard countryCode == "+86", digits.count == 11, digits[0] == "1", digits[1] == "7",
+              String(digits[3...5]) == "000" else { return nil }
+        return digits[2].wholeNumberValue
+    }
+
     /// Numbers 17K000N…: kind K fails the first N calls (N = 0: every call). K: 0 permanent body 400,
-    /// 1 body 500, 2 HTTP 503, 3 HTTP 429 with Retry-After, 4 hang past the client's timeout, 5 body 601.
+    /// 1 body 500, 2 HTTP 503, 3 HTTP 429 with Retry-After, 4 hang past the client's timeout, 5 body 601,
+    /// 7 a body statusCode of 99999999999 (nothing sent). Kind 6 is a success (the SMS is accepted)
+    /// whose apiCode (99999999999) and 300-character requestId no 32-bit or short column holds.
     private func scriptedFault(phone: String, countryCode: String, call: Int, requestId: String,
                                faults: SandboxFaults) async throws -> Response? {
         let digits = Array(phone)
-        guard countryCode == "+86", digits.count == 11, digits[0] == "1", digits[1] == "7",
-              String(digits[3...5]) == "000", let kind = digits[2].wholeNumberValue,
-              let failures = digits[6].wholeNumberValue
+        guard let kind = scriptedKind(phone: phone, countryCode: countryCode), let failures = digits[6].wholeNumberValue
         else { return nil }
         if kind != 0 && failures > 0 && call > failures { return nil }
         switch kind {
@@ -254,6 +287,7 @@ public final class GenAuthSandbox: Sendable {
             try await Task.sleep(for: .milliseconds(Int64(faults.hangSeconds * 1000)))
             return httpError(504, "Gateway Timeout", retryAfter: nil, requestId: requestId)
         case 5: return body(601, apiCode: 6001, "SMS provider error: upstream gateway refused", requestId)
+        case 7: return oddBody(statusCode: 99_999_999_999, apiCode: nil, message: "odd server code", requestId: requestId)
         default: return nil
         }
     }
@@ -279,7 +313,8 @@ public final class GenAuthSandbox: Sendable {
         let token = "sandbox-" + UUID().uuidString.lowercased()
         let ttl = options.tokenTTL
         state.withLock {
-            $0.tokens[token] = Date().timeIntervalSince1970 + Double(ttl)
+            // Kept for at most a day here, whatever expires_in says.
+            $0.tokens[token] = Date().timeIntervalSince1970 + min(max(ttl, 0), 86_400)
             $0.tokensIssued += 1
         }
         let object: [String: Any] = [
@@ -326,6 +361,15 @@ public final class GenAuthSandbox: Sendable {
                                                      statusCode: statusCode))) ?? Data()
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// An answer with numbers GenAuth's documented shape allows but a client's columns may not hold.
+    private func oddBody(statusCode: Int, apiCode: Int?, message: String, requestId: String) -> Response {
+        state.withLock { $0.answers[statusCode == 200 ? "200" : "body-\(statusCode)", default: 0] += 1 }
+        var text = "{\"statusCode\":\(statusCode),\"message\":\"\(message)\",\"requestId\":\"\(requestId)\""
+        if let apiCode { text += ",\"apiCode\":\(apiCode)" }
+        text += "}"
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     private func httpError(_ status: Int, _ text: String, retryAfter: Int?, requestId: String) -> Response {

@@ -50,10 +50,16 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private static func open(_ conninfo: String, applicationName: String) throws -> OpaquePointer {
+        if let error = ConnInfo.parseError(conninfo) {
+            throw PostgresError(code: .connectionFailed, message: "invalid database URL: \(error)")
+        }
         // Later keywords override earlier ones, and `dbname` is expanded as a full conninfo/URI
-        // (expand_dbname = 1), so the caller's string wins over these defaults.
-        let keywords = ["connect_timeout", "fallback_application_name", "dbname"]
-        let values = ["10", applicationName, conninfo]
+        // (expand_dbname = 1), so the caller's string wins over these defaults. Keepalives and
+        // tcp_user_timeout: a peer that vanished silently (no FIN, no RST) must fail a libpq call within
+        // seconds; the kernel alone would wait for hours.
+        let keywords = ["connect_timeout", "fallback_application_name", "keepalives", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"]
+        let values = ["10", applicationName, "1", "10", "5", "3", "30000", conninfo]
         let conn: OpaquePointer? = withCStrings(keywords) { keywordPointers in
             withCStrings(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
@@ -63,7 +69,7 @@ public final class PostgresConnection: @unchecked Sendable {
             throw PostgresError(code: .connectionFailed, message: "libpq could not allocate a connection")
         }
         guard PQstatus(conn) == CONNECTION_OK else {
-            let message = Self.errorMessage(conn)
+            let message = ConnInfo.redact(Self.errorMessage(conn), conninfo: conninfo)
             PQfinish(conn)
             throw PostgresError(code: .connectionFailed, message: message)
         }

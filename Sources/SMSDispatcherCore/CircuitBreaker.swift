@@ -2,11 +2,19 @@ import Synchronization
 
 /// Stops calling GenAuth while it is down, so jobs wait instead of burning their attempts.
 ///
-/// Closed: calls go out; `threshold` consecutive transient failures (timeouts, connection errors,
-/// 5xx and 60x answers) open it. Open: no calls for the cool-down; the dispatcher defers jobs until
-/// then. Half-open: one probe call goes out; success closes the breaker, failure opens it again for
-/// twice the previous cool-down (capped at `maximumCoolDown`). Hand-written: a few lines of state, and
-/// no ecosystem package here offers one.
+/// Closed: calls go out; `threshold` consecutive transient failures (no answer, 5xx and 60x answers)
+/// open it. Open: no calls for the cool-down; the dispatcher defers jobs until then. Half-open: one
+/// probe call goes out; success closes the breaker, failure opens it again for twice the previous
+/// cool-down (capped at `maximumCoolDown`).
+///
+/// The probe is a loan: the job it was given to may make no call (its phone's window was held, a cap,
+/// a lost lease, a database error, shutdown). The dispatcher then hands it back (`releaseProbe`), and
+/// a probe neither answered nor handed back within `probeTimeout` is taken as lost, so no path can
+/// leave the breaker half-open with nobody probing (every job deferred forever).
+///
+/// The bookkeeping is a pure value (`State`, every method takes `now`), tested without a clock; the
+/// class only puts it behind a lock. Hand-written: a few lines of state, and no ecosystem package
+/// here offers one.
 public final class CircuitBreaker: Sendable {
     public enum Phase: String, Sendable { case closed, open, halfOpen = "half-open" }
 
@@ -20,87 +28,116 @@ public final class CircuitBreaker: Sendable {
         case none(retryIn: Double)
     }
 
-    private struct State {
-        var phase = Phase.closed
+    public struct State: Sendable, Equatable {
+        public let threshold: Int
+        public let baseCoolDown: Double
+        public let maximumCoolDown: Double
+        public let probeTimeout: Duration
+        public private(set) var phase = Phase.closed
         var consecutiveFailures = 0
         var coolDown: Double
-        var reopensAt = ContinuousClock.now
-        var probeInFlight = false
-        var opened = 0
-    }
+        var reopensAt: ContinuousClock.Instant
+        /// When the probe was handed out, while one is out.
+        var probeSince: ContinuousClock.Instant? = nil
+        public private(set) var timesOpened = 0
 
-    public let threshold: Int
-    public let baseCoolDown: Double
-    public let maximumCoolDown: Double
-    private let state: Mutex<State>
+        public init(threshold: Int, coolDown: Double, maximumCoolDown: Double = 300, probeTimeout: Duration,
+                    now: ContinuousClock.Instant) {
+            self.threshold = threshold
+            self.baseCoolDown = coolDown
+            self.maximumCoolDown = max(coolDown, maximumCoolDown)
+            self.probeTimeout = probeTimeout
+            self.coolDown = coolDown
+            self.reopensAt = now
+        }
 
-    public init(threshold: Int, coolDown: Double, maximumCoolDown: Double = 300) {
-        self.threshold = threshold
-        self.baseCoolDown = coolDown
-        self.maximumCoolDown = max(coolDown, maximumCoolDown)
-        self.state = Mutex(State(coolDown: coolDown))
-    }
+        public mutating func advance(now: ContinuousClock.Instant) {
+            if phase == .open && now >= reopensAt {
+                phase = .halfOpen
+                probeSince = nil
+            }
+            if phase == .halfOpen, let since = probeSince, now - since >= probeTimeout {
+                probeSince = nil
+            }
+        }
 
-    public var phase: Phase { state.withLock { Self.advance(&$0).phase } }
-    /// How many times it has opened since start.
-    public var timesOpened: Int { state.withLock { $0.opened } }
-
-    public func admit(_ count: Int) -> Admission {
-        guard threshold > 0, count > 0 else { return .all }
-        return state.withLock { state in
-            Self.advance(&state)
-            switch state.phase {
+        public mutating func admit(_ count: Int, now: ContinuousClock.Instant) -> Admission {
+            guard threshold > 0, count > 0 else { return .all }
+            advance(now: now)
+            switch phase {
             case .closed:
                 return .all
             case .open:
-                return .none(retryIn: max(0.05, (state.reopensAt - .now).seconds))
+                return .none(retryIn: max(0.05, (reopensAt - now).seconds))
             case .halfOpen:
-                if state.probeInFlight { return .none(retryIn: 1) }
-                state.probeInFlight = true
+                if probeSince != nil { return .none(retryIn: 1) }
+                probeSince = now
                 return .probe(count: 1, retryIn: 1)
             }
         }
-    }
 
-    /// Reports one call's verdict. Returns the new phase when this call changed it (for logging).
-    @discardableResult
-    public func record(_ verdict: Verdict, isServerFault: Bool) -> Phase? {
-        guard threshold > 0 else { return nil }
-        return state.withLock { state in
-            Self.advance(&state)
-            let before = state.phase
+        /// The probe's job made no call: the next batch may probe.
+        public mutating func releaseProbe() {
+            probeSince = nil
+        }
+
+        /// Reports one call's verdict. Returns the new phase when this call changed it.
+        public mutating func record(isServerFault: Bool, now: ContinuousClock.Instant) -> Phase? {
+            guard threshold > 0 else { return nil }
+            advance(now: now)
+            let before = phase
             if !isServerFault {
                 // An answer that is not GenAuth failing (sent, or the caller's fault): it is up.
-                state.consecutiveFailures = 0
-                state.phase = .closed
-                state.coolDown = baseCoolDown
-                state.probeInFlight = false
+                consecutiveFailures = 0
+                phase = .closed
+                coolDown = baseCoolDown
+                probeSince = nil
             } else {
-                state.consecutiveFailures += 1
+                consecutiveFailures += 1
                 if before == .halfOpen {
-                    state.coolDown = min(maximumCoolDown, state.coolDown * 2)
-                    open(&state)
-                } else if before == .closed && state.consecutiveFailures >= threshold {
-                    open(&state)
+                    coolDown = min(maximumCoolDown, coolDown * 2)
+                    open(now: now)
+                } else if before == .closed && consecutiveFailures >= threshold {
+                    open(now: now)
                 }
             }
-            return state.phase == before ? nil : state.phase
+            return phase == before ? nil : phase
+        }
+
+        private mutating func open(now: ContinuousClock.Instant) {
+            phase = .open
+            reopensAt = now + .milliseconds(Int64(coolDown * 1000))
+            probeSince = nil
+            timesOpened += 1
         }
     }
 
-    private func open(_ state: inout State) {
-        state.phase = .open
-        state.reopensAt = .now + .milliseconds(Int64(state.coolDown * 1000))
-        state.probeInFlight = false
-        state.opened += 1
+    public let threshold: Int
+    private let state: Mutex<State>
+
+    /// `probeTimeout`: how long a probe may stay out without an answer or a release (the call's timeout
+    /// and a margin).
+    public init(threshold: Int, coolDown: Double, maximumCoolDown: Double = 300, probeTimeout: Duration = .seconds(30)) {
+        self.threshold = threshold
+        self.state = Mutex(State(threshold: threshold, coolDown: coolDown, maximumCoolDown: maximumCoolDown,
+                                 probeTimeout: probeTimeout, now: .now))
     }
+
+    public var phase: Phase {
+        state.withLock { state in
+            state.advance(now: .now)
+            return state.phase
+        }
+    }
+    /// How many times it has opened since start.
+    public var timesOpened: Int { state.withLock { $0.timesOpened } }
+
+    public func admit(_ count: Int) -> Admission { state.withLock { $0.admit(count, now: .now) } }
+
+    public func releaseProbe() { state.withLock { $0.releaseProbe() } }
 
     @discardableResult
-    private static func advance(_ state: inout State) -> State {
-        if state.phase == .open && ContinuousClock.now >= state.reopensAt {
-            state.phase = .halfOpen
-            state.probeInFlight = false
-        }
-        return state
+    public func record(isServerFault: Bool) -> Phase? {
+        state.withLock { $0.record(isServerFault: isServerFault, now: .now) }
     }
 }

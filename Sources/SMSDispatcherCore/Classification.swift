@@ -18,10 +18,25 @@ public enum CallResult: Sendable, Equatable {
     /// An HTTP answer. `body` is nil when it was not GenAuth's JSON shape; `retryAfter` is the
     /// parsed `Retry-After` header in seconds.
     case answered(httpStatus: Int, body: GenAuthResponseBody?, retryAfter: Double?)
-    /// No answer within the timeout.
-    case timedOut(String)
-    /// Connecting, writing or reading failed.
-    case connectionFailed(String)
+    /// The request never left this host (connection refused, TLS failure, no connection within the
+    /// timeout, no management token): GenAuth cannot have acted on it, whatever the delivery policy.
+    case notSent(String)
+    /// The request was written but no answer was read (timed out, connection lost, an unreadable
+    /// answer): GenAuth may have accepted it, as with a crash during the call.
+    case unanswered(String)
+
+    /// GenAuth itself failing (what the circuit breaker counts): no answer, or a 5xx/60x one. Rate
+    /// limits (429) and the caller's faults are GenAuth working.
+    public var isServerFault: Bool {
+        switch self {
+        case .notSent, .unanswered: return true
+        case .answered(let http, let body, _):
+            if http == 429 || body?.statusCode == 429 { return false }
+            if http >= 500 { return true }
+            if let code = body?.statusCode { return code >= 500 }
+            return false
+        }
+    }
 }
 
 /// What the daemon does with a job after one call.
@@ -41,7 +56,7 @@ public enum Classification {
     /// body decides whenever there is one.
     public static func classify(_ result: CallResult) -> Verdict {
         switch result {
-        case .timedOut, .connectionFailed:
+        case .notSent, .unanswered:
             return .transientFailure(retryAfter: nil)
         case .answered(let httpStatus, let body, let retryAfter):
             if httpStatus == 429 || body?.statusCode == 429 {

@@ -22,7 +22,8 @@ public final class Dispatcher: Service, Sendable {
     private let backoff: Backoff
     private let mailbox = Mailbox()
     private let writes = WriteQueue()
-    private let rateLimiter: RateLimiter
+    /// The jobs this process holds, with their claim tokens: what the heartbeat extends.
+    private let leases = LeaseBook()
     private let breaker: CircuitBreaker
     private let notifier: SystemdNotifier
     private let metrics = DispatcherMetrics()
@@ -35,9 +36,15 @@ public final class Dispatcher: Service, Sendable {
         self.identity = identity
         self.client = try GenAuthClient(config: config)
         self.backoff = Backoff(base: config.retryBaseDelay, maximum: config.retryMaxDelay)
-        self.rateLimiter = RateLimiter(clusterRate: config.rateLimit)
-        self.breaker = CircuitBreaker(threshold: config.breakerThreshold, coolDown: config.breakerCoolDown)
+        // A probe that neither answers nor is handed back within its call's timeout (and a margin) is lost.
+        self.breaker = CircuitBreaker(threshold: config.breakerThreshold, coolDown: config.breakerCoolDown,
+                                      probeTimeout: .milliseconds(Int64((config.requestTimeout + 5) * 1000)))
     }
+
+    /// The cluster's rate schedule spaces calls at 90% of `rate_limit`: a call leaves up to a tenth of a
+    /// second after its slot when this host's event loop is busy, and calls of two daemons delayed
+    /// that way must still fit in GenAuth's second.
+    static let rateHeadroom = 0.9
 
     /// How long a few free call slots wait for more before they are claimed for (see the loop).
     static let claimLinger = Duration.milliseconds(2)
@@ -95,6 +102,8 @@ public final class Dispatcher: Service, Sendable {
                 group.addTask { await self.tick(wake: wake) }
                 group.addTask { await self.heartbeat(logger: logger) }
                 group.addTask { await self.writeBack(wakeLoop: wake, logger: logger) }
+                group.addTask { await self.rescuer(logger: logger) }
+                if self.config.retentionDays > 0 { group.addTask { await self.retention(logger: logger) } }
 
                 var outage = OutageTracker(what: "database", logger: logger)
                 // Outcomes decided in this round, handed to the writer together at its end.
@@ -127,7 +136,7 @@ public final class Dispatcher: Service, Sendable {
                             // Claimed but never sent: back to pending at once, no attempt used.
                             if !awaitingReservation.isEmpty {
                                 unwritten += awaitingReservation.map {
-                                    JobOutcome(jobID: $0.id, state: .pending, message: "released unsent at daemon shutdown", retryIn: 0)
+                                    JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: 0)
                                 }
                                 awaitingReservation = []
                                 wake.yield()
@@ -139,6 +148,9 @@ public final class Dispatcher: Service, Sendable {
                         }
                         if db == nil { db = try await self.connect(outage: &outage) }
                         guard let connection = db else { continue }
+                        // The job holding the half-open breaker's probe, until its call starts.
+                        var probeJob: Int64? = nil
+                        defer { if probeJob != nil { self.breaker.releaseProbe() } }
 
                         var candidates = awaitingReservation
                         // Outcomes not yet on their rows hold their jobs too: while the writer is a full
@@ -163,6 +175,7 @@ public final class Dispatcher: Service, Sendable {
                             let claimed = try await JobStore.claim(
                                 connection, worker: self.identity.id, limit: free, lease: self.config.leaseDuration)
                             claimedFullBatch = claimed.count == free
+                            self.leases.hold(claimed.map(\.lease))
                             mailbox.countClaimed(claimed.count)
                             for job in claimed {
                                 if let decided = self.decideWithoutCalling(job) {
@@ -187,6 +200,7 @@ public final class Dispatcher: Service, Sendable {
                         case .all:
                             break
                         case .probe(let count, let retryIn):
+                            probeJob = batch.first?.id
                             for job in batch.dropFirst(count) {
                                 let outcome = self.deferral(job, until: job.now + retryIn, reason: self.breakerReason)
                                 unwritten.append(outcome)
@@ -206,20 +220,27 @@ public final class Dispatcher: Service, Sendable {
                         awaitingReservation = candidates
                         let verdicts = try await JobStore.reserve(
                             connection, jobs: batch, window: self.config.throttleWindow,
-                            hourCap: self.config.capPerPhoneHour, dayCap: self.config.capPerPhoneDay)
+                            hourCap: self.config.capPerPhoneHour, dayCap: self.config.capPerPhoneDay,
+                            rate: self.config.rateLimit * Self.rateHeadroom)
                         outage.recovered()
                         awaitingReservation = nextRound
-                        var granted: [ClaimedJob] = []
+                        var granted: [(job: ClaimedJob, slot: Duration)] = []
                         for job in batch {
                             switch verdicts[job.id] {
-                            case .granted:
-                                granted.append(job)
+                            case .granted(let slot):
+                                granted.append((job, slot))
+                                // Its call starts now: the call's answer settles the probe.
+                                if job.id == probeJob { probeJob = nil }
+                            case .lost:
+                                // Rescued from under us (the lease ran out): no call, and no outcome of ours.
+                                self.leases.release(job.lease)
+                                logger.warning("job's lease passed on before its call; not sending it", metadata: ["job": "\(job.id)"])
                             case .deferred(let until):
                                 let outcome = self.deferral(job, until: until)
                                 unwritten.append(outcome)
                                 mailbox.count(outcome)
                             case .capped(let reason):
-                                let outcome = JobOutcome(jobID: job.id, state: .rejected, message: reason)
+                                let outcome = JobOutcome(job: job.lease, state: .rejected, message: reason)
                                 unwritten.append(outcome)
                                 mailbox.count(outcome)
                             case nil:
@@ -232,13 +253,11 @@ public final class Dispatcher: Service, Sendable {
                         // A full batch means more may be due: go round again at once. So do jobs waiting
                         // for a reservation.
                         if claimedFullBatch || !awaitingReservation.isEmpty { wake.yield() }
-                    } catch let error as PostgresError where error.isConnectionProblem {
-                        outage.failed(error)
-                        if let connection = db { await connection.close() }
-                        db = nil
-                        if let started = shutdownStarted, ContinuousClock.now - started > self.shutdownGrace { break }
                     } catch {
-                        logger.error("dispatch loop error", metadata: ["error": "\(error)"])
+                        // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
+                        // nothing claimed is lost (candidates wait in `awaitingReservation`), the outage
+                        // is logged once, and a fresh session (maybe on a new primary) is tried with backoff.
+                        outage.failed(error)
                         if let connection = db { await connection.close() }
                         db = nil
                         if let started = shutdownStarted, ContinuousClock.now - started > self.shutdownGrace { break }
@@ -260,7 +279,7 @@ public final class Dispatcher: Service, Sendable {
         if db == nil { db = try? await PostgresConnection.connect(config.databaseURL) }
         if let connection = db {
             do {
-                try await JobStore.unregister(connection, worker: identity.id)
+                try await JobStore.unregister(connection, worker: identity)
             } catch {
                 logger.warning("could not remove this worker's row from sms.workers", metadata: ["error": "\(error)"])
             }
@@ -277,43 +296,43 @@ public final class Dispatcher: Service, Sendable {
     func decideWithoutCalling(_ job: ClaimedJob) -> JobOutcome? {
         let channel: Channel
         switch JobValidation.validateChannel(job.channel) {
-        case .failure(let error): return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        case .failure(let error): return JobOutcome(job: job.lease, state: .rejected, message: error.message)
         case .success(let valid): channel = valid
         }
         let rule = config.rule(for: channel)
         if let expiresAt = job.expiresAt, expiresAt <= job.now {
-            return JobOutcome(jobID: job.id, state: .expired, message: "expires_at passed before the SMS could be sent")
+            return JobOutcome(job: job.lease, state: .expired, message: "expires_at passed before the SMS could be sent")
         }
         if rule.ttl > 0, job.createdAt + rule.ttl <= job.now {
-            return JobOutcome(jobID: job.id, state: .expired, message:
+            return JobOutcome(job: job.lease, state: .expired, message:
                 "older than \(channel.rawValue)'s TTL of \(Int(rule.ttl)) s (channels.\(channel.rawValue).ttl) before it could be sent")
         }
         let phone: ValidatedPhone
         switch JobValidation.validatePhone(number: job.phoneNumber, countryCode: job.phoneCountryCode) {
-        case .failure(let error): return JobOutcome(jobID: job.id, state: .rejected, message: error.message)
+        case .failure(let error): return JobOutcome(job: job.lease, state: .rejected, message: error.message)
         case .success(let valid): phone = valid
         }
         if !rule.enabled {
-            return JobOutcome(jobID: job.id, state: .rejected,
+            return JobOutcome(job: job.lease, state: .rejected,
                               message: "channel \(channel.rawValue) is disabled by configuration (channels.\(channel.rawValue).enabled = false)")
         }
         if let code = phone.countryCode {
             if !config.international {
-                return JobOutcome(jobID: job.id, state: .rejected, message:
+                return JobOutcome(job: job.lease, state: .rejected, message:
                     "international numbers are not enabled (countries.international = false); \(code) is outside mainland China")
             }
             if !config.allowedCountryCodes.isEmpty && !config.allowedCountryCodes.contains(code) {
-                return JobOutcome(jobID: job.id, state: .rejected, message:
+                return JobOutcome(job: job.lease, state: .rejected, message:
                     "country code \(code) is not allowed (countries.allow = \(config.allowedCountryCodes.joined(separator: ", ")))")
             }
         }
         if rule.coalesce, let newer = job.newerJob {
-            return JobOutcome(jobID: job.id, state: .superseded,
+            return JobOutcome(job: job.lease, state: .superseded,
                               message: "superseded by job \(newer), a newer request for the same phone and channel")
         }
         let maxAttempts = applyingChannelRules(job).maxAttempts
         if job.attempts >= maxAttempts {
-            return JobOutcome(jobID: job.id, state: .failed,
+            return JobOutcome(job: job.lease, state: .failed,
                               message: "attempts exhausted (\(job.attempts) of \(maxAttempts)) before this claim")
         }
         return nil
@@ -335,10 +354,10 @@ public final class Dispatcher: Service, Sendable {
         let when = Date(timeIntervalSince1970: until).formatted(.iso8601)
         let reason = reason ?? "one SMS per phone per channel every \(config.throttleWindow) s (throttle.window)"
         if let deadline = job.deadline(ttl: ttl), until >= deadline {
-            return JobOutcome(jobID: job.id, state: .expired, message:
+            return JobOutcome(job: job.lease, state: .expired, message:
                 "deferred until \(when) (\(reason)), which is after its deadline \(Date(timeIntervalSince1970: deadline).formatted(.iso8601))")
         }
-        return JobOutcome(jobID: job.id, state: .pending, message: "deferred: \(reason); next try at \(when)",
+        return JobOutcome(job: job.lease, state: .pending, message: "deferred: \(reason); next try at \(when)",
                           deferredUntil: until)
     }
 
@@ -346,21 +365,21 @@ public final class Dispatcher: Service, Sendable {
         "GenAuth is failing: circuit breaker open after \(config.breakerThreshold) consecutive transient failures (breaker.*)"
     }
 
-    /// Starts the calls for `jobs` (granted by the throttle) without waiting. Each call's outcome goes
-    /// to the writer from the HTTP client's loop, and the dispatch loop is woken to count it.
-    func startCalls(_ jobs: [ClaimedJob], wake: AsyncStream<Void>.Continuation, logger: Logger) {
+    /// Starts the calls for `jobs` (granted by the throttle, each at its slot in the cluster's rate
+    /// schedule) without waiting. Each call's outcome goes to the writer from the HTTP client's loop,
+    /// and the dispatch loop is woken to count it.
+    func startCalls(_ jobs: [(job: ClaimedJob, slot: Duration)], wake: AsyncStream<Void>.Continuation, logger: Logger) {
         guard !jobs.isEmpty else { return }
         let writes = self.writes
         let mailbox = self.mailbox
-        client.start(jobs.map { job in
+        let now = ContinuousClock.now
+        client.start(jobs.map { job, slot in
             // decideWithoutCalling validated the job already; only the +86 normalisation is left to do.
             let request = SendSMSRequest(channel: job.channel, phoneNumber: job.phoneNumber,
                                          phoneCountryCode: JobValidation.sentCountryCode(job.phoneCountryCode))
-            let slot = rateLimiter.reserveSlot()
-            let started = Date().timeIntervalSince1970 + (slot.map { ContinuousClock.now.duration(to: $0).seconds } ?? 0)
-            return GenAuthClient.PendingCall(request: request, notBefore: slot) { result in
-                let outcome = self.finishCall(job, result: result, started: started,
-                                              finished: Date().timeIntervalSince1970, logger: logger)
+            let started = now + slot
+            return GenAuthClient.PendingCall(request: request, notBefore: slot > .zero ? started : nil) { result in
+                let outcome = self.finishCall(job, result: result, started: started, finished: .now, logger: logger)
                 writes.submit(outcome)
                 mailbox.callFinished()
                 wake.yield()
@@ -368,14 +387,13 @@ public final class Dispatcher: Service, Sendable {
         })
     }
 
-    /// One call's result, recorded (metrics, rate limiter, breaker) and turned into the job's outcome.
-    func finishCall(_ job: ClaimedJob, result: CallResult, started: Double, finished: Double,
-                    logger: Logger) -> JobOutcome {
-        metrics.call(result, seconds: finished - started)
-        if case .answered(429, _, _) = result { rateLimiter.throttled() }
+    /// One call's result, recorded (metrics, breaker) and turned into the job's outcome.
+    func finishCall(_ job: ClaimedJob, result: CallResult, started: ContinuousClock.Instant,
+                    finished: ContinuousClock.Instant, logger: Logger) -> JobOutcome {
+        metrics.call(result, seconds: max(0, (finished - started).seconds))
         var outcome = Self.outcome(for: job, result: result, started: started, finished: finished, backoff: backoff,
-                                   policy: config.deliveryPolicy)
-        if let phase = breaker.record(Classification.classify(result), isServerFault: Self.isServerFault(result)) {
+                                   policy: config.deliveryPolicy, window: config.throttleWindow)
+        if let phase = breaker.record(isServerFault: result.isServerFault) {
             metrics.breaker(phase)
             logger.log(level: phase == .open ? .error : .notice, "GenAuth circuit breaker \(phase.rawValue)",
                        metadata: ["threshold": "\(config.breakerThreshold)", "times_opened": "\(breaker.timesOpened)"])
@@ -391,22 +409,10 @@ public final class Dispatcher: Service, Sendable {
         return outcome
     }
 
-    /// GenAuth itself failing (what the breaker counts): no answer, or a 5xx/60x one. Rate limits (429)
-    /// and the caller's faults are GenAuth working.
-    static func isServerFault(_ result: CallResult) -> Bool {
-        switch result {
-        case .timedOut, .connectionFailed: return true
-        case .answered(let http, let body, _):
-            if http == 429 || body?.statusCode == 429 { return false }
-            if http >= 500 { return true }
-            if let code = body?.statusCode { return code >= 500 }
-            return false
-        }
-    }
-
-    /// Turns one call's result into the job's next state.
-    static func outcome(for job: ClaimedJob, result: CallResult, started: Double, finished: Double,
-                        backoff: Backoff, policy: DeliveryPolicy = .atLeastOnce) -> JobOutcome {
+    /// Turns one call's result into the job's next state. `window`: the throttle window, seconds.
+    static func outcome(for job: ClaimedJob, result: CallResult, started: ContinuousClock.Instant,
+                        finished: ContinuousClock.Instant, backoff: Backoff, policy: DeliveryPolicy = .atLeastOnce,
+                        window: Int = 60) -> JobOutcome {
         var call = CallRecord(startedAt: started, finishedAt: finished)
         switch result {
         case .answered(let httpStatus, let body, _):
@@ -415,50 +421,75 @@ public final class Dispatcher: Service, Sendable {
             call.apiCode = body?.apiCode
             call.requestID = body?.requestId
             call.message = body?.message ?? (body == nil ? "HTTP \(httpStatus) without a GenAuth JSON body" : nil)
-        case .timedOut(let reason):
-            call.message = "timeout: \(reason)"
-        case .connectionFailed(let reason):
-            call.message = "connection error: \(reason)"
+        case .unanswered(let reason), .notSent(let reason):
+            call.message = reason
         }
         let attempt = job.attempts + 1
-        // The previous call was cut off by a crash. GenAuth now says this phone already had an SMS on this
-        // channel within the window, and no other job of ours can have sent it (the cluster-wide throttle
-        // held the slot for this job): the earlier call went through. Sending again would be a duplicate.
+        // An earlier call of this job may have gone out unseen (a crash, or no answer). GenAuth now says
+        // this phone already had an SMS on this channel within the window, and no other job of ours can
+        // have sent it (the cluster-wide throttle held the slot for this job): that call went through.
+        // Sending again would be a duplicate.
         if job.uncertain, case .answered(200, let body?, _) = result, body.statusCode == 429 {
-            return JobOutcome(jobID: job.id, state: .sent, message:
-                "presumed sent: the call interrupted by a crash went through (GenAuth: \(body.message ?? "429"))", call: call)
+            return JobOutcome(job: job.lease, state: .sent, message:
+                "presumed sent: an earlier call whose answer never came went through (GenAuth: \(body.message ?? "429"))",
+                call: call)
         }
-        if policy == .atMostOnce {
-            switch result {
-            case .timedOut, .connectionFailed:
-                return JobOutcome(jobID: job.id, state: .failed, message:
-                    "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once)", call: call)
-            case .answered:
-                break
+        // Uncertain from now on if this call was written and not answered, or still from an earlier one.
+        let uncertain: Bool
+        if case .unanswered = result { uncertain = true } else { uncertain = job.uncertain }
+        if case .unanswered = result {
+            if policy == .atMostOnce {
+                return JobOutcome(job: job.lease, state: .failed, message:
+                    "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once)",
+                    call: call, uncertain: true)
+            }
+            if attempt >= job.maxAttempts {
+                return JobOutcome(job: job.lease, state: .failed, message:
+                    "delivery unknown: attempts exhausted (\(attempt) of \(job.maxAttempts)) and GenAuth never answered the last (\(call.message ?? "no answer")); the SMS may have been delivered",
+                    call: call, uncertain: true)
             }
         }
         switch Classification.classify(result) {
         case .sent:
-            return JobOutcome(jobID: job.id, state: .sent, message: call.message, call: call)
+            return JobOutcome(job: job.lease, state: .sent, message: call.message, call: call)
         case .permanentFailure:
-            return JobOutcome(jobID: job.id, state: .failed, message: call.message, call: call)
+            return JobOutcome(job: job.lease, state: .failed, message: call.message, call: call)
         case .transientFailure(let retryAfter):
             if attempt >= job.maxAttempts {
-                return JobOutcome(jobID: job.id, state: .failed,
+                return JobOutcome(job: job.lease, state: .failed,
                                   message: "attempts exhausted (\(attempt) of \(job.maxAttempts)); last: \(call.message ?? "no message")",
-                                  call: call)
+                                  call: call, uncertain: uncertain)
             }
-            let delay = backoff.delay(afterAttempt: attempt, retryAfter: retryAfter)
-            return JobOutcome(jobID: job.id, state: .pending, message: call.message, call: call, retryIn: delay)
+            var delay = backoff.delay(afterAttempt: attempt, retryAfter: retryAfter)
+            if uncertain {
+                // The retry must reach GenAuth while its window for the unseen call is still open, so
+                // that a "too frequent" answer can prove that call went out (and nothing goes out twice).
+                let callSeconds = max(0, (finished - started).seconds)
+                delay = min(delay, max(0.5, (Double(window) - callSeconds) / 2))
+            }
+            return JobOutcome(job: job.lease, state: .pending, message: call.message, call: call, retryIn: delay,
+                              uncertain: uncertain)
         }
     }
 
     // MARK: - Database
 
+    /// Every wait on the database is bounded, so a silent peer or an operator's open transaction cannot
+    /// hold a loop past systemd's watchdog: statements end after a third of a lease (at most 10 s; the
+    /// heartbeat must get through well within one), lock waits after half of that, TCP keepalives and
+    /// `tcp_user_timeout` (set by the connection) notice a peer that vanished.
+    var sessionSettings: SessionSettings {
+        let statement = min(10, max(1, config.leaseDuration / 3))
+        return SessionSettings(statementTimeout: .milliseconds(Int64(statement * 1000)),
+                               lockTimeout: .milliseconds(Int64(statement * 500)),
+                               idleInTransactionTimeout: .seconds(60))
+    }
+
     private func connect(outage: inout OutageTracker) async throws -> PostgresConnection? {
         if let wait = outage.nextRetryDelay { try? await Task.sleep(for: wait) }
         do {
-            return try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)")
+            return try await PostgresConnection.connect(config.databaseURL, applicationName: "sms-dispatcher \(identity.id)",
+                                                        session: sessionSettings)
         } catch let error as PostgresError {
             outage.failed(error)
             return nil
@@ -466,10 +497,11 @@ public final class Dispatcher: Service, Sendable {
     }
 
     /// The writer: takes whatever outcomes have piled up and writes them in one batch, on its own
-    /// connection. Outcomes survive a database outage in memory and go out once it reconnects. Ends
-    /// when the queue is finished and empty (after the drain), or when cancelled (grace period over).
+    /// connection. Outcomes survive any database failure in memory (gone, read-only, full, slow) and
+    /// go out once it accepts them again. Ends when the queue is finished and empty (after the drain),
+    /// or when cancelled (grace period over).
     private func writeBack(wakeLoop: AsyncStream<Void>.Continuation, logger: Logger) async {
-        var outage = OutageTracker(what: "write-back connection", logger: logger, quiet: true)
+        var outage = OutageTracker(what: "write-back", logger: logger)
         var db: PostgresConnection? = nil
         var pending: [JobOutcome] = []
         while !Task.isCancelled {
@@ -494,9 +526,14 @@ public final class Dispatcher: Service, Sendable {
             if db == nil { db = try? await connect(outage: &outage) }
             if let connection = db {
                 do {
-                    try await write(&pending, to: connection, logger: logger)
-                    outage.recovered()
+                    let settled = try await write(&pending, to: connection, logger: logger)
+                    for outcome in settled { leases.release(outcome.job) }
+                    if pending.isEmpty {
+                        outage.recovered()
+                        writes.stuckSince = nil
+                    }
                 } catch {
+                    if writes.stuckSince == nil { writes.stuckSince = .now }
                     outage.failed(error)
                     await connection.close()
                     db = nil
@@ -507,43 +544,56 @@ public final class Dispatcher: Service, Sendable {
             wakeLoop.yield()
         }
         if writes.unsettled > 0 {
-            logger.error("stopping with outcomes not written; their leases will expire and the jobs be retried",
+            logger.error("stopping with outcomes not written; their leases will expire and the jobs be rescued",
                          metadata: ["count": "\(writes.unsettled)"])
         }
         await db?.close()
     }
 
-    /// Writes outcomes; on success `unwritten` is emptied. A batch the server refuses for a reason
-    /// other than the connection is retried row by row, so one bad row cannot hold up the rest; a row
-    /// that still fails is logged and left to its lease (it will be rescued and retried).
-    private func write(_ unwritten: inout [JobOutcome], to db: PostgresConnection, logger: Logger) async throws {
+    /// Writes outcomes; returns those settled (written, or fenced out because the job is no longer
+    /// under their claim) and leaves in `unwritten` those to try again. Only a data error (SQLSTATE
+    /// class 22 or 23: a value one row cannot hold) is settled row by row; such a row is written
+    /// without GenAuth's values and says why (a sent SMS stays `sent`). Any other error (the
+    /// connection, read-only, disk full, a timeout, a deadlock) throws with every outcome kept.
+    private func write(_ unwritten: inout [JobOutcome], to db: PostgresConnection, logger: Logger) async throws
+        -> [JobOutcome]
+    {
         do {
             let updated = try await JobStore.complete(db, worker: identity.id, outcomes: unwritten,
                                                       throttleWindow: config.throttleWindow)
             if updated < unwritten.count {
-                logger.warning("some outcomes were not written: those jobs' leases had passed to another worker",
+                logger.warning("some outcomes were not written: those jobs were no longer under this claim",
                                metadata: ["fenced_out": "\(unwritten.count - updated)"])
             }
-            unwritten.removeAll(keepingCapacity: true)
-        } catch let error as PostgresError where !error.isConnectionProblem && unwritten.count > 1 {
-            logger.error("batch write-back failed; writing row by row", metadata: ["error": "\(error)"])
-            var remaining: [JobOutcome] = []
-            for outcome in unwritten {
+            defer { unwritten.removeAll(keepingCapacity: true) }
+            return unwritten
+        } catch let error as PostgresError where error.disposition == .data {
+            logger.error("batch write-back refused by a data error; writing row by row", metadata: ["error": "\(error)"])
+            var settled: [JobOutcome] = []
+            var remaining = unwritten[...]
+            while let outcome = remaining.first {
                 do {
                     try await JobStore.complete(db, worker: identity.id, outcomes: [outcome], throttleWindow: config.throttleWindow)
-                } catch let error as PostgresError where error.isConnectionProblem {
-                    remaining.append(outcome)
-                    throw error
+                } catch let rowError as PostgresError where rowError.disposition == .data {
+                    logger.error("write-back refused for a job; writing it without GenAuth's values", metadata: [
+                        "job": "\(outcome.jobID)", "error": "\(rowError)"])
+                    do {
+                        try await JobStore.complete(db, worker: identity.id, outcomes: [outcome.storable(after: rowError.message)],
+                                                    throttleWindow: config.throttleWindow)
+                    } catch let again as PostgresError where again.disposition == .data {
+                        // Nothing of GenAuth's is left in it; its lease runs out and the rescue settles it.
+                        logger.critical("write-back refused even without GenAuth's values; leaving the job to lease rescue",
+                                        metadata: ["job": "\(outcome.jobID)", "error": "\(again)"])
+                    }
                 } catch {
-                    logger.error("write-back failed for a job; leaving it to lease rescue",
-                                 metadata: ["job": "\(outcome.jobID)", "error": "\(error)"])
+                    unwritten = Array(remaining)
+                    throw error
                 }
+                settled.append(outcome)
+                remaining = remaining.dropFirst()
             }
-            unwritten = remaining
-        } catch let error as PostgresError where !error.isConnectionProblem {
-            logger.error("write-back failed for a job; leaving it to lease rescue",
-                         metadata: ["job": "\(unwritten.first?.jobID ?? 0)", "error": "\(error)"])
-            unwritten.removeAll()
+            unwritten = []
+            return settled
         }
     }
 
@@ -578,14 +628,12 @@ public final class Dispatcher: Service, Sendable {
         }
     }
 
-    /// Keeps the worker row fresh and the leases of held jobs extended; rescues expired leases.
+    /// Keeps the worker row fresh and the leases of the jobs this process holds extended.
     private func heartbeat(logger: Logger) async {
-        var outage = OutageTracker(what: "heartbeat connection", logger: logger, quiet: true)
+        var outage = OutageTracker(what: "heartbeat", logger: logger)
         let interval = Duration.milliseconds(Int64(config.heartbeatInterval * 1000))
-        var lastRescue = ContinuousClock.now - .seconds(3600)
-        // The first run waits one interval, so a restart loop does not hammer the table.
-        var lastRetention = ContinuousClock.now
         var publishedSettings = false
+        var warnedSharedID = false
         var db: PostgresConnection? = nil
         // Runs until cancelled, which is after the drain: leases stay extended while calls finish.
         while !Task.isCancelled {
@@ -599,38 +647,53 @@ public final class Dispatcher: Service, Sendable {
                         publishedSettings = true
                     }
                     let snapshot = mailbox.snapshot()
-                    // A daemon counts as live (for the rate limit's shares) for at least 10 s after its last
-                    // heartbeat, so one late heartbeat on a loaded host does not double everyone's share.
-                    let live = try await JobStore.heartbeat(
+                    let stuck = writes.stuckSince.map { (ContinuousClock.now - $0).seconds }
+                    let beat = try await JobStore.heartbeat(
                         connection, worker: identity, version: SMSDispatcherVersion.current,
-                        inFlight: snapshot.inFlight, counters: snapshot.counters, lease: config.leaseDuration,
+                        inFlight: snapshot.inFlight, counters: snapshot.counters, held: leases.held(),
+                        unwritten: writes.unsettled, oldestUnwritten: stuck, lease: config.leaseDuration,
                         staleAfter: max(config.heartbeatInterval * 3, 10))
-                    rateLimiter.setLiveWorkers(live)
+                    if beat.sharingID > 0, !warnedSharedID {
+                        warnedSharedID = true
+                        logger.warning("another live daemon uses this worker.id; each still holds only its own jobs, but give every daemon its own id",
+                                       metadata: ["others": "\(beat.sharingID)"])
+                    }
                     if config.metricsListen != nil {
                         metrics.queueDepth.record(try await JobStore.dueJobs(connection))
                         metrics.breaker(breaker.phase)
                     }
                     let c = snapshot.counters
-                    notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live")
-                    if ContinuousClock.now - lastRescue >= .milliseconds(Int64(config.rescueInterval * 1000)) {
-                        lastRescue = .now
-                        let rescued = try await JobStore.rescueExpiredLeases(connection, policy: config.deliveryPolicy)
-                        if !rescued.isEmpty {
-                            logger.warning("rescued jobs whose lease expired", metadata: [
-                                "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == "failed" }.count)",
-                                "policy": "\(config.deliveryPolicy.rawValue)",
-                            ])
-                        }
-                    }
-                    if config.retentionDays > 0,
-                       ContinuousClock.now - lastRetention >= .milliseconds(Int64(config.retentionInterval * 1000)) {
-                        lastRetention = .now
-                        if let deleted = try await JobStore.applyRetention(
-                            connection, days: config.retentionDays, batch: config.retentionBatchSize), deleted > 0 {
-                            logger.notice("retention deleted finished jobs", metadata: [
-                                "deleted": "\(deleted)", "older_than_days": "\(config.retentionDays)",
-                            ])
-                        }
+                    let writer = stuck.map { String(format: "; write-back failing for %.0f s (%d outcomes waiting)", $0, writes.unsettled) } ?? ""
+                    notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(beat.live) daemon(s) live\(writer)")
+                    outage.recovered()
+                } catch {
+                    outage.failed(error)
+                    await connection.close()
+                    db = nil
+                }
+            }
+            try? await Task.sleep(for: interval)
+        }
+        await db?.close()
+    }
+
+    /// The rescuer: returns jobs whose lease ran out (their holder died, hung, or lost the database
+    /// longer than a lease) to the queue by the delivery policy. Any daemon may do it; the row lock
+    /// makes each rescue happen once.
+    private func rescuer(logger: Logger) async {
+        var outage = OutageTracker(what: "lease rescue", logger: logger, quiet: true)
+        let interval = Duration.milliseconds(Int64(config.rescueInterval * 1000))
+        var db: PostgresConnection? = nil
+        while !Task.isCancelled && !mailbox.isShuttingDown {
+            if db == nil { db = try? await connect(outage: &outage) }
+            if let connection = db {
+                do {
+                    let rescued = try await JobStore.rescueExpiredLeases(connection, policy: config.deliveryPolicy)
+                    if !rescued.isEmpty {
+                        logger.warning("rescued jobs whose lease expired", metadata: [
+                            "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == .failed }.count)",
+                            "policy": "\(config.deliveryPolicy.rawValue)",
+                        ])
                     }
                     outage.recovered()
                 } catch {
@@ -643,6 +706,45 @@ public final class Dispatcher: Service, Sendable {
         }
         await db?.close()
     }
+
+    /// Retention, in its own task so a long delete never delays a heartbeat: each run deletes for at
+    /// most `retentionBudget`; a run that ran out of time with more to delete is followed by the next
+    /// one at once, so retention keeps pace with any insert rate the database can delete at.
+    private func retention(logger: Logger) async {
+        var outage = OutageTracker(what: "retention", logger: logger, quiet: true)
+        let interval = Duration.milliseconds(Int64(config.retentionInterval * 1000))
+        var db: PostgresConnection? = nil
+        // The first run waits one interval, so a restart loop does not hammer the table.
+        var wait = interval
+        while !Task.isCancelled && !mailbox.isShuttingDown {
+            try? await Task.sleep(for: wait)
+            if Task.isCancelled || mailbox.isShuttingDown { break }
+            wait = interval
+            if db == nil { db = try? await connect(outage: &outage) }
+            guard let connection = db else { continue }
+            do {
+                if let run = try await JobStore.applyRetention(
+                    connection, days: config.retentionDays, batch: config.retentionBatchSize, budget: Self.retentionBudget) {
+                    if run.deleted > 0 {
+                        logger.notice("retention deleted finished jobs", metadata: [
+                            "deleted": "\(run.deleted)", "older_than_days": "\(config.retentionDays)", "more": "\(run.more)",
+                        ])
+                    }
+                    // Behind: go again after a breath rather than a whole interval.
+                    if run.more { wait = .seconds(1) }
+                }
+                outage.recovered()
+            } catch {
+                outage.failed(error)
+                await connection.close()
+                db = nil
+            }
+        }
+        await db?.close()
+    }
+
+    /// How long one retention run may delete for.
+    static let retentionBudget = Duration.seconds(5)
 }
 
 /// What call completions and the shutdown handler hand to the dispatch loop, behind one lock.
@@ -687,6 +789,7 @@ final class Mailbox: Sendable {
 /// submitted and not yet written, wherever they are.
 final class WriteQueue: Sendable {
     private struct State {
+        var stuckSince: ContinuousClock.Instant? = nil
         var outcomes: [JobOutcome] = []
         /// Taken by the writer and not yet written.
         var taken = 0
@@ -743,6 +846,13 @@ final class WriteQueue: Sendable {
 
     /// Submitted and not yet written (or fenced out).
     var unsettled: Int { state.withLock { $0.outcomes.count + $0.taken } }
+
+    /// Since when writes have been failing (nil while they succeed): shown in `sms.workers` and the
+    /// systemd status, so a wedged writer is visible.
+    var stuckSince: ContinuousClock.Instant? {
+        get { state.withLock { $0.stuckSince } }
+        set { state.withLock { $0.stuckSince = newValue } }
+    }
 }
 
 /// At most one delayed wake-up of the dispatch loop pending at a time.

@@ -399,7 +399,7 @@ extension DispatcherConfig {
 
 /// The schema version this build needs: the highest `sql/NNNN_*.sql` it was written against.
 public enum SchemaVersion {
-    public static let required = 6
+    public static let required = 7
 }
 
 /// `at-least-once`: a job whose call may have gone out when its worker died is retried (a duplicate is

@@ -19,7 +19,7 @@ struct DispatcherMetrics: Sendable {
             ($0, Metrics.Counter(label: "smsd_jobs_outcomes_total", dimensions: [("outcome", $0)]))
         })
     private let calls: [String: Metrics.Counter] = Dictionary(uniqueKeysWithValues:
-        ["ok", "body_4xx", "body_429", "body_5xx", "body_60x", "http_429", "http_5xx", "http_other", "timeout", "connection"].map {
+        ["ok", "body_4xx", "body_429", "body_5xx", "body_60x", "http_429", "http_5xx", "http_other", "unanswered", "not_sent"].map {
             ($0, Metrics.Counter(label: "smsd_api_calls_total", dimensions: [("result", $0)]))
         })
 
@@ -34,13 +34,14 @@ struct DispatcherMetrics: Sendable {
     }
 
     /// API calls by result class: ok, body_4xx, body_429, body_5xx, body_60x, http_429, http_5xx,
-    /// http_other (another status without a GenAuth body), timeout, connection.
+    /// http_other (another status without a GenAuth body), unanswered (written, no answer: GenAuth
+    /// may have it), not_sent (never left this host).
     func call(_ result: CallResult, seconds: Double) {
         apiLatency.recordNanoseconds(Int64(seconds * 1e9))
         let kind: String
         switch result {
-        case .timedOut: kind = "timeout"
-        case .connectionFailed: kind = "connection"
+        case .unanswered: kind = "unanswered"
+        case .notSent: kind = "not_sent"
         case .answered(let http, let body, _):
             if http == 429 { kind = "http_429" }
             else if http >= 500 { kind = "http_5xx" }

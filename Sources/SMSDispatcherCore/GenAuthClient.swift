@@ -154,7 +154,7 @@ public final class GenAuthClient: Sendable {
             do {
                 token = try await tokens.token()
             } catch {
-                return .connectionFailed("could not get a management token: \(error)")
+                return .notSent("could not get a management token: \(error)")
             }
             head.headers.replaceOrAdd(name: "authorization", value: "Bearer \(token)")
             let result = await execute(head, payload)
@@ -164,7 +164,7 @@ public final class GenAuthClient: Sendable {
             }
             return result
         }
-        return .connectionFailed("unreachable")
+        return .notSent("unreachable")
     }
 
     private func execute(_ head: HTTPRequestHead, _ payload: ByteBuffer) async -> CallResult {
@@ -174,7 +174,7 @@ public final class GenAuthClient: Sendable {
         } catch let error as HTTPCallError {
             return Self.callResult(.failure(error), timeout: timeout)
         } catch {
-            return .connectionFailed("\(error)")
+            return .unanswered("\(error)")
         }
     }
 
@@ -186,10 +186,12 @@ public final class GenAuthClient: Sendable {
             let decoded = answer.body.withUnsafeReadableBytes(GenAuthResponseBody.decode)
             let retryAfter = answer.headers.first(name: "retry-after").flatMap(parseRetryAfter)
             return .answered(httpStatus: answer.status, body: decoded, retryAfter: retryAfter)
-        case .failure(let error) where error.code == .timedOut:
-            return .timedOut("no answer from GenAuth within \(describe(timeout))")
+        case .failure(let error) where error.code == .timedOut && error.requestWritten:
+            return .unanswered("timeout: no answer from GenAuth within \(describe(timeout))")
+        case .failure(let error) where error.requestWritten:
+            return .unanswered("connection error after the request was sent: \(error.description)")
         case .failure(let error):
-            return .connectionFailed(error.description)
+            return .notSent("not sent: \(error.description)")
         }
     }
 

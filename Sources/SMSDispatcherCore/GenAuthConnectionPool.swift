@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 
 /// One HTTP answer, whole (GenAuth's are a few hundred bytes).
 struct HTTPAnswer: Sendable {
@@ -29,6 +30,9 @@ struct HTTPCallError: Error, CustomStringConvertible {
 
     let code: Code
     let description: String
+    /// Whether any of the request had been handed to the connection: if so GenAuth may have acted on
+    /// it; if not, it certainly did not.
+    var requestWritten = false
 }
 
 /// Keep-alive HTTP/1.1 connections to GenAuth, written on purpose instead of using AsyncHTTPClient (the
@@ -290,8 +294,13 @@ final class GenAuthConnectionPool: @unchecked Sendable {
 
     private func expire(_ call: Call, after timeout: TimeAmount) {
         let seconds = Double(timeout.nanoseconds) / 1e9
-        let error = HTTPCallError(code: .timedOut, description: "no answer within \(seconds) s")
         let state = call.state
+        var error = HTTPCallError(code: .timedOut, description: "no answer within \(seconds) s")
+        if case .sent = state {
+            error.requestWritten = true
+        } else {
+            error = HTTPCallError(code: .timedOut, description: "no connection to GenAuth within \(seconds) s; the request was not sent")
+        }
         call.finish(.failure(error))
         if case .waiting = state, let index = waiting.firstIndex(where: { $0 === call }) { waiting.remove(at: index) }
         // A connection with a request on it that will not be answered in time cannot be reused: its
@@ -340,7 +349,7 @@ final class GenAuthConnectionPool: @unchecked Sendable {
                     // Headers are checked once when a head is built (`head(_:path:headers:)`).
                     try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .fireError,
                                                        enableOutboundHeaderValidation: false)
-                    try pipeline.addHandler(AnswerHandler(pool: pool))
+                    try pipeline.addHandler(AnswerHandler(pool: pool, awaitsHandshake: tlsContext != nil))
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port)
@@ -415,9 +424,18 @@ final class GenAuthConnectionPool: @unchecked Sendable {
         /// The answer is complete and the connection may carry the next request.
         private var reusable = false
         private var closing = false
+        /// Until TLS's handshake completes, a request handed to the connection is held by the TLS
+        /// handler and never reaches GenAuth: a failed handshake means "certainly not sent".
+        private var handshakeDone: Bool
 
-        init(pool: GenAuthConnectionPool) {
+        init(pool: GenAuthConnectionPool, awaitsHandshake: Bool) {
             self.pool = pool
+            self.handshakeDone = !awaitsHandshake
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case TLSUserEvent.handshakeCompleted = event { handshakeDone = true }
+            context.fireUserInboundEventTriggered(event)
         }
 
         fileprivate func start(_ call: Call) {
@@ -483,13 +501,17 @@ final class GenAuthConnectionPool: @unchecked Sendable {
 
         func channelInactive(context: ChannelHandlerContext) {
             call?.finish(.failure(HTTPCallError(code: .connectionLost,
-                                                description: "connection closed before the answer was complete")))
+                                                description: "connection closed before the answer was complete",
+                                                requestWritten: handshakeDone)))
             call = nil
             if let connection { pool.closed(connection) }
             context.fireChannelInactive()
         }
 
         private func fail(_ error: HTTPCallError, context: ChannelHandlerContext) {
+            var error = error
+            // A call on this connection has been written: whatever went wrong, GenAuth may have it.
+            error.requestWritten = call != nil && handshakeDone
             call?.finish(.failure(error))
             call = nil
             closing = true

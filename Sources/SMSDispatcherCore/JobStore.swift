@@ -1,9 +1,23 @@
 import Foundation
 import PostgresClient
 
+/// A job under one claim: its id and the claim token that claim gave it (`sms.claim_jobs`). Every
+/// statement that acts for the holder (lease extension, reservation, write-back) names both, so a
+/// job this process no longer holds under this claim cannot be touched by it.
+public struct JobLease: Sendable, Hashable {
+    public let id: Int64
+    public let token: Int64
+
+    public init(id: Int64, token: Int64) {
+        self.id = id
+        self.token = token
+    }
+}
+
 /// A job as the claim hands it to the dispatcher.
 public struct ClaimedJob: Sendable, Equatable {
-    public let id: Int64
+    public let lease: JobLease
+    public var id: Int64 { lease.id }
     public let channel: String
     public let phoneNumber: String
     public let phoneCountryCode: String?
@@ -21,10 +35,10 @@ public struct ClaimedJob: Sendable, Equatable {
     /// The previous call's outcome is unknown: its worker died during it.
     public let uncertain: Bool
 
-    public init(id: Int64, channel: String, phoneNumber: String, phoneCountryCode: String?, phoneKey: String? = nil,
-                attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil, now: Double = 0,
-                newerJob: Int64? = nil, uncertain: Bool = false) {
-        self.id = id
+    public init(id: Int64, leaseToken: Int64 = 0, channel: String, phoneNumber: String, phoneCountryCode: String?,
+                phoneKey: String? = nil, attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil,
+                now: Double = 0, newerJob: Int64? = nil, uncertain: Bool = false) {
+        self.lease = JobLease(id: id, token: leaseToken)
         self.channel = channel
         self.phoneNumber = phoneNumber
         self.phoneCountryCode = phoneCountryCode
@@ -52,11 +66,15 @@ public struct ClaimedJob: Sendable, Equatable {
 
 /// The cluster-wide throttle's answer for one job (`sms.reserve_sends`).
 public enum Reservation: Sendable, Equatable {
-    case granted
+    /// Send it, starting `slot` from now (by the cluster's rate schedule; zero without a rate limit).
+    case granted(slot: Duration)
     /// The phone+channel window is open until this epoch second.
     case deferred(until: Double)
     /// A per-phone cap was reached; the text names it.
     case capped(String)
+    /// The job is no longer running under this claim (its lease ran out and it was rescued, maybe
+    /// claimed by another worker): it must not be sent, and its outcome is not ours to write.
+    case lost
 }
 
 /// One API call, as recorded on the job and in `sms.attempts`.
@@ -66,13 +84,28 @@ public struct CallRecord: Sendable, Equatable {
     public var apiCode: Int?
     public var message: String?
     public var requestID: String?
-    public var startedAt: Double
-    public var finishedAt: Double
+    /// By this host's monotonic clock: the write-back turns them into database times ("so long ago"),
+    /// so a host clock off by minutes changes no time on a row.
+    public var startedAt: ContinuousClock.Instant
+    public var finishedAt: ContinuousClock.Instant
+
+    public init(httpStatus: Int? = nil, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
+                requestID: String? = nil, startedAt: ContinuousClock.Instant, finishedAt: ContinuousClock.Instant) {
+        self.httpStatus = httpStatus
+        self.statusCode = statusCode
+        self.apiCode = apiCode
+        self.message = message
+        self.requestID = requestID
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
 }
 
 /// What becomes of a claimed job: the write-back for one row.
 public struct JobOutcome: Sendable, Equatable {
-    public var jobID: Int64
+    /// The job and the claim this outcome belongs to: the write-back is fenced on both.
+    public var job: JobLease
+    public var jobID: Int64 { job.id }
     /// `sent`, `failed`, `rejected`, `expired`, or `pending` for a scheduled retry.
     public var state: JobState
     /// The row's `message`: GenAuth's, or the daemon's reason when it decided itself.
@@ -85,16 +118,42 @@ public struct JobOutcome: Sendable, Equatable {
     public var deferredUntil: Double?
     /// When sent: supersede older pending jobs for the same phone and channel.
     public var coalesce: Bool
+    /// Some call of this job may have reached GenAuth without our learning its answer (the request was
+    /// written, no answer came): its phone+channel window stays held, and a retry that GenAuth calls
+    /// "too frequent" proves that call went out.
+    public var uncertain: Bool
 
-    public init(jobID: Int64, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Double? = nil,
-                deferredUntil: Double? = nil, coalesce: Bool = false) {
-        self.jobID = jobID
+    public init(job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Double? = nil,
+                deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false) {
+        self.job = job
         self.state = state
         self.message = message
         self.call = call
         self.retryIn = retryIn
         self.deferredUntil = deferredUntil
         self.coalesce = coalesce
+        self.uncertain = uncertain
+    }
+
+    /// This outcome without anything GenAuth sent, for a row the database refused to store it on (a
+    /// data error: a value out of a column's range). What happened stays true: a sent SMS stays
+    /// `sent`; anything else ends `failed`, both with the database's reason.
+    public func storable(after error: String) -> JobOutcome {
+        var stripped = self
+        if var call = stripped.call {
+            call = CallRecord(httpStatus: nil, statusCode: nil, apiCode: nil, message: nil, requestID: nil,
+                              startedAt: call.startedAt, finishedAt: call.finishedAt)
+            stripped.call = call
+        }
+        stripped.deferredUntil = nil
+        stripped.retryIn = nil
+        if state == .sent {
+            stripped.message = "sent (GenAuth accepted it), but its answer could not be stored: \(error)"
+        } else {
+            stripped.state = .failed
+            stripped.message = "the outcome could not be stored (\(error)); was: \(state.rawValue): \(message ?? "")"
+        }
+        return stripped
     }
 }
 
@@ -125,15 +184,32 @@ public struct WorkerCounters: Sendable, Equatable {
 }
 
 public struct WorkerIdentity: Sendable {
+    /// The configured `worker.id`, or `<host>-<pid>-<random>`: what `locked_by` and `sms.workers` show.
     public let id: String
+    /// Random per process, whatever the id: two processes started with one `worker.id` (or one
+    /// restarted under it) are still two workers.
+    public let instance: String
     public let host: String
     public let pid: Int32
+
+    public init(id: String, instance: String = WorkerIdentity.randomInstance(), host: String, pid: Int32) {
+        self.id = id
+        self.instance = instance
+        self.host = host
+        self.pid = pid
+    }
 
     public static func make(configured: String?) -> WorkerIdentity {
         let host = ProcessInfo.processInfo.hostName
         let pid = ProcessInfo.processInfo.processIdentifier
-        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 16)
-        return WorkerIdentity(id: configured ?? "\(host)-\(pid)-\(suffix)", host: host, pid: pid)
+        let instance = randomInstance()
+        return WorkerIdentity(id: configured ?? "\(host)-\(pid)-\(instance.prefix(8))", instance: instance, host: host, pid: pid)
+    }
+
+    public static func randomInstance() -> String {
+        let value = UInt64.random(in: 0...UInt64.max)
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }
 
@@ -141,9 +217,10 @@ public struct WorkerIdentity: Sendable {
 /// use, so the dispatcher decides which connection (and thread) a statement runs on.
 public enum JobStore {
     /// Claims up to `limit` due pending jobs for `worker` (`sms.claim_jobs`: River's CTE form, so the
-    /// LIMIT applies to rows actually locked, with a plan that survives stale statistics).
+    /// LIMIT applies to rows actually locked, with a plan that survives stale statistics). Each claim
+    /// hands out a new claim token.
     public static let claimSQL = """
-        SELECT id, channel, phone_number, phone_country_code, phone_key, attempts, max_attempts,
+        SELECT id, lease_token, channel, phone_number, phone_country_code, phone_key, attempts, max_attempts,
                created_epoch, expires_epoch, now_epoch, newer_job, uncertain
         FROM sms.claim_jobs($1, $2::int, $3::float8)
         """
@@ -155,6 +232,7 @@ public enum JobStore {
         return try rows.rows.map { row in
             ClaimedJob(
                 id: Int64(try row.requiredInt("id")),
+                leaseToken: Int64(try row.requiredInt("lease_token")),
                 channel: try row.requiredString("channel"),
                 phoneNumber: try row.requiredString("phone_number"),
                 phoneCountryCode: try row.string("phone_country_code"),
@@ -169,20 +247,27 @@ public enum JobStore {
         }
     }
 
-    /// Writes a batch of outcomes in one round trip (`unnest` over arrays), fenced on the lease: a row
-    /// is only changed while it is still `running` under this worker, so a worker that lost its lease
-    /// cannot overwrite the new owner's result. Each call also gets its `sms.attempts` row.
+    /// Writes a batch of outcomes in one round trip (`unnest` over arrays), fenced on the claim token: a
+    /// row is only changed while it is still `running` under the claim the outcome belongs to, so
+    /// neither a worker that lost its lease nor a stale outcome of an earlier claim can overwrite the
+    /// truth. One exception, for the truth's sake: a call's outcome may still land on a row rescued
+    /// from this very claim (same token, not claimed since, marked uncertain by the rescue), as when
+    /// the database was away longer than a lease: the rescue could only guess, the holder knows.
+    /// Times are sent as "seconds ago" by this host's monotonic clock and become `now() - ago`, so
+    /// only the database's clock is ever written. Each call also gets its `sms.attempts` row.
     public static let completeSQL = """
         WITH r AS (
-            SELECT * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
-                                 $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[],
-                                 $13::text[], $14::text[], $15::float8[], $16::int[])
-                AS r(id, state, called, http_status, status_code, api_code, message, request_id,
-                     retry_in, started, finished, outcome, call_message, deferred_until, coalesce)
+            SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::int[], $7::int[],
+                                 $8::int[], $9::text[], $10::text[], $11::float8[], $12::float8[],
+                                 $13::float8[], $14::text[], $15::text[], $16::float8[], $17::int[], $18::int[])
+                AS r(id, token, state, called, http_status, status_code, api_code, message, request_id,
+                     retry_in, started_ago, finished_ago, outcome, call_message, deferred_until, coalesce,
+                     uncertain)
         ), done AS (
             UPDATE sms.jobs j SET
                 state = r.state,
-                attempts = j.attempts + r.called,
+                -- A rescued row already counts the call the rescue could not see the end of.
+                attempts = j.attempts + CASE WHEN j.state = 'running' THEN r.called ELSE 0 END,
                 http_status = CASE WHEN r.called = 1 THEN r.http_status ELSE j.http_status END,
                 status_code = CASE WHEN r.called = 1 THEN r.status_code ELSE j.status_code END,
                 api_code = CASE WHEN r.called = 1 THEN r.api_code ELSE j.api_code END,
@@ -192,38 +277,44 @@ public enum JobStore {
                               WHEN r.state = 'pending' THEN now() + make_interval(secs => r.retry_in)
                               ELSE j.run_at END,
                 deferrals = j.deferrals + CASE WHEN r.deferred_until IS NOT NULL THEN 1 ELSE 0 END,
-                sent_at = CASE WHEN r.state = 'sent' THEN to_timestamp(r.finished) ELSE j.sent_at END,
+                sent_at = CASE WHEN r.state = 'sent' THEN now() - make_interval(secs => r.finished_ago) ELSE j.sent_at END,
                 finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
                 locked_by = NULL,
                 locked_until = NULL,
                 sending_at = NULL,
-                uncertain = CASE WHEN r.called = 1 THEN false ELSE j.uncertain END,
+                uncertain = CASE WHEN r.called = 1 THEN r.uncertain = 1 ELSE j.uncertain END,
                 updated_at = now()
             FROM r
-            -- The fence is written as one row comparison on purpose: the planner cannot match it to a
-            -- partial index, so it always finds the rows by primary key, even when statistics are stale
-            -- (a burst of jobs right after ANALYZE once made it scan every open job instead).
-            WHERE j.id = r.id AND (j.state, j.locked_by) IS NOT DISTINCT FROM ('running', $1::text)
+            -- Found by primary key, whatever the statistics say: the state tests are spelt so that no
+            -- partial index matches them (a burst of jobs right after ANALYZE once made the planner
+            -- scan every open job instead).
+            WHERE j.id = r.id AND j.lease_token = r.token
+              AND (j.state IS NOT DISTINCT FROM 'running'
+                   OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
+                       AND j.state IN ('pending', 'failed')))
             RETURNING j.id, j.attempts, j.phone_key, j.channel
         ), logged AS (
             INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
                                       http_status, status_code, api_code, message, request_id)
-            SELECT r.id, done.attempts, $1, to_timestamp(r.started), to_timestamp(r.finished), r.outcome,
+            SELECT r.id, done.attempts, $1, now() - make_interval(secs => r.started_ago),
+                   now() - make_interval(secs => r.finished_ago), r.outcome,
                    r.http_status, r.status_code, r.api_code, r.call_message, r.request_id
             FROM r JOIN done ON done.id = r.id
             WHERE r.called = 1
             RETURNING 1
         ), windows AS (
-            -- The window runs from the end of the call that sent, so it never closes before GenAuth's.
-            UPDATE sms.throttle t SET window_until = to_timestamp(r.finished) + make_interval(secs => $17::float8)
+            -- The window runs from the end of the call that sent (or may have sent), so it never closes
+            -- before GenAuth's.
+            UPDATE sms.throttle t SET window_until = now() - make_interval(secs => r.finished_ago)
+                                                     + make_interval(secs => $19::float8)
             FROM r JOIN done ON done.id = r.id
-            WHERE t.job_id = r.id AND r.state = 'sent'
+            WHERE t.job_id = r.id AND (r.state = 'sent' OR (r.called = 1 AND r.uncertain = 1))
             RETURNING 1
         ), released AS (
-            -- A call that did not send frees its phone+channel slot for the retry.
+            -- A call certain not to have sent frees its phone+channel slot for the retry.
             DELETE FROM sms.throttle t
             USING r JOIN done ON done.id = r.id
-            WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent'
+            WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent' AND r.uncertain = 0
             RETURNING 1
         ), superseded AS (
             -- Driven from the few sent rows, one index probe each for older pending jobs of the same
@@ -253,15 +344,17 @@ public enum JobStore {
                (SELECT count(*) FROM superseded) AS superseded
         """
 
-    /// Returns how many rows the fence let through (the rest had lost their lease).
+    /// Returns how many rows the fence let through (the rest were no longer under their claim).
     @discardableResult
     public static func complete(_ db: PostgresConnection, worker: String, outcomes: [JobOutcome],
                                 throttleWindow: Int) async throws -> Int {
         guard !outcomes.isEmpty else { return 0 }
         let calls = outcomes.map(\.call)
+        let now = ContinuousClock.now
         let parameters: [String?] = [
             worker,
-            PostgresArray.literal(outcomes.map { Int($0.jobID) }),
+            PostgresArray.literal(outcomes.map { Int($0.job.id) }),
+            PostgresArray.literal(outcomes.map { Int($0.job.token) }),
             PostgresArray.literal(outcomes.map { Optional($0.state.rawValue) }),
             PostgresArray.literal(calls.map { $0 == nil ? 0 : 1 }),
             PostgresArray.literal(calls.map { $0?.httpStatus }),
@@ -270,8 +363,8 @@ public enum JobStore {
             PostgresArray.literal(outcomes.map(\.message)),
             PostgresArray.literal(calls.map { $0?.requestID }),
             PostgresArray.literal(outcomes.map { $0.retryIn ?? 0 }.map { Optional($0) }),
-            PostgresArray.literal(calls.map { $0?.startedAt }),
-            PostgresArray.literal(calls.map { $0?.finishedAt }),
+            PostgresArray.literal(calls.map { $0.map { max(0, ($0.startedAt.duration(to: now)).seconds) } }),
+            PostgresArray.literal(calls.map { $0.map { max(0, ($0.finishedAt.duration(to: now)).seconds) } }),
             PostgresArray.literal(outcomes.map { outcome -> String? in
                 guard outcome.call != nil else { return nil }
                 switch outcome.state {
@@ -283,6 +376,7 @@ public enum JobStore {
             PostgresArray.literal(calls.map { $0?.message }),
             PostgresArray.literal(outcomes.map(\.deferredUntil)),
             PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
+            PostgresArray.literal(outcomes.map { $0.uncertain ? 1 : 0 }),
             String(throttleWindow),
         ]
         let rows = try await db.query(completeSQL, parameters, prepared: true)
@@ -290,25 +384,33 @@ public enum JobStore {
     }
 
     public static let reserveSQL = """
-        SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail
-        FROM sms.reserve_sends($1::bigint[], $2::text[], $3::text[], $4::float8, $5::int, $6::int)
+        SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail, r_slot
+        FROM sms.reserve_sends($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::float8, $6::int, $7::int,
+                               $8::float8)
         """
 
-    /// Asks the cluster-wide throttle (`sms.reserve_sends`) for each job's phone+channel slot and caps.
-    public static func reserve(_ db: PostgresConnection, jobs: [ClaimedJob], window: Int, hourCap: Int, dayCap: Int)
-        async throws -> [Int64: Reservation]
+    /// Asks the cluster-wide throttle (`sms.reserve_sends`) for each job's phone+channel slot, the
+    /// per-phone caps and, with `rate` > 0, a slot in the cluster's rate schedule. Only jobs still
+    /// running under their claim are granted anything.
+    public static func reserve(_ db: PostgresConnection, jobs: [ClaimedJob], window: Int, hourCap: Int, dayCap: Int,
+                               rate: Double = 0) async throws -> [Int64: Reservation]
     {
         guard !jobs.isEmpty else { return [:] }
         let rows = try await db.query(reserveSQL,
-            [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
-             PostgresArray.literal(jobs.map { Optional($0.channel) }), String(window), String(hourCap), String(dayCap)],
+            [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Int($0.lease.token) }),
+             PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
+             PostgresArray.literal(jobs.map { Optional($0.channel) }), String(window), String(hourCap), String(dayCap),
+             String(max(0, rate))],
             prepared: true)
         var verdicts: [Int64: Reservation] = [:]
         for row in rows.rows {
             let id = Int64(try row.requiredInt("r_job_id"))
             switch try row.requiredString("r_verdict") {
-            case "granted": verdicts[id] = .granted
+            case "granted":
+                let slot = try row.double("r_slot") ?? 0
+                verdicts[id] = .granted(slot: .milliseconds(Int64((min(max(0, slot), 3600) * 1000).rounded())))
             case "deferred": verdicts[id] = .deferred(until: try row.double("until") ?? 0)
+            case "lost": verdicts[id] = .lost
             default: verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
             }
         }
@@ -327,39 +429,64 @@ public enum JobStore {
              PostgresArray.literal(channels.map { rules[$0]?.priority ?? 0 })])
     }
 
-    /// The heartbeat: refreshes this worker's row and extends the leases of the jobs it holds. Returns
-    /// how many daemons are alive (heartbeat within `staleAfter` seconds), this one included.
+    /// What one heartbeat learnt.
+    public struct Heartbeat: Sendable, Equatable {
+        /// Daemons alive (heartbeat within `staleAfter`), this one included.
+        public var live: Int
+        /// Other live processes using this worker id.
+        public var sharingID: Int
+        /// Leases extended.
+        public var extended: Int
+    }
+
+    /// The heartbeat: refreshes this process's worker row and extends the leases of exactly the jobs it
+    /// holds (`held`: ids with their claim tokens, from memory). A job this process never claimed, or
+    /// claimed under an earlier token, keeps running out its lease, so a process restarted under the
+    /// same worker id cannot keep its predecessor's jobs from being rescued.
     @discardableResult
     public static func heartbeat(_ db: PostgresConnection, worker: WorkerIdentity, version: String, inFlight: Int,
-                                 counters: WorkerCounters, lease: Double, staleAfter: Double = 15) async throws -> Int {
+                                 counters: WorkerCounters, held: [JobLease], unwritten: Int = 0,
+                                 oldestUnwritten: Double? = nil, lease: Double, staleAfter: Double = 15)
+        async throws -> Heartbeat
+    {
         try await db.query("""
-            INSERT INTO sms.workers (id, host, pid, version, in_flight, claimed, sent, failed, retried, rejected,
-                                     expired, deferred, superseded)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            ON CONFLICT (id) DO UPDATE SET
+            INSERT INTO sms.workers (id, instance, host, pid, version, in_flight, claimed, sent, failed, retried,
+                                     rejected, expired, deferred, superseded, unwritten, oldest_unwritten_s)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            ON CONFLICT (id, instance) DO UPDATE SET
                 heartbeat_at = now(), in_flight = EXCLUDED.in_flight, claimed = EXCLUDED.claimed,
                 sent = EXCLUDED.sent, failed = EXCLUDED.failed, retried = EXCLUDED.retried,
                 rejected = EXCLUDED.rejected, expired = EXCLUDED.expired, deferred = EXCLUDED.deferred,
-                superseded = EXCLUDED.superseded, stopped_at = NULL
+                superseded = EXCLUDED.superseded, unwritten = EXCLUDED.unwritten,
+                oldest_unwritten_s = EXCLUDED.oldest_unwritten_s, stopped_at = NULL
             """,
-            [worker.id, worker.host, String(worker.pid), version, String(inFlight), String(counters.claimed),
-             String(counters.sent), String(counters.failed), String(counters.retried), String(counters.rejected),
-             String(counters.expired), String(counters.deferred), String(counters.superseded)],
+            [worker.id, worker.instance, worker.host, String(worker.pid), version, String(inFlight),
+             String(counters.claimed), String(counters.sent), String(counters.failed), String(counters.retried),
+             String(counters.rejected), String(counters.expired), String(counters.deferred),
+             String(counters.superseded), String(unwritten), oldestUnwritten.map { String($0) }],
             prepared: true)
-        try await db.query("""
-            WITH mine AS (
-                -- SKIP LOCKED: a row the write-back is finishing right now needs no longer lease, and
-                -- waiting for it (while the write-back waits for a row locked here) would deadlock.
-                SELECT id FROM sms.jobs WHERE state = 'running' AND locked_by = $1 FOR UPDATE SKIP LOCKED
-            )
-            UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $2::float8)
-            FROM mine WHERE j.id = mine.id
-            """, [worker.id, String(lease)], prepared: true)
+        var extended = 0
+        if !held.isEmpty {
+            extended = try await db.query("""
+                WITH mine AS (
+                    -- SKIP LOCKED: a row the write-back is finishing right now needs no longer lease, and
+                    -- waiting for it (while the write-back waits for a row locked here) would deadlock.
+                    SELECT j.id FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
+                    JOIN sms.jobs j ON j.id = h.id AND j.lease_token = h.token AND j.state IS NOT DISTINCT FROM 'running'
+                    FOR UPDATE OF j SKIP LOCKED
+                )
+                UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $3::float8)
+                FROM mine WHERE j.id = mine.id
+                """, [PostgresArray.literal(held.map { Int($0.id) }), PostgresArray.literal(held.map { Int($0.token) }),
+                      String(lease)], prepared: true).affectedRows
+        }
         let live = try await db.query("""
-            SELECT count(*)::int AS n FROM sms.workers
+            SELECT count(*)::int AS n, count(*) FILTER (WHERE id = $2 AND instance <> $3)::int AS sharing
+            FROM sms.workers
             WHERE heartbeat_at > now() - make_interval(secs => $1::float8) AND stopped_at IS NULL
-            """, [String(staleAfter)], prepared: true)
-        return max(1, try live.first?.int("n") ?? 1)
+            """, [String(staleAfter), worker.id, worker.instance], prepared: true)
+        return Heartbeat(live: max(1, try live.first?.int("n") ?? 1), sharingID: try live.first?.int("sharing") ?? 0,
+                         extended: extended)
     }
 
     /// Returns jobs whose lease ran out (their worker died or hung) to the queue, by the delivery
@@ -367,31 +494,53 @@ public enum JobStore {
     /// happen once.
     @discardableResult
     public static func rescueExpiredLeases(_ db: PostgresConnection, policy: DeliveryPolicy) async throws
-        -> [(id: Int64, state: String)]
+        -> [(id: Int64, state: JobState)]
     {
         let rows = try await db.query("SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1)",
                                       [policy.rawValue], prepared: true)
-        return try rows.rows.map { (Int64(try $0.requiredInt("r_job_id")), try $0.requiredString("r_state")) }
+        return try rows.rows.map { row in
+            let state = try row.requiredString("r_state")
+            guard let known = JobState(rawValue: state) else {
+                throw PostgresError(code: .badValue, message: "rescue returned an unknown state \(state)")
+            }
+            return (Int64(try row.requiredInt("r_job_id")), known)
+        }
+    }
+
+    /// What one retention run did.
+    public struct RetentionRun: Sendable, Equatable {
+        public var deleted: Int
+        /// The time budget ran out with more left to delete: run again soon.
+        public var more: Bool
     }
 
     /// Retention: deletes finished jobs older than `days` (their attempts cascade), `batch` rows per
-    /// statement, at most `maximumBatches` statements, and only while holding the cluster-wide
-    /// retention lock, so one daemon at a time does it. Also forgets throttle windows closed for a day
-    /// and worker rows silent for a day. Returns the jobs deleted, or nil when another daemon held the lock.
-    public static func applyRetention(_ db: PostgresConnection, days: Int, batch: Int, maximumBatches: Int = 100)
-        async throws -> Int?
+    /// statement, for at most `budget` per run, and only while holding the cluster-wide retention lock,
+    /// so one daemon at a time does it. Also forgets throttle windows closed for a day and worker rows
+    /// silent for a day. Returns nil when another daemon held the lock.
+    public static func applyRetention(_ db: PostgresConnection, days: Int, batch: Int, budget: Duration)
+        async throws -> RetentionRun?
     {
         let lockKey = String(Migrator.advisoryLockKey + 1)
         guard try await db.query("SELECT pg_try_advisory_lock($1) AS locked", [lockKey]).first?.bool("locked") == true else {
             return nil
         }
         do {
-            let deleted = try await purge(db, olderThanSeconds: Double(days) * 86_400, batch: batch,
-                                          maximumBatches: maximumBatches)
+            let deadline = ContinuousClock.now + budget
+            var run = RetentionRun(deleted: 0, more: false)
+            while true {
+                let deleted = try await purge(db, olderThanSeconds: Double(days) * 86_400, batch: batch, maximumBatches: 1)
+                run.deleted += deleted
+                if deleted < batch { break }
+                if ContinuousClock.now >= deadline {
+                    run.more = true
+                    break
+                }
+            }
             try await db.query("DELETE FROM sms.throttle WHERE window_until < now() - interval '1 day'")
             try await db.query("DELETE FROM sms.workers WHERE heartbeat_at < now() - interval '1 day'")
             _ = try await db.query("SELECT pg_advisory_unlock($1)", [lockKey])
-            return deleted
+            return run
         } catch {
             _ = try? await db.query("SELECT pg_advisory_unlock($1)", [lockKey])
             throw error
@@ -478,8 +627,8 @@ public enum JobStore {
     }
 
     /// Removes this worker's row on a clean stop: `sms.workers` lists running daemons.
-    public static func unregister(_ db: PostgresConnection, worker: String) async throws {
-        try await db.query("DELETE FROM sms.workers WHERE id = $1", [worker])
+    public static func unregister(_ db: PostgresConnection, worker: WorkerIdentity) async throws {
+        try await db.query("DELETE FROM sms.workers WHERE id = $1 AND instance = $2", [worker.id, worker.instance])
     }
 
     /// Inserts one job; with an idempotency key, a repeat returns the first insert's id.

@@ -56,6 +56,16 @@ final class ManagementTokenProvider: Sendable {
         return try await task.value
     }
 
+    /// How long a token is used: `expires_in` less a tenth of it (at most a minute), so it is refreshed
+    /// before it runs out. Whatever GenAuth sends (negative, NaN, infinite, 1e300) gives a duration
+    /// between zero (used for this call, fetched again next time) and a day: never a trap.
+    static func validity(expiresIn: Double) -> Duration {
+        guard expiresIn.isFinite, expiresIn > 0 else { return .zero }
+        let lifetime = min(expiresIn, 86_400)
+        let margin = min(60, lifetime / 10)
+        return .milliseconds(Int64((lifetime - margin) * 1000))
+    }
+
     /// Drops `token` (GenAuth answered 401 to it) so the next `token()` fetches a new one.
     func invalidate(_ token: String) {
         cached.withLock { state in
@@ -75,11 +85,10 @@ final class ManagementTokenProvider: Sendable {
         guard GenAuthConnectionPool.isSafeHeader(name: "authorization", value: "Bearer \(data.access_token)") else {
             throw Failure(description: "get-management-token answered a token with characters a header cannot carry")
         }
-        // Refresh a little before expiry: a tenth of the lifetime, at most a minute.
-        let margin = min(60, data.expires_in / 10)
+        let validity = Self.validity(expiresIn: data.expires_in)
         cached.withLock { state in
             state.token = data.access_token
-            state.validUntil = .now + .milliseconds(Int64((data.expires_in - margin) * 1000))
+            state.validUntil = .now + validity
         }
         return data.access_token
     }

@@ -14,6 +14,8 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
             Endpoints: POST /api/v3/send-sms, POST /api/v3/get-management-token;
             GET /__sandbox/sends (what was accepted), POST /__sandbox/faults (change fault switches),
             POST /__sandbox/reset. Numbers 17K000N#### fail scripted: see the README.
+            --late-answer-ms: accepted sends are answered late ("GenAuth accepted, but answered after
+            the timeout"); kind 6 numbers (176000N####) are accepted with an apiCode too big for 32 bits.
             """)
 
     @Option(help: "Address to bind; keep it on loopback.") var host = "127.0.0.1"
@@ -24,12 +26,14 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
     @Flag(help: "Accept international numbers (country codes other than +86).") var international = false
     @Option(name: .customLong("access-key-id"), help: "Management-token mode: the access key id to accept.") var accessKeyID: String?
     @Option(name: .customLong("access-key-secret"), help: "Management-token mode: the access key secret to accept.") var accessKeySecret: String?
-    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives.") var tokenTTL = 7200
+    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives (its expires_in; any number).") var tokenTTL: Double = 7200
     @Option(name: .customLong("latency-ms"), help: "Milliseconds added to every send-sms answer.") var latencyMs = 0
     @Option(name: .customLong("fail-503"), help: "Share of calls answered HTTP 503 (0...1).") var fail503: Double = 0
     @Option(name: .customLong("fail-429"), help: "Share of calls answered HTTP 429 with Retry-After (0...1).") var fail429: Double = 0
     @Option(name: .customLong("fail-timeout"), help: "Share of calls that hang (0...1).") var failTimeout: Double = 0
     @Option(name: .customLong("hang-seconds"), help: "How long a hanging call hangs.") var hangSeconds: Double = 30
+    @Option(name: .customLong("late-answer-ms"), help: "Accept the SMS, then answer this many ms later (past a client's timeout).") var lateAnswerMs = 0
+    @Option(name: .customLong("late-answer-rate"), help: "Share of accepted sends answered late (0...1).") var lateAnswerRate: Double = 1
     @Option(name: .customLong("log-level")) var logLevel = "warning"
 
     func validate() throws {
@@ -56,6 +60,8 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
         options.faults.rate429 = fail429
         options.faults.rateTimeout = failTimeout
         options.faults.hangSeconds = hangSeconds
+        options.faults.lateAnswerMs = lateAnswerMs
+        options.faults.lateAnswerRate = lateAnswerRate
         var logger = Logger(label: "genauth-sandbox")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
         let host = self.host

@@ -195,14 +195,13 @@ struct Bench: AsyncParsableCommand {
         }
         let claim = oneLine(JobStore.claimSQL, ["'bench'", "\(batch)", "30"])
         let each = { (value: String) in "array_fill(\(value), ARRAY[:n])" }
-        let now = "extract(epoch FROM now())::float8"
         let script = """
-            SELECT quote_literal(COALESCE(array_agg(id), '{}')::text) AS ids, quote_literal(COALESCE(array_agg(phone_key), '{}')::text) AS keys, quote_literal(COALESCE(array_agg(channel), '{}')::text) AS channels, count(*) AS n FROM (\(claim)) claimed \\gset
-            \(oneLine(JobStore.reserveSQL, [":ids::bigint[]", ":keys::text[]", ":channels::text[]", "60", "0", "0"]));
-            \(oneLine(JobStore.completeSQL, ["'bench'", ":ids::bigint[]", each("'sent'::text"), each("1"), each("200"), each("200"),
-                                             each("NULL::int"), each("''::text"), each("md5(random()::text)"), each("0::float8"),
-                                             each(now), each(now), each("'sent'::text"), each("''::text"), each("NULL::float8"),
-                                             each("1"), "60"]));
+            SELECT quote_literal(COALESCE(array_agg(id), '{}')::text) AS ids, quote_literal(COALESCE(array_agg(lease_token), '{}')::text) AS tokens, quote_literal(COALESCE(array_agg(phone_key), '{}')::text) AS keys, quote_literal(COALESCE(array_agg(channel), '{}')::text) AS channels, count(*) AS n FROM (\(claim)) claimed \\gset
+            \(oneLine(JobStore.reserveSQL, [":ids::bigint[]", ":tokens::bigint[]", ":keys::text[]", ":channels::text[]", "60", "0", "0", "0"]));
+            \(oneLine(JobStore.completeSQL, ["'bench'", ":ids::bigint[]", ":tokens::bigint[]", each("'sent'::text"), each("1"), each("200"),
+                                             each("200"), each("NULL::int"), each("''::text"), each("md5(random()::text)"),
+                                             each("0::float8"), each("0::float8"), each("0::float8"), each("'sent'::text"),
+                                             each("''::text"), each("NULL::float8"), each("1"), each("0"), "60"]));
 
             """
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("smsd-bench-\(UUID().uuidString).sql").path

@@ -218,30 +218,3 @@ struct ChannelRulesTests {
         #expect(busiest >= limit / 2, "the limit should be used, not starved: \(report.perSecond)")
     }
 }
-
-@Suite("Rate limiter")
-struct RateLimiterTests {
-    @Test func sharesAndSlowsDown() async {
-        let limiter = RateLimiter(clusterRate: 300)
-        #expect(abs(limiter.currentRate - 300 * RateLimiter.headroom) < 0.001)
-        limiter.setLiveWorkers(3)
-        #expect(abs(limiter.currentRate - 100 * RateLimiter.headroom) < 0.001)
-        limiter.throttled()
-        #expect(abs(limiter.currentRate - 50 * RateLimiter.headroom) < 0.001)
-        // A burst of 429s within half a second counts once.
-        limiter.throttled()
-        #expect(abs(limiter.currentRate - 50 * RateLimiter.headroom) < 0.001)
-        #expect(RateLimiter(clusterRate: 0).currentRate == 0)
-    }
-
-    @Test func pacesCalls() {
-        let limiter = RateLimiter(clusterRate: 100 / RateLimiter.headroom)
-        let start = ContinuousClock.now
-        // The slots the dispatcher schedules its calls at; the last is when the 21st may start.
-        var last = start
-        for _ in 0..<21 { last = limiter.reserveSlot() ?? last }
-        let elapsed = (last - start).seconds
-        // 21 calls at 100/s: the last one 0.2 s after the first.
-        #expect(elapsed >= 0.19, "\(elapsed)")
-    }
-}

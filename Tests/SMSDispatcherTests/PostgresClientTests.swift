@@ -16,6 +16,50 @@ struct PostgresClientTests {
         }
     }
 
+    @Test("a malformed or refused database URL never echoes its password")
+    func secretsStayOutOfErrors() async throws {
+        for url in ["postgresql://u:s3cr%zzet@127.0.0.1:1/db", "postgresql://u:s3cret@127.0.0.1:99999999/db",
+                    "host=127.0.0.1 password='s3cret' port=notaport", "host=127.0.0.1 port=1 password=s3cret connect_timeout=2",
+                    "postgresql://u:s3cret@127.0.0.1:1/db?connect_timeout=2&sslmode=bogus"] {
+            do {
+                _ = try await PostgresConnection.connect(url)
+                Issue.record("\(url) connected")
+            } catch {
+                #expect(!"\(error)".contains("s3cr"), "\(error)")
+                #expect("\(error)".count > 20, "still says what is wrong: \(error)")
+            }
+        }
+        #expect(ConnInfo.redacted("postgresql://u:s3cret@h/db") == "postgresql://u:***@h/db")
+    }
+
+    @Test("errors are classified once: connection, transient (keep and retry), data (one row's values)")
+    func dispositions() {
+        func error(_ state: String) -> PostgresError { PostgresError(code: .queryFailed, sqlState: state, message: "m") }
+        for state in ["25006", "53100", "57014", "40001", "40P01", "55P03", "42P01", "XX000"] {
+            #expect(error(state).disposition == .transient, "\(state)")
+        }
+        for state in ["22003", "22001", "22021", "23505", "23514"] { #expect(error(state).disposition == .data, "\(state)") }
+        for state in ["08006", "57P01"] { #expect(error(state).disposition == .connection, "\(state)") }
+        #expect(PostgresError(code: .connectionLost, message: "gone").disposition == .connection)
+    }
+
+    @Test("session limits: a statement past its timeout is cancelled (57014, transient); keepalives are on")
+    func sessionLimits() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await PostgresConnection.connect(database.url, session: SessionSettings(
+            statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150)))
+        do {
+            try await db.query("SELECT pg_sleep(2)")
+            Issue.record("pg_sleep(2) outlived a 200 ms statement timeout")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "57014")
+            #expect(error.disposition == .transient)
+        }
+        #expect(try await db.query("SHOW lock_timeout").first?.string("lock_timeout") == "150ms")
+        await db.close()
+    }
+
     @Test func sqlErrorsCarrySQLStateAndTheConnectionSurvives() async throws {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }

@@ -157,13 +157,13 @@ struct JobStoreTests {
                 """).first?.requiredInt("n") ?? 0
         }
         let before = try await indexTuplesRead()
-        let now = Date().timeIntervalSince1970
+        let now = ContinuousClock.now
         for _ in 0..<3 {
             let claimed = try await JobStore.claim(db, worker: "w1", limit: 64, lease: 30)
             #expect(claimed.count == 64)
             let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "r", startedAt: now, finishedAt: now)
             let written = try await JobStore.complete(db, worker: "w1", outcomes: claimed.map {
-                JobOutcome(jobID: $0.id, state: .sent, message: "", call: call, coalesce: true)
+                JobOutcome(job: $0.lease, state: .sent, message: "", call: call, coalesce: true)
             }, throttleWindow: 60)
             #expect(written == 64)
         }
@@ -180,19 +180,19 @@ struct JobStoreTests {
         let db = try await database.connect()
         let claimed = try await JobStore.claim(db, worker: "w1", limit: 10, lease: 30)
         #expect(claimed.count == 3)
-        // The third job's lease passed to another worker (as after a rescue).
-        try await database.query("UPDATE sms.jobs SET locked_by = 'w2' WHERE phone_number = '13800000003'")
+        // The third job's lease passed to another worker (as after a rescue and a new claim).
+        try await database.query("UPDATE sms.jobs SET locked_by = 'w2', lease_token = lease_token + 1000 WHERE phone_number = '13800000003'")
         let call = CallRecord(httpStatus: 200, statusCode: 200, apiCode: nil, message: "", requestID: "req-1",
-                              startedAt: Date().timeIntervalSince1970 - 0.2, finishedAt: Date().timeIntervalSince1970)
+                              startedAt: .now - .milliseconds(200), finishedAt: .now)
         var retry = call
         retry.statusCode = 503
         retry.message = "busy, with \"quotes\", commas and {braces}"
         retry.requestID = "req-2"
-        let byPhone = Dictionary(uniqueKeysWithValues: claimed.map { ($0.phoneNumber, $0.id) })
+        let byPhone = Dictionary(uniqueKeysWithValues: claimed.map { ($0.phoneNumber, $0.lease) })
         let written = try await JobStore.complete(db, worker: "w1", outcomes: [
-            JobOutcome(jobID: byPhone["13800000001"]!, state: .sent, message: "", call: call),
-            JobOutcome(jobID: byPhone["13800000002"]!, state: .pending, message: retry.message, call: retry, retryIn: 60),
-            JobOutcome(jobID: byPhone["13800000003"]!, state: .sent, message: "", call: call),
+            JobOutcome(job: byPhone["13800000001"]!, state: .sent, message: "", call: call),
+            JobOutcome(job: byPhone["13800000002"]!, state: .pending, message: retry.message, call: retry, retryIn: 60),
+            JobOutcome(job: byPhone["13800000003"]!, state: .sent, message: "", call: call),
         ], throttleWindow: 60)
         #expect(written == 2)
         let rows = try await database.query("""
@@ -249,7 +249,7 @@ struct JobStoreTests {
             let claimed = try await JobStore.claim(db, worker: "dead", limit: 2, lease: 0.01)
             // The first job's reservation marked it as sending; the second never got that far.
             let verdicts = try await JobStore.reserve(db, jobs: [claimed[0]], window: 60, hourCap: 0, dayCap: 0)
-            #expect(verdicts[claimed[0].id] == .granted)
+            #expect(verdicts[claimed[0].id] == .granted(slot: .zero))
             try await Task.sleep(for: .milliseconds(50))
             let rescued = try await JobStore.rescueExpiredLeases(db, policy: policy)
             #expect(rescued.count == 2)

@@ -87,6 +87,18 @@ final class TestDatabase: Sendable {
         }
     }
 
+    /// Runs a script of several statements (simple query protocol) on a short-lived connection.
+    func execute(_ sql: String) async throws {
+        let connection = try await connect()
+        do {
+            try await connection.execute(sql)
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
     func drop() async {
         guard let admin = try? await PostgresConnection.connect(try TestEnvironment.adminURL) else { return }
         _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")

@@ -95,26 +95,65 @@ struct ClassificationTests {
         #expect(Classification.classify(.answered(httpStatus: 408, body: nil, retryAfter: nil)) == .transientFailure(retryAfter: nil))
         #expect(Classification.classify(.answered(httpStatus: 404, body: nil, retryAfter: nil)) == .permanentFailure)
         #expect(Classification.classify(.answered(httpStatus: 200, body: nil, retryAfter: nil)) == .transientFailure(retryAfter: nil))
-        #expect(Classification.classify(.timedOut("t")) == .transientFailure(retryAfter: nil))
-        #expect(Classification.classify(.connectionFailed("c")) == .transientFailure(retryAfter: nil))
+        #expect(Classification.classify(.unanswered("t")) == .transientFailure(retryAfter: nil))
+        #expect(Classification.classify(.notSent("c")) == .transientFailure(retryAfter: nil))
     }
 
     @Test func outcomesFollowAttempts() {
         let job = ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil,
                              attempts: 0, maxAttempts: 2)
         let backoff = Backoff(base: 1, maximum: 10)
+        let started = ContinuousClock.now
+        let finished = started + .seconds(1)
         let first = Dispatcher.outcome(for: job, result: .answered(httpStatus: 503, body: nil, retryAfter: nil),
-                                       started: 0, finished: 1, backoff: backoff)
+                                       started: started, finished: finished, backoff: backoff)
         #expect(first.state == .pending)
         #expect(first.call?.httpStatus == 503)
         #expect((0.5...1).contains(first.retryIn ?? -1))
         let lastJob = ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil,
                                  attempts: 1, maxAttempts: 2)
-        let last = Dispatcher.outcome(for: lastJob, result: .timedOut("slow"), started: 0, finished: 1, backoff: backoff)
+        let last = Dispatcher.outcome(for: lastJob, result: .notSent("refused"), started: started, finished: finished, backoff: backoff)
         #expect(last.state == .failed)
         #expect(last.message?.contains("attempts exhausted (2 of 2)") == true)
-        let sent = Dispatcher.outcome(for: job, result: .answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 200, message: "", requestId: "abc"), retryAfter: nil), started: 0, finished: 1, backoff: backoff)
+        let sent = Dispatcher.outcome(for: job, result: .answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 200, message: "", requestId: "abc"), retryAfter: nil), started: started, finished: finished, backoff: backoff)
         #expect(sent.state == .sent && sent.call?.requestID == "abc")
+    }
+
+    /// Issue 11: a call written and not answered may have been accepted; one never written was not.
+    @Test("unanswered calls are uncertain, calls never sent are retried under either policy")
+    func uncertainAndCertainCalls() {
+        let job = ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil,
+                             attempts: 0, maxAttempts: 5)
+        let backoff = Backoff(base: 100, maximum: 300)
+        let started = ContinuousClock.now
+        let finished = started + .seconds(10)
+        for policy in [DeliveryPolicy.atLeastOnce, .atMostOnce] {
+            let notSent = Dispatcher.outcome(for: job, result: .notSent("connection refused"), started: started,
+                                             finished: finished, backoff: backoff, policy: policy)
+            #expect(notSent.state == .pending, "never sent: retried under \(policy)")
+            #expect(!notSent.uncertain)
+        }
+        let late = Dispatcher.outcome(for: job, result: .unanswered("timeout"), started: started, finished: finished,
+                                      backoff: backoff, window: 60)
+        #expect(late.state == .pending && late.uncertain)
+        // Back while GenAuth's window for the unseen call is still open: (60 - 10) / 2.
+        #expect((late.retryIn ?? 999) <= 25)
+        let atMostOnce = Dispatcher.outcome(for: job, result: .unanswered("timeout"), started: started, finished: finished,
+                                            backoff: backoff, policy: .atMostOnce)
+        #expect(atMostOnce.state == .failed && atMostOnce.message?.hasPrefix("delivery unknown") == true)
+        // The retry of an uncertain job that GenAuth calls too frequent: the earlier call went out.
+        let retry = ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000", phoneCountryCode: nil,
+                               attempts: 4, maxAttempts: 5, uncertain: true)
+        let tooFrequent = GenAuthResponseBody(statusCode: 429, message: "SMS sent too frequently", apiCode: 2021)
+        let presumed = Dispatcher.outcome(for: retry, result: .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil),
+                                          started: started, finished: finished, backoff: backoff)
+        #expect(presumed.state == .sent && presumed.message?.hasPrefix("presumed sent") == true)
+        // A 503 on the way keeps the uncertainty (and so the phone's window).
+        let busy = Dispatcher.outcome(for: ClaimedJob(id: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
+                                                      phoneCountryCode: nil, attempts: 1, maxAttempts: 5, uncertain: true),
+                                      result: .answered(httpStatus: 503, body: nil, retryAfter: nil), started: started,
+                                      finished: finished, backoff: backoff)
+        #expect(busy.state == .pending && busy.uncertain)
     }
 }
 

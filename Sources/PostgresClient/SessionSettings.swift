@@ -1,0 +1,66 @@
+/// Limits set on a session right after it connects, so that no call on it can wait forever: a
+/// statement that runs too long, a lock an operator's open transaction holds, a transaction left open.
+public struct SessionSettings: Sendable, Equatable {
+    public var statementTimeout: Duration?
+    public var lockTimeout: Duration?
+    public var idleInTransactionTimeout: Duration?
+
+    public init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil) {
+        self.statementTimeout = statementTimeout
+        self.lockTimeout = lockTimeout
+        self.idleInTransactionTimeout = idleInTransactionTimeout
+    }
+
+    public static let none = SessionSettings()
+
+    /// `SET ...;` statements for the simple query protocol, or nil when nothing is set.
+    var script: String? {
+        func milliseconds(_ duration: Duration) -> Int64 {
+            max(1, duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        }
+        var statements: [String] = []
+        if let statementTimeout { statements.append("SET statement_timeout = \(milliseconds(statementTimeout))") }
+        if let lockTimeout { statements.append("SET lock_timeout = \(milliseconds(lockTimeout))") }
+        if let idleInTransactionTimeout {
+            statements.append("SET idle_in_transaction_session_timeout = \(milliseconds(idleInTransactionTimeout))")
+        }
+        return statements.isEmpty ? nil : statements.joined(separator: "; ")
+    }
+}
+
+extension PostgresConnection {
+    /// Connects (see `connect(_:applicationName:)`) and applies `session`'s limits before returning.
+    public static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher",
+                               session: SessionSettings) async throws -> PostgresConnection {
+        let connection = try await connect(conninfo, applicationName: applicationName)
+        guard let script = session.script else { return connection }
+        do {
+            try await connection.execute(script)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        return connection
+    }
+}
+
+extension PostgresError {
+    /// What the caller should do about the error, decided once from its code and SQLSTATE.
+    public enum Disposition: Sendable, Equatable {
+        /// The connection is gone or unusable: reconnect, keep the work.
+        case connection
+        /// The server refused this time (read-only after a failover 25006, disk full 53100, a cancelled
+        /// statement or timeout 57014, a lock timeout 55P03, a serialization failure or deadlock
+        /// 40001/40P01, anything unknown): keep the work and try again later.
+        case transient
+        /// A value in the statement cannot be stored (SQLSTATE class 22 data exception, 23 integrity
+        /// constraint violation): the same statement will fail again; only changing the data helps.
+        case data
+    }
+
+    public var disposition: Disposition {
+        if isConnectionProblem { return .connection }
+        if let sqlState, sqlState.hasPrefix("22") || sqlState.hasPrefix("23") { return .data }
+        return .transient
+    }
+}
