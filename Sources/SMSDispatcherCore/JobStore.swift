@@ -674,7 +674,8 @@ public enum JobStore {
         let rows = try await db.query("""
             SELECT id, host, pid, version, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at,
                    extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s,
-                   in_flight, claimed, sent, failed, retried, rejected, expired, deferred, superseded
+                   in_flight, claimed, sent, failed, retried, rejected, expired, deferred, superseded,
+                   instance, unwritten, oldest_unwritten_s
             FROM sms.workers ORDER BY started_at, id
             """)
         return try rows.rows.map { row in
@@ -687,7 +688,8 @@ public enum JobStore {
                 sent: try row.requiredInt("sent"), failed: try row.requiredInt("failed"),
                 retried: try row.requiredInt("retried"), rejected: try row.requiredInt("rejected"),
                 expired: try row.requiredInt("expired"), deferred: try row.requiredInt("deferred"),
-                superseded: try row.requiredInt("superseded"))
+                superseded: try row.requiredInt("superseded"), instance: try row.requiredString("instance"),
+                unwritten: try row.requiredInt("unwritten"), oldestUnwrittenSeconds: try row.double("oldest_unwritten_s"))
         }
     }
 }
@@ -719,4 +721,9 @@ public struct WorkerRow: Sendable, Codable, Equatable {
     public let expired: Int
     public let deferred: Int
     public let superseded: Int
+    /// Random per process: two daemons run with one worker id are two rows.
+    public let instance: String
+    /// Outcomes decided and not yet written, and how long writes have been failing (nil: they succeed).
+    public let unwritten: Int
+    public let oldestUnwrittenSeconds: Double?
 }

@@ -28,6 +28,14 @@ public struct StatusReport: Sendable, Codable {
         for worker in workers where worker.heartbeatAgeSeconds > heartbeatInterval * staleHeartbeats {
             warnings.append("worker \(worker.id) is stale: last heartbeat \(Int(worker.heartbeatAgeSeconds)) s ago")
         }
+        for worker in workers {
+            if let failing = worker.oldestUnwrittenSeconds {
+                warnings.append("worker \(worker.id) cannot write back: \(worker.unwritten) outcomes waiting, writes failing for \(Int(failing)) s (see its log)")
+            }
+        }
+        for (id, rows) in Dictionary(grouping: workers, by: \.id) where rows.count > 1 {
+            warnings.append("\(rows.count) running daemons share the worker id \(id): give each its own worker.id")
+        }
         let oldest = queue.compactMap(\.oldestPendingAgeSeconds).max() ?? 0
         let due = queue.reduce(0) { $0 + $1.due }
         if due > 0 && oldest > backlogAgeWarning {
@@ -63,11 +71,11 @@ public struct StatusReport: Sendable, Codable {
         } else {
             out += Self.render(
                 header: ["WORKER", "HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "IN FLIGHT", "CLAIMED", "SENT",
-                         "FAILED", "RETRIED", "REJECTED", "EXPIRED", "DEFERRED", "SUPERSEDED"],
+                         "FAILED", "RETRIED", "REJECTED", "EXPIRED", "DEFERRED", "SUPERSEDED", "UNWRITTEN"],
                 rows: workers.map { w in
                     [w.id, w.host, String(w.pid), w.version, w.startedAt, String(format: "%.1fs ago", w.heartbeatAgeSeconds),
                      String(w.inFlight), String(w.claimed), String(w.sent), String(w.failed), String(w.retried),
-                     String(w.rejected), String(w.expired), String(w.deferred), String(w.superseded)]
+                     String(w.rejected), String(w.expired), String(w.deferred), String(w.superseded), String(w.unwritten)]
                 })
         }
         for warning in warnings { out += "\nWARNING: \(warning)" }

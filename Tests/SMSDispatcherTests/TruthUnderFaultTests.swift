@@ -100,6 +100,9 @@ struct TruthUnderFaultTests {
         #expect(try await stateCounts(database)["sent"] == 600)
         #expect(try await duplicates(sandbox).duplicates == 0)
         #expect(await eventually(timeout: .seconds(5)) { daemons.allSatisfy { $0.output.contains("another live daemon uses this worker.id") } })
+        let status = try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"), ["status"],
+                                                environment: ["SMSD_DATABASE_URL": database.url])
+        #expect(status.output.contains("2 running daemons share the worker id twin"), "\(status.output)")
         try await report("two processes, one worker.id", database, sandbox, recovered: nil)
     }
 
@@ -322,7 +325,12 @@ struct TruthUnderFaultTests {
         let backlogShown = await eventually(timeout: .seconds(4)) {
             ((try? await database.query("SELECT max(unwritten)::int AS n FROM sms.workers").first?.int("n")) ?? 0) > 0
         }
-        try await Task.sleep(for: .seconds(1))
+        let failing = await eventually(timeout: .seconds(4)) {
+            let status = try? await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"), ["status"],
+                                                     environment: ["SMSD_DATABASE_URL": database.url])
+            return status?.output.contains("cannot write back") == true
+        }
+        #expect(failing, "status should warn that the write-back is failing")
         try await operatorSession.execute("COMMIT")
         await operatorSession.close()
         let released = ContinuousClock.now
