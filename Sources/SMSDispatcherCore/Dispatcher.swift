@@ -525,19 +525,19 @@ public final class Dispatcher: Service, Sendable {
             let taken = pending.count
             if db == nil { db = try? await connect(outage: &outage) }
             if let connection = db {
+                var settled: [JobOutcome] = []
                 do {
-                    let settled = try await write(&pending, to: connection, logger: logger)
-                    for outcome in settled { leases.release(outcome.job) }
-                    if pending.isEmpty {
-                        outage.recovered()
-                        writes.stuckSince = nil
-                    }
+                    try await write(&pending, settled: &settled, to: connection, logger: logger)
+                    outage.recovered()
+                    writes.stuckSince = nil
                 } catch {
                     if writes.stuckSince == nil { writes.stuckSince = .now }
                     outage.failed(error)
                     await connection.close()
                     db = nil
                 }
+                // Written or fenced out: no longer this process's to hold (even when a later row failed).
+                for outcome in settled { leases.release(outcome.job) }
             }
             writes.settled(taken - pending.count)
             // The loop waits for an idle writer before it stops; and a write may have freed jobs to claim.
@@ -550,14 +550,14 @@ public final class Dispatcher: Service, Sendable {
         await db?.close()
     }
 
-    /// Writes outcomes; returns those settled (written, or fenced out because the job is no longer
-    /// under their claim) and leaves in `unwritten` those to try again. Only a data error (SQLSTATE
-    /// class 22 or 23: a value one row cannot hold) is settled row by row; such a row is written
-    /// without GenAuth's values and says why (a sent SMS stays `sent`). Any other error (the
-    /// connection, read-only, disk full, a timeout, a deadlock) throws with every outcome kept.
-    private func write(_ unwritten: inout [JobOutcome], to db: PostgresConnection, logger: Logger) async throws
-        -> [JobOutcome]
-    {
+    /// Writes outcomes: those settled (written, or fenced out because the job is no longer under their
+    /// claim) move from `unwritten` to `settled`; what is left in `unwritten` is to be tried again.
+    /// Only a data error (SQLSTATE class 22 or 23: a value one row cannot hold) is settled row by row;
+    /// such a row is written without GenAuth's values and says why (a sent SMS stays `sent`). Any
+    /// other error (the connection, read-only, disk full, a timeout, a deadlock) throws with every
+    /// outcome not yet written kept.
+    private func write(_ unwritten: inout [JobOutcome], settled: inout [JobOutcome], to db: PostgresConnection,
+                       logger: Logger) async throws {
         do {
             let updated = try await JobStore.complete(db, worker: identity.id, outcomes: unwritten,
                                                       throttleWindow: config.throttleWindow)
@@ -565,13 +565,11 @@ public final class Dispatcher: Service, Sendable {
                 logger.warning("some outcomes were not written: those jobs were no longer under this claim",
                                metadata: ["fenced_out": "\(unwritten.count - updated)"])
             }
-            defer { unwritten.removeAll(keepingCapacity: true) }
-            return unwritten
+            settled += unwritten
+            unwritten.removeAll(keepingCapacity: true)
         } catch let error as PostgresError where error.disposition == .data {
             logger.error("batch write-back refused by a data error; writing row by row", metadata: ["error": "\(error)"])
-            var settled: [JobOutcome] = []
-            var remaining = unwritten[...]
-            while let outcome = remaining.first {
+            while let outcome = unwritten.first {
                 do {
                     try await JobStore.complete(db, worker: identity.id, outcomes: [outcome], throttleWindow: config.throttleWindow)
                 } catch let rowError as PostgresError where rowError.disposition == .data {
@@ -585,15 +583,9 @@ public final class Dispatcher: Service, Sendable {
                         logger.critical("write-back refused even without GenAuth's values; leaving the job to lease rescue",
                                         metadata: ["job": "\(outcome.jobID)", "error": "\(again)"])
                     }
-                } catch {
-                    unwritten = Array(remaining)
-                    throw error
                 }
-                settled.append(outcome)
-                remaining = remaining.dropFirst()
+                settled.append(unwritten.removeFirst())
             }
-            unwritten = []
-            return settled
         }
     }
 
