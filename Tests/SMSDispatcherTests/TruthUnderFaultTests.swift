@@ -163,6 +163,43 @@ struct TruthUnderFaultTests {
         try await report("database refusing writes", database, sandbox, recovered: ContinuousClock.now - back)
     }
 
+    /// The database refuses this daemon for longer than a lease (its connections cut, new ones refused),
+    /// while GenAuth keeps answering: the calls in flight finish and their outcomes wait in memory. When
+    /// the database is back, the rescuer may reach the expired leases first and, under at-most-once,
+    /// mark them "delivery unknown"; the holder's true outcome must still land (same claim token).
+    @Test("the database gone longer than a lease (at-most-once): every SMS GenAuth accepted ends sent")
+    func databaseGoneLongerThanALease() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let sandbox = try await SandboxProcess.start(["--latency-ms", "300"])
+        defer { Task { await sandbox.stop() } }
+        try await insertJobs(database, count: 600, prefix: "148")
+        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick.merging([
+            "SMSD_DELIVERY_POLICY": "at-most-once", "SMSD_GENAUTH_TIMEOUT": "5",
+        ]) { _, new in new })
+        defer { Task { await daemon.stop() } }
+        _ = await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 100 }
+        let admin = try await PostgresConnection.connect(try TestEnvironment.adminURL)
+        try await admin.query("ALTER DATABASE \(database.name) ALLOW_CONNECTIONS false")
+        try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'sms-dispatcher%'", [database.name])
+        // Longer than the lease (2 s) and the rescue interval.
+        try await Task.sleep(for: .seconds(5))
+        try await admin.query("ALTER DATABASE \(database.name) ALLOW_CONNECTIONS true")
+        await admin.close()
+        let back = ContinuousClock.now
+        #expect(await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 }, "\(daemon.output.suffix(3000))")
+        #expect(daemon.isRunning)
+        let report = try await sandbox.report()
+        let accepted = Set(report.accepted.map(\.phoneNumber))
+        let sentPhones = Set(try await database.query("SELECT phone_number FROM sms.jobs WHERE state = 'sent'").rows
+            .map { try $0.requiredString("phone_number") })
+        #expect(accepted.subtracting(sentPhones).isEmpty, "accepted by GenAuth but not sent on the row: \(accepted.subtracting(sentPhones).sorted().prefix(10))")
+        #expect(report.accepted.count == accepted.count, "nothing twice")
+        let failed = try await count(database, "state = 'failed'")
+        try await self.report("database gone longer than a lease (at-most-once; failed \(failed))", database, sandbox,
+                              recovered: ContinuousClock.now - back)
+    }
+
     @Test("values a 32-bit column cannot hold: a sent SMS stays sent, anything else ends failed with the database's reason")
     func dataErrorsEndTrue() async throws {
         let database = try await TestDatabase.create()
