@@ -146,7 +146,13 @@ public final class Dispatcher: Service, Sendable {
                             if (inFlight == 0 && writes.unsettled == 0) || ContinuousClock.now - started > self.shutdownGrace { break }
                             continue
                         }
-                        if db == nil { db = try await self.connect(outage: &outage) }
+                        if db == nil {
+                            db = try await self.connect(outage: &outage)
+                            // A reconnect waits up to 10 s of backoff and 10 s to connect, and each
+                            // statement up to its timeout: fed after each, the watchdog (30 s) only
+                            // starves when the loop itself is stuck.
+                            self.notifier.watchdog()
+                        }
                         guard let connection = db else { continue }
                         // The job holding the half-open breaker's probe, until its call starts.
                         var probeJob: Int64? = nil
@@ -176,6 +182,7 @@ public final class Dispatcher: Service, Sendable {
                                 connection, worker: self.identity.id, limit: free, lease: self.config.leaseDuration)
                             claimedFullBatch = claimed.count == free
                             self.leases.hold(claimed.map(\.lease))
+                            self.notifier.watchdog()
                             mailbox.countClaimed(claimed.count)
                             for job in claimed {
                                 if let decided = self.decideWithoutCalling(job) {

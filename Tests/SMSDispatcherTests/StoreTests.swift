@@ -271,4 +271,21 @@ struct JobStoreTests {
         }
         await db.close()
     }
+
+    @Test("retention deletes for at most its time budget and says when more is left")
+    func retentionHasATimeBudget() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, state, attempts, finished_at)
+            SELECT 'CHANNEL_LOGIN', '150' || lpad(g::text, 8, '0'), 'sent', 1, now() - interval '40 days'
+            FROM generate_series(1, 250) g
+            """)
+        let db = try await database.connect()
+        let first = try #require(try await JobStore.applyRetention(db, days: 30, batch: 100, budget: .zero))
+        #expect(first == JobStore.RetentionRun(deleted: 100, more: true), "one batch, then the budget is spent")
+        let rest = try #require(try await JobStore.applyRetention(db, days: 30, batch: 100, budget: .seconds(30)))
+        #expect(rest == JobStore.RetentionRun(deleted: 150, more: false))
+        await db.close()
+    }
 }
