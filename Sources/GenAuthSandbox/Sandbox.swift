@@ -55,7 +55,8 @@ public struct SandboxOptions: Sendable {
     /// Management-token mode: get-management-token checks these, send-sms then needs the bearer token.
     public var accessKeyID: String? = nil
     public var accessKeySecret: String? = nil
-    /// Lifetime of issued tokens, seconds, as sent in `expires_in` (any number, e.g. 1e300, to test clients).
+    /// Lifetime of issued tokens, seconds, as sent in `expires_in` (any number, e.g. 1e300 or -5, to test
+    /// clients; the sandbox itself honours at most a day).
     public var tokenTTL: Double = 7200
     public var faults = SandboxFaults()
 
@@ -253,30 +254,32 @@ public final class GenAuthSandbox: Sendable {
         if faults.lateAnswerMs > 0, Double.random(in: 0..<1) < faults.lateAnswerRate {
             try await Task.sleep(for: .milliseconds(faults.lateAnswerMs))
         }
-        if scriptedKind(phone: phone, countryCode: countryCode) == 6 {
-            // Accepted, with values no 32-bit column holds.
+        if let script = scripted(phone: phone, countryCode: countryCode), script.kind == 6,
+           script.failures == 0 || callNumber <= script.failures {
+            // Accepted (recorded above, window set), with values no 32-bit or short column holds.
             return oddBody(statusCode: 200, apiCode: 99_999_999_999, message: "", requestId: String(repeating: "r", count: 300))
         }
         return body(200, apiCode: nil, "", requestId)
     }
 
-    /// The scripted kind K of a number 17K000N…, if it is one.
-    private func scriptedKind(phone: String, countryCode: String) -> Int? {
+    /// Kind K and count N of a scripted number 17K000N####, if it is one.
+    private func scripted(phone: String, countryCode: String) -> (kind: Int, failures: Int)? {
         let digits = Array(phone)
         guard countryCode == "+86", digits.count == 11, digits[0] == "1", digits[1] == "7",
-              String(digits[3...5]) == "000" else { return nil }
-        return digits[2].wholeNumberValue
+              String(digits[3...5]) == "000", let kind = digits[2].wholeNumberValue,
+              let failures = digits[6].wholeNumberValue else { return nil }
+        return (kind, failures)
     }
 
-    /// Numbers 17K000N…: kind K fails the first N calls (N = 0: every call). K: 0 permanent body 400,
-    /// 1 body 500, 2 HTTP 503, 3 HTTP 429 with Retry-After, 4 hang past the client's timeout, 5 body 601,
-    /// 7 a body statusCode of 99999999999 (nothing sent). Kind 6 is a success (the SMS is accepted)
-    /// whose apiCode (99999999999) and 300-character requestId no 32-bit or short column holds.
+    /// Numbers 17K000N####: kind K acts on the first N calls (N = 0: every call; kind 0 always).
+    /// K: 0 permanent body 400, 1 body 500, 2 HTTP 503, 3 HTTP 429 with Retry-After, 4 hang past the
+    /// client's timeout, 5 body 601, 7 a body statusCode of 99999999999 (not accepted, nothing sent).
+    /// Kind 6 is no fault here: the SMS is accepted and recorded like any success (window set), and
+    /// `sendSMS` answers it with an apiCode (99999999999) and a 300-character requestId that no 32-bit
+    /// or short column holds. Every answer is counted in `answers` ("200", "body-…", "http-…").
     private func scriptedFault(phone: String, countryCode: String, call: Int, requestId: String,
                                faults: SandboxFaults) async throws -> Response? {
-        let digits = Array(phone)
-        guard let kind = scriptedKind(phone: phone, countryCode: countryCode), let failures = digits[6].wholeNumberValue
-        else { return nil }
+        guard let (kind, failures) = scripted(phone: phone, countryCode: countryCode) else { return nil }
         if kind != 0 && failures > 0 && call > failures { return nil }
         switch kind {
         case 0: return body(400, apiCode: 2010, "phone number is on the SMS blocklist", requestId)
@@ -311,7 +314,8 @@ public final class GenAuthSandbox: Sendable {
             return self.body(401, apiCode: 1401, "accessKeyId or accessKeySecret is wrong", requestId)
         }
         let token = "sandbox-" + UUID().uuidString.lowercased()
-        let ttl = options.tokenTTL
+        // JSON has no NaN or infinity (JSONSerialization would throw): the largest finite number stands in.
+        let ttl = options.tokenTTL.isNaN ? 0 : min(max(options.tokenTTL, -.greatestFiniteMagnitude), .greatestFiniteMagnitude)
         state.withLock {
             // Kept for at most a day here, whatever expires_in says.
             $0.tokens[token] = Date().timeIntervalSince1970 + min(max(ttl, 0), 86_400)
@@ -319,7 +323,7 @@ public final class GenAuthSandbox: Sendable {
         }
         let object: [String: Any] = [
             "statusCode": 200, "message": "", "requestId": requestId,
-            "data": ["access_token": token, "expires_in": ttl],
+            "data": ["access_token": token, "expires_in": ttl] as [String: Any],
         ]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return Response(status: .ok, headers: [.contentType: "application/json"],

@@ -55,11 +55,15 @@ public final class PostgresConnection: @unchecked Sendable {
         }
         // Later keywords override earlier ones, and `dbname` is expanded as a full conninfo/URI
         // (expand_dbname = 1), so the caller's string wins over these defaults. Keepalives and
-        // tcp_user_timeout: a peer that vanished silently (no FIN, no RST) must fail a libpq call within
-        // seconds; the kernel alone would wait for hours.
+        // tcp_user_timeout: a peer that vanished silently (no FIN, no RST) must fail a blocked libpq call
+        // within about 30 s; the kernel alone would wait ~2 h for an idle socket (first keepalive probe)
+        // and ~15 min for unacknowledged data.
+        // gssencmode=disable unless the caller asks for GSS: libpq's default ("prefer") calls into
+        // Kerberos on every connect, and Kerberos's library aborted a process that was connecting
+        // while it exited (k5_mutex_lock assertion); sites using GSS say so in their URL.
         let keywords = ["connect_timeout", "fallback_application_name", "keepalives", "keepalives_idle",
-                        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"]
-        let values = ["10", applicationName, "1", "10", "5", "3", "30000", conninfo]
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "gssencmode", "dbname"]
+        let values = ["10", applicationName, "1", "10", "5", "3", "30000", "disable", conninfo]
         let conn: OpaquePointer? = withCStrings(keywords) { keywordPointers in
             withCStrings(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
@@ -148,6 +152,27 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             received = try Self.drainNotifications(conn)
             return received
+        }
+    }
+
+    /// The value libpq uses for one of this connection's options (`PQconninfo`), e.g. `tcp_user_timeout`
+    /// or `keepalives`; nil when unset. Never a password. (`SHOW tcp_user_timeout` would show the
+    /// server's own socket setting, not this client's.)
+    public func connectionOption(_ keyword: String) async throws -> String? {
+        guard keyword != "password", keyword != "sslpassword" else { return nil }
+        return try await run { conn -> String? in
+            guard let options = PQconninfo(conn) else { return nil }
+            defer { PQconninfoFree(options) }
+            var option = options
+            while let name = option.pointee.keyword {
+                if String(cString: name) == keyword {
+                    // dispchar "*": libpq's own mark for a password field.
+                    if let display = option.pointee.dispchar, String(cString: display) == "*" { return nil }
+                    return option.pointee.val.map { String(cString: $0) }
+                }
+                option += 1
+            }
+            return nil
         }
     }
 

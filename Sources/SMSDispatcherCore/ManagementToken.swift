@@ -28,14 +28,33 @@ final class ManagementTokenProvider: Sendable {
         self.timeout = timeout
     }
 
+    private struct Head: Decodable {
+        let statusCode: Int
+    }
+
     private struct Answer: Decodable {
         struct TokenData: Decodable {
             let access_token: String
             let expires_in: Double
+
+            enum CodingKeys: String, CodingKey { case access_token, expires_in }
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                access_token = try container.decode(String.self, forKey: .access_token)
+                do {
+                    expires_in = try container.decode(Double.self, forKey: .expires_in)
+                } catch let error as DecodingError {
+                    guard case .dataCorrupted = error else { throw error }  // missing, null, not a number
+                    expires_in = 0
+                } catch {
+                    // A JSON number beyond a Double (1e400; Foundation on Linux throws its own error type
+                    // here): no lifetime we can trust, so the token is used once.
+                    expires_in = 0
+                }
+            }
         }
-        let statusCode: Int
-        let message: String?
-        let data: TokenData?
+        let data: TokenData
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -73,23 +92,32 @@ final class ManagementTokenProvider: Sendable {
         }
     }
 
+    /// The token and `expires_in` of a get-management-token answer. Any JSON number is a lifetime
+    /// (`validity` clamps it); a failure, or a token without a numeric `expires_in`, throws.
+    static func read(_ body: Data, status: String) throws -> (token: String, expiresIn: Double) {
+        guard let head = try? JSONDecoder().decode(Head.self, from: body), head.statusCode == 200 else {
+            throw Failure(description: "get-management-token answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
+        }
+        // The body is left out from here on: it may hold a live token.
+        guard let answer = try? JSONDecoder().decode(Answer.self, from: body) else {
+            throw Failure(description: "get-management-token answered statusCode 200 without data.access_token (a string) and data.expires_in (a number)")
+        }
+        return (answer.data.access_token, answer.data.expires_in)
+    }
+
     private func fetch() async throws -> String {
         defer { cached.withLock { $0.fetch = nil } }
         let response = try await pool.execute(head: head, body: body, timeout: timeout).get()
-        guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(response.body.readableBytesView)),
-              answer.statusCode == 200, let data = answer.data
-        else {
-            throw Failure(description: "get-management-token answered HTTP \(response.status): \(String(buffer: response.body).prefix(200))")
-        }
+        let (token, expiresIn) = try Self.read(Data(response.body.readableBytesView), status: "\(response.status)")
         // It goes into a header as it is; one that could split the request is GenAuth's fault, not sent.
-        guard GenAuthConnectionPool.isSafeHeader(name: "authorization", value: "Bearer \(data.access_token)") else {
+        guard GenAuthConnectionPool.isSafeHeader(name: "authorization", value: "Bearer \(token)") else {
             throw Failure(description: "get-management-token answered a token with characters a header cannot carry")
         }
-        let validity = Self.validity(expiresIn: data.expires_in)
+        let validity = Self.validity(expiresIn: expiresIn)
         cached.withLock { state in
-            state.token = data.access_token
+            state.token = token
             state.validUntil = .now + validity
         }
-        return data.access_token
+        return token
     }
 }

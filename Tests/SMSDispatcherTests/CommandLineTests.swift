@@ -217,7 +217,11 @@ struct SandboxTests {
                                                 body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"1380000\#(1000 + index)"}"#)
             statuses.append(result.status)
         }
-        // 12 quick calls span at most two wall-clock seconds: at least two are over a 5/s limit.
-        #expect(statuses.filter { $0 == 429 }.count >= 2, "\(statuses)")
+        // However the 12 calls fall on wall-clock seconds (a loaded machine may spread them over
+        // three), every call past the 5th within one second is a real HTTP 429.
+        let report = try await sandbox.report()
+        let over = report.perSecond.values.reduce(0) { $0 + max(0, $1 - 5) }
+        #expect(statuses.filter { $0 == 429 }.count == over, "\(statuses) \(report.perSecond)")
+        #expect(over >= 2 || report.perSecond.count >= 3, "12 calls in at most two seconds must exceed 5/s: \(report.perSecond)")
     }
 }

@@ -57,7 +57,50 @@ struct PostgresClientTests {
             #expect(error.disposition == .transient)
         }
         #expect(try await db.query("SHOW lock_timeout").first?.string("lock_timeout") == "150ms")
+        #expect(try await db.query("SHOW statement_timeout").first?.string("statement_timeout") == "200ms")
+        #expect(try await db.query("SHOW idle_in_transaction_session_timeout").first?
+            .string("idle_in_transaction_session_timeout") == "0")
+        // Client-side socket options: `SHOW tcp_user_timeout` is the server's own socket, so ask libpq.
+        #expect(try await db.connectionOption("tcp_user_timeout") == "30000")
+        #expect(try await db.connectionOption("keepalives") == "1")
+        #expect(try await db.connectionOption("keepalives_idle") == "10")
+        #expect(try await db.connectionOption("password") == nil)
         await db.close()
+
+        // The caller's conninfo wins over these defaults; an idle-in-transaction limit is set too.
+        let own = try await PostgresConnection.connect(
+            database.url + (database.url.contains("?") ? "&" : "?") + "tcp_user_timeout=5000",
+            session: SessionSettings(idleInTransactionTimeout: .seconds(5)))
+        #expect(try await own.connectionOption("tcp_user_timeout") == "5000")
+        #expect(try await own.query("SHOW idle_in_transaction_session_timeout").first?
+            .string("idle_in_transaction_session_timeout") == "5s")
+        await own.close()
+    }
+
+    @Test("the password is found where libpq finds it, and only it is blanked for logs")
+    func redaction() {
+        let cases: [(String, String)] = [
+            ("postgresql://u:s3cret@h/db", "postgresql://u:***@h/db"),
+            ("postgres://u:s3c?ret@h:5432/db?sslmode=require", "postgres://u:***@h:5432/db?sslmode=require"),
+            ("postgresql://postgres:postgres@h/postgres", "postgresql://postgres:***@h/postgres"),
+            ("postgresql://u@h/db?sslmode=require&password=s3cret", "postgresql://u@h/db?sslmode=require&password=***"),
+            ("postgresql://u:s3c@ret@h/db", "postgresql://u:***@***h/db"),
+            ("host=h password='it\\'s s3cret' port=5432", "host=h password='***' port=5432"),
+            ("host=h password = s3cret dbname=d", "host=h password = *** dbname=d"),
+            ("host=h sslpassword=s3cret", "host=h sslpassword=***"),
+            ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+            ("host=h user=password dbname=d", "host=h user=password dbname=d"),
+        ]
+        for (conninfo, expected) in cases { #expect(ConnInfo.redacted(conninfo) == expected, "\(conninfo)") }
+        // libpq quotes what it took for the host, which holds the password's tail after a raw '@'.
+        let host = ConnInfo.redact("could not translate host name \"ret@h\" to address",
+                                   conninfo: "postgresql://u:s3c@ret@h/db")
+        #expect(!host.contains("ret@") && host.contains("\"***h\""), "\(host)")
+        // Raw, percent-decoded and unescaped forms are all blanked; quoted fragments on request.
+        #expect(ConnInfo.redact("p%40ss or p@ss", conninfo: "postgresql://u:p%40ss@h/db") == "*** or ***")
+        #expect(ConnInfo.redact("it's s3cret", conninfo: "host=h password='it\\'s s3cret'") == "***")
+        #expect(ConnInfo.redact("invalid token: \"abc\" here", conninfo: "host=h", quoted: true)
+            == "invalid token: \"…\" here")
     }
 
     @Test func sqlErrorsCarrySQLStateAndTheConnectionSurvives() async throws {
