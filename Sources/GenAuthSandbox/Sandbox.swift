@@ -279,7 +279,8 @@ public final class GenAuthSandbox: Sendable {
     /// or short column holds. Every answer is counted in `answers` ("200", "body-…", "http-…").
     private func scriptedFault(phone: String, countryCode: String, call: Int, requestId: String,
                                faults: SandboxFaults) async throws -> Response? {
-        guard let (kind, failures) = scripted(phone: phone, countryCode: countryCode) else { return nil }
+        guard let script = scripted(phone: phone, countryCode: countryCode) else { return nil }
+        let (kind, failures) = (script.kind, script.failures)
         if kind != 0 && failures > 0 && call > failures { return nil }
         switch kind {
         case 0: return body(400, apiCode: 2010, "phone number is on the SMS blocklist", requestId)
@@ -315,7 +316,7 @@ public final class GenAuthSandbox: Sendable {
         }
         let token = "sandbox-" + UUID().uuidString.lowercased()
         // JSON has no NaN or infinity (JSONSerialization would throw): the largest finite number stands in.
-        let ttl = options.tokenTTL.isNaN ? 0 : min(max(options.tokenTTL, -.greatestFiniteMagnitude), .greatestFiniteMagnitude)
+        let ttl = options.tokenTTL.isNaN ? 0 : min(max(options.tokenTTL, -Double.greatestFiniteMagnitude), Double.greatestFiniteMagnitude)
         state.withLock {
             // Kept for at most a day here, whatever expires_in says.
             $0.tokens[token] = Date().timeIntervalSince1970 + min(max(ttl, 0), 86_400)

@@ -13,9 +13,13 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
             Prints "genauth-sandbox listening on http://HOST:PORT" once ready.
             Endpoints: POST /api/v3/send-sms, POST /api/v3/get-management-token;
             GET /__sandbox/sends (what was accepted), POST /__sandbox/faults (change fault switches),
-            POST /__sandbox/reset. Numbers 17K000N#### fail scripted: see the README.
-            --late-answer-ms: accepted sends are answered late ("GenAuth accepted, but answered after
-            the timeout"); kind 6 numbers (176000N####) are accepted with an apiCode too big for 32 bits.
+            POST /__sandbox/reset. Numbers 17K000N#### act scripted on their first N calls (N = 0:
+            every call): K = 0 body 400 (always), 1 body 500, 2 HTTP 503, 3 HTTP 429, 4 hang, 5 body 601,
+            6 accepted (recorded, window set) with an apiCode of 99999999999 and a 300-character
+            requestId, 7 a body statusCode of 99999999999 (not accepted). See the README.
+            --late-answer-ms N: the share --late-answer-rate of accepted sends is recorded first and
+            answered N ms later ("GenAuth accepted, but answered after the client's timeout").
+            --token-ttl is sent as expires_in as given (1e300, -5, 0.5 ...) to test clients.
             """)
 
     @Option(help: "Address to bind; keep it on loopback.") var host = "127.0.0.1"
@@ -26,7 +30,7 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
     @Flag(help: "Accept international numbers (country codes other than +86).") var international = false
     @Option(name: .customLong("access-key-id"), help: "Management-token mode: the access key id to accept.") var accessKeyID: String?
     @Option(name: .customLong("access-key-secret"), help: "Management-token mode: the access key secret to accept.") var accessKeySecret: String?
-    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives (its expires_in; any number).") var tokenTTL: Double = 7200
+    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives (its expires_in; any finite number).") var tokenTTL: Double = 7200
     @Option(name: .customLong("latency-ms"), help: "Milliseconds added to every send-sms answer.") var latencyMs = 0
     @Option(name: .customLong("fail-503"), help: "Share of calls answered HTTP 503 (0...1).") var fail503: Double = 0
     @Option(name: .customLong("fail-429"), help: "Share of calls answered HTTP 429 with Retry-After (0...1).") var fail429: Double = 0
@@ -37,10 +41,14 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level")) var logLevel = "warning"
 
     func validate() throws {
-        for (name, rate) in [("--fail-503", fail503), ("--fail-429", fail429), ("--fail-timeout", failTimeout)]
+        for (name, rate) in [("--fail-503", fail503), ("--fail-429", fail429), ("--fail-timeout", failTimeout),
+                             ("--late-answer-rate", lateAnswerRate)]
         where !(0...1).contains(rate) {
             throw ValidationError("\(name) must be between 0 and 1")
         }
+        guard lateAnswerMs >= 0 else { throw ValidationError("--late-answer-ms must be 0 or more") }
+        // JSON has no infinity or NaN; any finite number (1e300 included) is sent as it is.
+        guard tokenTTL.isFinite else { throw ValidationError("--token-ttl must be a finite number") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
     }
 
