@@ -169,6 +169,11 @@ BEGIN
                                                      + make_interval(secs => cardinality(v_granted) / p_rate)
             RETURNING extract(epoch FROM next_slot - clock_timestamp())::float8 - cardinality(v_granted) / p_rate
             INTO v_first;
+            -- A call may wait for its slot: the phone's window must hold from the slot on, not from now.
+            UPDATE sms.throttle t
+            SET window_until = now() + make_interval(secs => p_window
+                               + greatest(0, v_first + (array_position(v_granted, t.job_id) - 1) / p_rate))
+            WHERE t.job_id = ANY (v_granted);
         END IF;
     END IF;
 

@@ -282,6 +282,9 @@ public enum JobStore {
                 locked_by = NULL,
                 locked_until = NULL,
                 sending_at = NULL,
+                -- Written by its holder: this claim is over, so a retried write (its reply lost) cannot
+                -- apply twice through the rescued-row path below. Only a rescue keeps the token.
+                lease_token = NULL,
                 uncertain = CASE WHEN r.called = 1 THEN r.uncertain = 1 ELSE j.uncertain END,
                 updated_at = now()
             FROM r
