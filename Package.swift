@@ -8,7 +8,6 @@ let package = Package(
         .executable(name: "sms-dispatcher", targets: ["sms-dispatcher"]),
         .executable(name: "genauth-sandbox", targets: ["genauth-sandbox"]),
         .executable(name: "sms-bench", targets: ["sms-bench"]),
-        .library(name: "SMSDispatcherCore", targets: ["SMSDispatcherCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -39,22 +38,68 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        // The engine: configuration, validation, classification, the job store, the GenAuth client,
-        // the dispatcher services and the status report.
+        // The model: channels and their rules, job states, phones, claimed jobs, outcomes, the delivery
+        // policy. No dependencies: every other module speaks in these types.
+        .target(name: "SMSModel"),
+        // The GenAuth client: its configuration, the request, the answer reader, the one classification
+        // of an answer, and the HTTP/1 connection pool (bookkeeping as a pure state machine).
         .target(
-            name: "SMSDispatcherCore",
+            name: "GenAuth",
             dependencies: [
-                "PostgresClient",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "SMSModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+            ]
+        ),
+        // The job store: one type per SQL statement (its SQL and its bindings), migrations, advisory
+        // locks, the status report.
+        .target(
+            name: "SMSJobStore",
+            dependencies: [
+                "SMSModel",
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The engine: small services the `Dispatcher` wires together (claim loop, triage, admission,
+        // call sender, outcome writer, wake source, heartbeat, lease rescuer, retention).
+        .target(
+            name: "SMSEngine",
+            dependencies: [
+                "SMSModel",
+                "GenAuth",
+                "SMSJobStore",
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // Configuration: every key declared once (name, help, range, where it goes), read through
+        // swift-configuration from the YAML file, the environment and systemd credentials.
+        .target(
+            name: "SMSConfiguration",
+            dependencies: [
+                "SMSModel",
+                "GenAuth",
+                "SMSEngine",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // `GET /metrics` for Prometheus: the only module that depends on Hummingbird.
+        .target(
+            name: "SMSMetricsEndpoint",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The fake GenAuth, as a library so the executable stays a few lines.
@@ -66,11 +111,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The command line: one file per subcommand.
         .executableTarget(
             name: "sms-dispatcher",
             dependencies: [
-                "SMSDispatcherCore",
+                "SMSModel",
+                "GenAuth",
+                "SMSJobStore",
+                "SMSEngine",
+                "SMSConfiguration",
+                "SMSMetricsEndpoint",
+                "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
@@ -81,20 +135,40 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // `make bench`: drives the release daemon and sandbox against a throwaway PostgreSQL and prints figures.
+        // `make bench`: drives the release daemon and sandbox against a throwaway PostgreSQL and prints
+        // figures; one file per scenario.
         .executableTarget(
             name: "sms-bench",
             dependencies: [
                 "PostgresClient",
-                "SMSDispatcherCore",
+                "SMSModel",
+                "GenAuth",
+                "SMSJobStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        // No PostgreSQL, no processes, no sockets: pure types, one file per type.
         .testTarget(
-            name: "SMSDispatcherTests",
+            name: "UnitTests",
             dependencies: [
-                "SMSDispatcherCore",
+                "SMSModel",
+                "GenAuth",
+                "SMSEngine",
+                "SMSConfiguration",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // PostgreSQL, the sandbox over HTTP, real processes and signals.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "SMSModel",
+                "GenAuth",
+                "SMSJobStore",
+                "SMSEngine",
+                "SMSConfiguration",
                 "PostgresClient",
                 "GenAuthSandbox",
                 "sms-dispatcher",

@@ -1,0 +1,75 @@
+/// One call's result, classified once (`CallResult.answerClass`). What the daemon does with the job
+/// (`verdict`), whether the circuit breaker counts it as GenAuth failing (`isServerFault`) and the
+/// `smsd_api_calls_total` label (`metricLabel`) are all read off this value.
+public enum AnswerClass: Sendable, Hashable, CaseIterable {
+    /// Body statusCode 200 on a 2xx: the SMS went out.
+    case accepted
+    /// Body 4xx other than 429: the caller's fault (bad number, channel, app); sending again cannot help.
+    case callerFault
+    /// HTTP 4xx without GenAuth's body (other than 408 and 429): the request itself is wrong.
+    case requestRefused
+    /// HTTP 429 (the QPS limit) or body 429 ("sent too frequently"): GenAuth working, asking to wait.
+    case rateLimited(byHTTP: Bool)
+    /// HTTP 5xx.
+    case serverError
+    /// Body 5xx (or a code above 699): GenAuth failing.
+    case genauthFault
+    /// Body 60x: the third-party SMS provider behind GenAuth failing.
+    case providerFault
+    /// An answer that says nothing certain (2xx/3xx/408 without GenAuth's body, body 200 on a non-2xx,
+    /// an unknown body code below 400): not accepted, and nothing says trying again is useless.
+    case unrecognised
+    /// The request was written and no answer came: GenAuth may have accepted it.
+    case unanswered
+    /// The request never left this host: GenAuth cannot have acted on it.
+    case notSent
+
+    public static let allCases: [AnswerClass] = [
+        .accepted, .callerFault, .requestRefused, .rateLimited(byHTTP: true), .rateLimited(byHTTP: false),
+        .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered, .notSent,
+    ]
+
+    /// What becomes of the job, apart from its attempts and the delivery policy.
+    public enum Verdict: Sendable, Equatable {
+        /// The SMS went out.
+        case sent
+        /// Sending again cannot help.
+        case permanentFailure
+        /// Try again later if attempts remain.
+        case transientFailure
+    }
+
+    public var verdict: Verdict {
+        switch self {
+        case .accepted: return .sent
+        case .callerFault, .requestRefused: return .permanentFailure
+        case .rateLimited, .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered, .notSent:
+            return .transientFailure
+        }
+    }
+
+    /// GenAuth itself failing, what the circuit breaker counts: no answer, or a 5xx/60x one. Rate
+    /// limits and the caller's faults are GenAuth working.
+    public var isServerFault: Bool {
+        switch self {
+        case .serverError, .genauthFault, .providerFault, .unanswered, .notSent: return true
+        case .accepted, .callerFault, .requestRefused, .rateLimited, .unrecognised: return false
+        }
+    }
+
+    /// The `result` label of `smsd_api_calls_total` (the Grafana dashboard's names).
+    public var metricLabel: String {
+        switch self {
+        case .accepted: return "ok"
+        case .callerFault: return "body_4xx"
+        case .requestRefused, .unrecognised: return "http_other"
+        case .rateLimited(byHTTP: true): return "http_429"
+        case .rateLimited(byHTTP: false): return "body_429"
+        case .serverError: return "http_5xx"
+        case .genauthFault: return "body_5xx"
+        case .providerFault: return "body_60x"
+        case .unanswered: return "unanswered"
+        case .notSent: return "not_sent"
+        }
+    }
+}

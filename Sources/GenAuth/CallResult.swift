@@ -1,0 +1,42 @@
+/// What one API call produced, before classification.
+public enum CallResult: Sendable, Equatable {
+    /// An HTTP answer. `body` is nil when it was not GenAuth's JSON shape; `retryAfter` is the
+    /// parsed `Retry-After` header.
+    case answered(httpStatus: Int, body: GenAuthResponseBody?, retryAfter: Duration?)
+    /// The request never left this host (connection refused, TLS failure, no connection within the
+    /// timeout, no management token): GenAuth cannot have acted on it, whatever the delivery policy.
+    case notSent(String)
+    /// The request was written but no answer was read (timed out, connection lost, an unreadable
+    /// answer): GenAuth may have accepted it, as with a crash during the call.
+    case unanswered(String)
+}
+
+extension CallResult {
+    /// What this result is, decided once: the verdict, the breaker's fault and the metric label all
+    /// derive from it, so they cannot disagree.
+    public var answerClass: AnswerClass {
+        switch self {
+        case .notSent: return .notSent
+        case .unanswered: return .unanswered
+        case .answered(let http, let body, _):
+            // GenAuth answers HTTP 200 for most errors: the body decides whenever there is one, except
+            // that a rate limit or a server error at the HTTP level is what it says whatever the body.
+            if http == 429 { return .rateLimited(byHTTP: true) }
+            if body?.statusCode == 429 { return .rateLimited(byHTTP: false) }
+            if http >= 500 { return .serverError }
+            guard let code = body?.statusCode else {
+                // No GenAuth body. 408 is a timeout by another name; any other 4xx means the request
+                // itself is wrong (path, method, headers), which a retry will not change. A 2xx/3xx
+                // without GenAuth's JSON: nobody can say whether it went out.
+                return (400..<500).contains(http) && http != 408 ? .requestRefused : .unrecognised
+            }
+            switch code {
+            case 200: return (200..<300).contains(http) ? .accepted : .unrecognised
+            case 400..<500: return .callerFault
+            case 600..<700: return .providerFault
+            case 500...: return .genauthFault
+            default: return .unrecognised
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import GenAuth
+import Logging
+import SMSEngine
+import SMSModel
+
+extension DaemonConfiguration {
+    /// Every key, declared once: name, where its value goes, its range, and its help text.
+    static var keys: [ConfigSetting] { baseKeys + channelKeys }
+
+    private static var baseKeys: [ConfigSetting] {
+        [
+            .string("database.url", \.dispatcher.databaseURL, secret: true, "libpq connection string or URI (may hold a password)"),
+            .string("genauth.host", \.dispatcher.genauth.host, "GenAuth app host base URL, e.g. https://example.genauth.ai"),
+            .string("genauth.app_id", \.dispatcher.genauth.appID, "GenAuth app id, sent in the app-id header"),
+            .optionalString("genauth.app_secret", \.appSecret, secret: true, "GenAuth app secret"),
+            .choice("genauth.header_family", \.dispatcher.genauth.headerFamily,
+                    "genauth (x-genauth-app-id) or authing (x-authing-app-id)"),
+            .seconds("genauth.timeout", \.dispatcher.genauth.timeout, in: 0.1...120, "seconds one API call may take"),
+            ConfigSetting("throttle.window", "seconds between two SMS to one phone on one channel", read: { values, config in
+                try values.int("throttle.window", in: 1...86_400).map { config.dispatcher.admission.throttleWindow = .seconds($0) }
+            }, show: { String(Int($0.dispatcher.admission.throttleWindow.seconds)) }),
+            .int("concurrency", \.dispatcher.claims.concurrency, in: 1...4096, "API calls in flight per daemon"),
+            .seconds("poll_interval", \.dispatcher.claims.pollInterval, in: 0.05...3600,
+                     "seconds between polls when no notification arrives"),
+            .seconds("retry.base_delay", \.dispatcher.triage.backoff.base, in: 0.01...3600,
+                     "seconds before the first retry; doubles each attempt"),
+            .seconds("retry.max_delay", \.dispatcher.triage.backoff.maximum, in: 0.01...86_400,
+                     "longest wait between two attempts, seconds"),
+            .seconds("heartbeat.interval", \.dispatcher.heartbeat.interval, in: 0.1...3600,
+                     "seconds between heartbeats (worker row, lease extension)"),
+            .seconds("lease.duration", \.dispatcher.claims.lease, in: 1...86_400,
+                     "seconds a claimed job stays leased without a heartbeat"),
+            .seconds("lease.rescue_interval", \.dispatcher.rescuer.interval, in: 0.1...3600,
+                     "seconds between checks for expired leases"),
+            .seconds("shutdown.grace", \.dispatcher.claims.shutdownGrace, in: 0...3600,
+                     "seconds a shutdown waits for API calls in flight"),
+            .choice("log.level", \.logLevel, "trace, debug, info, notice, warning, error or critical"),
+            .optionalString("worker.id", \.dispatcher.workerID, unset: "(host-pid-random)",
+                            "this daemon's name in locked_by and sms.workers"),
+            .bool("countries.international", \.dispatcher.triage.rules.international,
+                  "send to numbers outside mainland China (+86)"),
+            ConfigSetting("countries.allow", "with international: the country codes allowed, e.g. [\"+852\", \"+1\"]; empty: all",
+                      read: { values, config in
+                if let codes = try values.stringArray("countries.allow") {
+                    for code in codes where !(code.hasPrefix("+") && (2...5).contains(code.count)
+                                              && code.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber })) {
+                        throw ConfigError(key: "countries.allow", "\"\(code)\" is not a country code like +852")
+                    }
+                    config.dispatcher.triage.rules.allowedCountryCodes = codes
+                }
+            }, show: { "[" + $0.dispatcher.triage.rules.allowedCountryCodes.joined(separator: ", ") + "]" }),
+            .int("caps.per_phone_hour", \.dispatcher.admission.capPerPhoneHour, in: 0...1000,
+                 "SMS per phone across all channels per rolling hour (0: no cap)"),
+            .int("caps.per_phone_day", \.dispatcher.admission.capPerPhoneDay, in: 0...10_000,
+                 "SMS per phone across all channels per rolling day (0: no cap)"),
+            .number("rate_limit.requests_per_second", \.dispatcher.admission.rateLimit, in: 0...100_000,
+                    "API requests per second for the whole cluster (0: no limit)"),
+            .choice("delivery.policy", \.dispatcher.triage.policy,
+                    "at-least-once or at-most-once: what a crash during an API call means"),
+            .int("breaker.failure_threshold", \.dispatcher.breaker.threshold, in: 0...10_000,
+                 "consecutive transient API failures that open the circuit breaker (0: off)"),
+            .seconds("breaker.cool_down", \.dispatcher.breaker.coolDown, in: 0.1...3600,
+                     "seconds the breaker stays open before one probe call"),
+            .optionalString("genauth.access_key_id", \.accessKeyID, unset: "(unset: app-id mode)",
+                            "management-token mode: access key id"),
+            .optionalString("genauth.access_key_secret", \.accessKeySecret, secret: true,
+                            "management-token mode: access key secret"),
+            ConfigSetting("retention.max_age_days", "finished jobs and their attempts older than this are deleted (0: keep)",
+                      read: { values, config in
+                try values.int("retention.max_age_days", in: 0...3650).map {
+                    config.dispatcher.retention.maxAge = .seconds($0 * 86_400)
+                }
+            }, show: { String(Int($0.dispatcher.retention.maxAge.seconds / 86_400)) }),
+            .int("retention.batch_size", \.dispatcher.retention.batchSize, in: 1...100_000, "rows deleted per statement"),
+            .seconds("retention.interval", \.dispatcher.retention.interval, in: 1...86_400,
+                     "seconds between retention runs (one daemon of the cluster at a time)"),
+            ConfigSetting("metrics.listen", "host:port of the Prometheus endpoint, e.g. 127.0.0.1:9464 (unset: off)",
+                      read: { values, config in
+                if let listen = try values.string("metrics.listen"), !listen.isEmpty {
+                    guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+                          (1...65535).contains(port), colon != listen.startIndex
+                    else {
+                        throw ConfigError(key: "metrics.listen", "must be host:port, e.g. 127.0.0.1:9464, not \"\(listen)\"")
+                    }
+                    config.metricsListen = listen
+                }
+            }, show: { $0.metricsListen ?? "(off)" }),
+        ]
+    }
+
+    /// `channels.defaults.*` applies to every channel; `channels.CHANNEL_X.*` overrides it for one. A
+    /// channel's key falls back to the defaults' key, so each is read (and range-checked) where it is set.
+    private static var channelKeys: [ConfigSetting] {
+        (["defaults"] + Channel.allCases.map(\.rawValue)).flatMap { scope -> [ConfigSetting] in
+            let channel = Channel(rawValue: scope)
+            func key<T>(_ field: String, _ help: String, _ path: WritableKeyPath<ChannelRule, T>,
+                        read: @escaping (RawValues, String) throws -> T?, show: @escaping (T) -> String) -> ConfigSetting {
+                let name = "channels.\(scope).\(field)"
+                let fallback = "channels.defaults.\(field)"
+                return ConfigSetting(name, help, read: { values, config in
+                    // The defaults' own key is read (and checked) once, by every channel falling back to it.
+                    guard let channel else { _ = try read(values, name); return }
+                    if let value = try read(values, name) ?? read(values, fallback) {
+                        config.dispatcher.triage.rules[channel][keyPath: path] = value
+                    }
+                }, show: { config in channel.map { show(config.dispatcher.triage.rules[$0][keyPath: path]) } ?? "(per channel)" })
+            }
+            return [
+                key("enabled", "false: the channel's jobs are rejected", \.enabled,
+                    read: { try $0.bool($1) }, show: { String($0) }),
+                key("priority", "priority for jobs inserted with priority 0", \.priority,
+                    read: { try $0.int($1, in: Int(Int16.min)...Int(Int16.max)) }, show: { String($0) }),
+                key("ttl", "seconds after created_at a job expires instead of being sent (0: never)", \.ttl,
+                    read: { try $0.seconds($1, in: 0...604_800) }, show: { String($0.seconds) }),
+                key("max_attempts", "cap on a job's max_attempts", \.maxAttempts,
+                    read: { try $0.int($1, in: 1...100).map { Optional($0) } }, show: { $0.map(String.init) ?? "(the job's)" }),
+                key("coalesce", "send only the newest of several jobs for one phone and channel", \.coalesce,
+                    read: { try $0.bool($1) }, show: { String($0) }),
+            ]
+        }
+    }
+}

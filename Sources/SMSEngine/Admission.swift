@@ -1,0 +1,111 @@
+import PostgresClient
+import SMSJobStore
+import SMSModel
+
+/// Between triage and the call: which of the sendable jobs may be sent now. One job per phone and
+/// channel per round; the circuit breaker (while GenAuth is down jobs wait, unreserved and with no
+/// attempt used); then the cluster-wide throttle in the database (`sms.reserve_sends`: the phone's
+/// window, the per-phone caps, a slot in the cluster's rate schedule, and whether the job is still
+/// ours). `plan` and `apply` are pure; `reserve` is the one statement.
+public struct Admission: Sendable {
+    /// `throttle.window`, `caps.*`, `rate_limit.*`.
+    public struct Configuration: Sendable, Equatable {
+        /// One SMS per phone per channel in this window (GenAuth allows one a minute).
+        public var throttleWindow = Duration.seconds(60)
+        /// SMS per phone (all channels) per rolling hour / day; 0 disables the cap.
+        public var capPerPhoneHour = 5
+        public var capPerPhoneDay = 10
+        /// API requests per second for the whole cluster (GenAuth's free tier allows 300); 0 disables.
+        public var rateLimit = 300.0
+
+        public init() {}
+    }
+
+    /// The cluster's rate schedule spaces calls at 90% of `rate_limit`: a call leaves up to a tenth of a
+    /// second after its slot when this host's event loop is busy, and calls of two daemons delayed
+    /// that way must still fit in GenAuth's second.
+    static let rateHeadroom = 0.9
+
+    let configuration: Configuration
+    let breaker: CircuitBreaker
+    let triage: Triage
+
+    /// This round's batch, and what the breaker decided.
+    struct Plan: Sendable, Equatable {
+        /// To reserve now: one per phone and channel.
+        var batch: [ValidJob] = []
+        /// Another job for a phone and channel already in the batch: waits a round, and is then
+        /// deferred properly by the throttle.
+        var nextRound: [ValidJob] = []
+        /// Deferred by the breaker, no attempt used.
+        var settled: [JobOutcome] = []
+        /// The job carrying the half-open breaker's probe, if any: the probe must be handed back if
+        /// this job makes no call.
+        var probe: Int64? = nil
+    }
+
+    func plan(_ candidates: [ValidJob]) -> Plan {
+        var plan = Plan()
+        var seen = Set<String>()
+        for job in candidates {
+            if seen.insert(job.phoneKey + "|" + job.channel.rawValue).inserted {
+                plan.batch.append(job)
+            } else {
+                plan.nextRound.append(job)
+            }
+        }
+        let deferred: ArraySlice<ValidJob>
+        switch breaker.admit(plan.batch.count) {
+        case .all:
+            deferred = []
+        case .probe(let count, let retryIn):
+            plan.probe = plan.batch.first?.id
+            deferred = plan.batch.dropFirst(count)
+            plan.batch = Array(plan.batch.prefix(count))
+            plan.settled = deferred.map { breakerDeferral($0, retryIn: retryIn) }
+        case .none(let retryIn):
+            plan.settled = plan.batch.map { breakerDeferral($0, retryIn: retryIn) }
+            plan.batch = []
+        }
+        return plan
+    }
+
+    private func breakerDeferral(_ job: ValidJob, retryIn: Duration) -> JobOutcome {
+        triage.deferral(job, until: job.claimed.now + retryIn.seconds, reason:
+            "GenAuth is failing: circuit breaker open after \(breaker.configuration.threshold) consecutive transient failures (breaker.*)")
+    }
+
+    /// Asks the database for the batch's verdicts.
+    func reserve(_ batch: [ValidJob], on db: PostgresConnection) async throws -> [Int64: Reservation] {
+        guard !batch.isEmpty else { return [:] }
+        return try await db.run(ReserveSends(
+            jobs: batch, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
+            dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom))
+    }
+
+    /// The batch, sorted by its verdicts.
+    struct Verdicts: Sendable {
+        /// Send, each at its slot.
+        var granted: [(job: ValidJob, slot: Duration)] = []
+        /// Deferred by the phone's window, or rejected by a cap.
+        var settled: [JobOutcome] = []
+        /// No longer ours (rescued from under us): no call, and no outcome of ours to write.
+        var lost: [ValidJob] = []
+        /// No verdict came back: ask again next round.
+        var unanswered: [ValidJob] = []
+    }
+
+    func apply(_ verdicts: [Int64: Reservation], to batch: [ValidJob]) -> Verdicts {
+        var result = Verdicts()
+        for job in batch {
+            switch verdicts[job.id] {
+            case .granted(let slot): result.granted.append((job, slot))
+            case .lost: result.lost.append(job)
+            case .deferred(let until): result.settled.append(triage.deferral(job, until: until))
+            case .capped(let reason): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: reason))
+            case nil: result.unanswered.append(job)
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,153 @@
+import SMSModel
+import Synchronization
+
+/// Stops calling GenAuth while it is down, so jobs wait instead of burning their attempts.
+///
+/// Closed: calls go out; `threshold` consecutive transient failures (no answer, 5xx and 60x answers)
+/// open it. Open: no calls for the cool-down; the dispatcher defers jobs until then. Half-open: one
+/// probe call goes out; success closes the breaker, failure opens it again for twice the previous
+/// cool-down (capped at `maximumCoolDown`).
+///
+/// The probe is a loan: the job it was given to may make no call (its phone's window was held, a cap,
+/// a lost lease, a database error, shutdown). The dispatcher then hands it back (`releaseProbe`), and
+/// a probe neither answered nor handed back within `probeTimeout` is taken as lost, so no path can
+/// leave the breaker half-open with nobody probing (every job deferred forever).
+///
+/// The bookkeeping is a pure value (`State`, every method takes `now`), tested without a clock; the
+/// class only puts it behind a lock. Hand-written: a few lines of state, and no ecosystem package
+/// here offers one.
+public final class CircuitBreaker: Sendable {
+    public enum Phase: String, Sendable { case closed, open, halfOpen = "half-open" }
+
+    /// What the dispatcher may do with a batch now.
+    public enum Admission: Sendable, Equatable {
+        /// Send them all.
+        case all
+        /// Send this many (a half-open probe); defer the rest for `retryIn`.
+        case probe(count: Int, retryIn: Duration)
+        /// Send none; try again in `retryIn`.
+        case none(retryIn: Duration)
+    }
+
+    public struct State: Sendable, Equatable {
+        public let threshold: Int
+        public let baseCoolDown: Duration
+        public let maximumCoolDown: Duration
+        public let probeTimeout: Duration
+        public private(set) var phase = Phase.closed
+        var consecutiveFailures = 0
+        var coolDown: Duration
+        var reopensAt: ContinuousClock.Instant
+        /// When the probe was handed out, while one is out.
+        var probeSince: ContinuousClock.Instant? = nil
+        public private(set) var timesOpened = 0
+
+        public init(threshold: Int, coolDown: Duration, maximumCoolDown: Duration = .seconds(300), probeTimeout: Duration,
+                    now: ContinuousClock.Instant) {
+            self.threshold = threshold
+            self.baseCoolDown = coolDown
+            self.maximumCoolDown = max(coolDown, maximumCoolDown)
+            self.probeTimeout = probeTimeout
+            self.coolDown = coolDown
+            self.reopensAt = now
+        }
+
+        public mutating func advance(now: ContinuousClock.Instant) {
+            if phase == .open && now >= reopensAt {
+                phase = .halfOpen
+                probeSince = nil
+            }
+            if phase == .halfOpen, let since = probeSince, now - since >= probeTimeout {
+                probeSince = nil
+            }
+        }
+
+        public mutating func admit(_ count: Int, now: ContinuousClock.Instant) -> Admission {
+            guard threshold > 0, count > 0 else { return .all }
+            advance(now: now)
+            switch phase {
+            case .closed:
+                return .all
+            case .open:
+                return .none(retryIn: max(.milliseconds(50), reopensAt - now))
+            case .halfOpen:
+                if probeSince != nil { return .none(retryIn: .seconds(1)) }
+                probeSince = now
+                return .probe(count: 1, retryIn: .seconds(1))
+            }
+        }
+
+        /// The probe's job made no call: the next batch may probe.
+        public mutating func releaseProbe() {
+            probeSince = nil
+        }
+
+        /// Reports one call's verdict. Returns the new phase when this call changed it.
+        public mutating func record(isServerFault: Bool, now: ContinuousClock.Instant) -> Phase? {
+            guard threshold > 0 else { return nil }
+            advance(now: now)
+            let before = phase
+            if !isServerFault {
+                // An answer that is not GenAuth failing (sent, or the caller's fault): it is up.
+                consecutiveFailures = 0
+                phase = .closed
+                coolDown = baseCoolDown
+                probeSince = nil
+            } else {
+                consecutiveFailures += 1
+                if before == .halfOpen {
+                    coolDown = min(maximumCoolDown, coolDown * 2)
+                    open(now: now)
+                } else if before == .closed && consecutiveFailures >= threshold {
+                    open(now: now)
+                }
+            }
+            return phase == before ? nil : phase
+        }
+
+        private mutating func open(now: ContinuousClock.Instant) {
+            phase = .open
+            reopensAt = now + coolDown
+            probeSince = nil
+            timesOpened += 1
+        }
+    }
+
+    /// `breaker.*`.
+    public struct Configuration: Sendable, Equatable {
+        /// Consecutive transient failures that open it; 0 turns the breaker off.
+        public var threshold = 10
+        /// How long it stays open before a probe call (doubling after each failed probe).
+        public var coolDown = Duration.seconds(10)
+        public init() {}
+    }
+
+    public let configuration: Configuration
+    private let state: Mutex<State>
+
+    /// `probeTimeout`: how long a probe may stay out without an answer or a release (the call's timeout
+    /// and a margin).
+    public init(configuration: Configuration, probeTimeout: Duration = .seconds(30)) {
+        self.configuration = configuration
+        self.state = Mutex(State(threshold: configuration.threshold, coolDown: configuration.coolDown,
+                                 probeTimeout: probeTimeout, now: .now))
+    }
+
+    public var phase: Phase {
+        state.withLock { state in
+            state.advance(now: .now)
+            return state.phase
+        }
+    }
+    /// How many times it has opened since start.
+    public var timesOpened: Int { state.withLock { $0.timesOpened } }
+
+    public func admit(_ count: Int) -> Admission { state.withLock { $0.admit(count, now: .now) } }
+
+    public func releaseProbe() { state.withLock { $0.releaseProbe() } }
+
+    @discardableResult
+    public func record(isServerFault: Bool) -> Phase? {
+        state.withLock { $0.record(isServerFault: isServerFault, now: .now) }
+    }
+}

@@ -1,0 +1,59 @@
+/// What wakes the claim loop, typed: the loop reacts to each event instead of polling shared state to
+/// find out what happened (as `ServiceGroup` loops over its `ChildTaskResult`s).
+enum DispatchEvent: Sendable, Equatable {
+    /// `NOTIFY sms_jobs` (an insert, a requeue), or a LISTEN session (re)started: jobs may be due.
+    case jobsAvailable
+    /// The poll interval passed: the fallback for a lost notification, the watchdog's and a draining
+    /// shutdown's clock.
+    case tick
+    /// This many calls answered (or failed); their outcomes are with the writer.
+    case callsFinished(Int)
+    /// The writer wrote (or gave up on) a batch: jobs it held may be claimable, a shutdown may be done.
+    case outcomesWritten
+    /// A few free call slots waited for company long enough (see `ClaimLoop.claimLinger`).
+    case lingerElapsed
+    /// SIGTERM/SIGINT: stop claiming, drain.
+    case shutdownRequested
+    /// The loop asked to go round again at once (a full claim, jobs waiting for their reservation).
+    case again
+}
+
+/// The claim loop's inbox. Producers on any thread `send`; the loop takes everything that arrived
+/// since its last turn in one `next()` (events of one kind coalesce: a hundred call completions are
+/// one `.callsFinished(100)`), so a burst costs the loop one turn, not one per event.
+final class DispatchEvents: Sendable {
+    private struct State: Sendable {
+        var finishedCalls = 0
+        /// Pending events other than call completions, each at most once, in arrival order.
+        var flags: [DispatchEvent] = []
+        var closed = false
+
+        var isReady: Bool { closed || finishedCalls > 0 || !flags.isEmpty }
+    }
+    private let inbox = Inbox(State())
+
+    func send(_ event: DispatchEvent) {
+        inbox.update { state in
+            guard !state.closed else { return }
+            if case .callsFinished(let count) = event {
+                state.finishedCalls += count
+            } else if !state.flags.contains(event) {
+                state.flags.append(event)
+            }
+        }
+    }
+
+    /// The events since the last call, once there is at least one; nil after `close()`.
+    func next() async -> [DispatchEvent]? {
+        await inbox.take(when: \.isReady) { state -> [DispatchEvent]? in
+            guard !state.closed else { return nil }
+            var events = state.flags
+            if state.finishedCalls > 0 { events.append(.callsFinished(state.finishedCalls)) }
+            state.flags.removeAll(keepingCapacity: true)
+            state.finishedCalls = 0
+            return events
+        }
+    }
+
+    func close() { inbox.update { $0.closed = true } }
+}

@@ -1,0 +1,162 @@
+import GenAuth
+import Logging
+import PostgresClient
+import SMSJobStore
+import SMSModel
+import ServiceLifecycle
+
+/// The daemon: claims due jobs, triages them, calls GenAuth with at most `concurrency` calls in
+/// flight, and writes every outcome back in batches. A swift-service-lifecycle `Service`: `run()`
+/// returns after a graceful shutdown has drained the calls in flight.
+///
+/// It only wires the engine's services together, each with its own job and (where it talks to
+/// PostgreSQL) its own session, as River's client wires its producer, completer, rescuer and
+/// notifier:
+///
+///     WakeSource ──events──▶ ClaimLoop ──▶ Triage ──▶ Admission ──▶ CallSender ──▶ GenAuth
+///                               ▲                                       │ outcome
+///                               └────────events──── OutcomeWriter ◀─────┘ (WriteQueue)
+///     HeartbeatService (worker row, leases, status) · LeaseRescuer · RetentionService
+public final class Dispatcher: Service, Sendable {
+    public let configuration: Configuration
+    public let identity: WorkerIdentity
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+    private let client: GenAuthClient
+    private let events = DispatchEvents()
+    private let writes = WriteQueue()
+    /// The jobs this process holds, with their claim tokens: what the heartbeat extends.
+    private let leases = LeaseBook()
+    private let stop = StopSignal()
+    private let breaker: CircuitBreaker
+    private let metrics = DispatcherMetrics()
+    private let stats: WorkerStats
+
+    public init(configuration: Configuration, logger: Logger, identity: WorkerIdentity,
+                notifier: SystemdNotifier = SystemdNotifier()) throws {
+        var genauth = configuration.genauth
+        genauth.maximumConnections = configuration.claims.concurrency
+        self.client = try GenAuthClient(configuration: genauth)
+        self.configuration = configuration
+        self.identity = identity
+        self.notifier = notifier
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(identity.id)"
+        self.logger = logger
+        // A probe that neither answers nor is handed back within its call's timeout (and a margin) is lost.
+        self.breaker = CircuitBreaker(configuration: configuration.breaker,
+                                      probeTimeout: configuration.genauth.timeout + .seconds(5))
+        self.stats = WorkerStats(metrics: metrics)
+    }
+
+    /// Connects and checks the schema; throws `StartupError` when the daemon cannot work at all.
+    public static func checkDatabase(_ url: String, requiredSchemaVersion: Int = SchemaVersion.required) async throws {
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(url)
+        } catch {
+            throw StartupError(code: .databaseUnavailable, message: "cannot connect to PostgreSQL: \(error)")
+        }
+        let version: Int?
+        do {
+            version = try await Migrator.currentVersion(connection)
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw StartupError(code: .databaseUnavailable, message: "cannot read the schema version: \(error)")
+        }
+        guard let version, version >= requiredSchemaVersion else {
+            throw StartupError(code: .databaseUnavailable, message:
+                "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`")
+        }
+    }
+
+    /// A session for one service, named in `pg_stat_activity` after this worker.
+    private func session(_ what: String, quiet: Bool = false) -> DatabaseSession {
+        DatabaseSession(url: configuration.databaseURL, settings: configuration.sessionSettings,
+                        applicationName: "sms-dispatcher \(identity.id)", what: what, logger: logger, quiet: quiet)
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        logger.notice("dispatcher started", metadata: [
+            "concurrency": "\(configuration.claims.concurrency)", "poll_interval": "\(configuration.claims.pollInterval)",
+            "genauth_host": "\(configuration.genauth.host)",
+        ])
+        // Start-up checks (database, schema version, GenAuth) ran before run(): ready now.
+        notifier.ready(status: "dispatching as \(identity.id), up to \(configuration.claims.concurrency) calls in flight")
+
+        let triage = Triage(configuration: configuration.triage, throttleWindow: configuration.admission.throttleWindow)
+        let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, stop: stop)
+        let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
+                                   smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
+                                   leases: leases, events: events, session: session("write-back"), logger: logger)
+        let heartbeat = HeartbeatService(
+            configuration: configuration.heartbeat, identity: identity, lease: configuration.claims.lease,
+            rules: configuration.triage.rules, leases: leases, stats: stats, writes: writes,
+            reporter: StatusReporter(notifier: notifier, metrics: metrics, breaker: breaker,
+                                     publishesQueueDepth: configuration.publishesQueueDepth),
+            session: session("heartbeat"), logger: logger)
+        let rescuer = LeaseRescuer(configuration: configuration.rescuer, policy: configuration.triage.policy,
+                                   session: session("lease rescue", quiet: true), stop: stop, logger: logger)
+        let retention = RetentionService(configuration: configuration.retention,
+                                         session: session("retention", quiet: true), stop: stop, logger: logger)
+        var loop = ClaimLoop(
+            configuration: configuration.claims, identity: identity, triage: triage,
+            admission: Admission(configuration: configuration.admission, breaker: breaker, triage: triage),
+            sender: CallSender(client: client, triage: triage, breaker: breaker, metrics: metrics, stats: stats,
+                               writes: writes, events: events, logger: logger),
+            events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, notifier: notifier,
+            logger: logger, session: session("database"))
+        let listenSession = session("LISTEN connection", quiet: true)
+
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    var session = listenSession
+                    await wake.listen(session: &session)
+                }
+                group.addTask { await wake.tick() }
+                group.addTask {
+                    var heartbeat = heartbeat
+                    await heartbeat.run()
+                }
+                group.addTask {
+                    var writer = writer
+                    await writer.run()
+                }
+                group.addTask {
+                    var rescuer = rescuer
+                    await rescuer.run()
+                }
+                if configuration.retention.maxAge > .zero {
+                    group.addTask {
+                        var retention = retention
+                        await retention.run()
+                    }
+                }
+                await loop.run()
+                events.close()
+                writes.finish()
+                // The heartbeat kept the leases extended through the drain; now everything stops.
+                group.cancelAll()
+            }
+        } onGracefulShutdown: { [notifier, stop, events] in
+            notifier.stopping(status: "draining: no new claims, finishing calls in flight")
+            stop.stop()
+            events.send(.shutdownRequested)
+        }
+        // After every task (the heartbeat too: a last beat could re-create it): `sms.workers` lists
+        // running daemons.
+        if let db = await loop.session.connect() {
+            do {
+                try await db.run(UnregisterWorker(worker: identity))
+            } catch {
+                logger.warning("could not remove this worker's row from sms.workers", metadata: ["error": "\(error)"])
+            }
+        }
+        await loop.session.close()
+        await client.shutdown()
+        logger.notice("dispatcher stopped")
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import Logging
+import PostgresClient
+import SMSJobStore
+import SMSModel
+
+/// Keeps this process's worker row fresh and the leases of exactly the jobs it holds extended; then
+/// tells systemd and the metrics how things stand. Runs until cancelled, which is after the drain:
+/// leases stay extended while the last calls finish.
+public struct HeartbeatService: Sendable {
+    /// `heartbeat.interval`.
+    public struct Configuration: Sendable, Equatable {
+        public var interval = Duration.seconds(5)
+
+        public init() {}
+    }
+
+    let configuration: Configuration
+    let identity: WorkerIdentity
+    /// `lease.duration`: how far each beat extends the held leases.
+    let lease: Duration
+    let rules: SendingRules
+    let leases: LeaseBook
+    let stats: WorkerStats
+    let writes: WriteQueue
+    let reporter: StatusReporter
+    var session: DatabaseSession
+    let logger: Logger
+
+    /// A daemon whose heartbeat is older than this is not counted as live.
+    var staleAfter: Duration { max(configuration.interval * 3, .seconds(10)) }
+
+    mutating func run() async {
+        var publishedSettings = false
+        var warnedSharedID = false
+        let (identity, lease, leases, stats, writes, reporter, logger, rules, staleAfter) =
+            (self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.rules,
+             self.staleAfter)
+        await PeriodicTask.run(session: &session, every: configuration.interval) { db in
+            // Before the first heartbeat (so a worker row means the settings are out): the channels'
+            // default priorities, for the insert trigger.
+            if !publishedSettings {
+                try await db.run(PublishChannelSettings(rules: rules))
+                publishedSettings = true
+            }
+            let snapshot = stats.snapshot()
+            let stuck = writes.stuckSince.map { ContinuousClock.now - $0 }
+            try await db.run(WorkerHeartbeat(worker: identity, inFlight: snapshot.inFlight, counters: snapshot.counters,
+                                             unwritten: writes.unsettled, oldestUnwritten: stuck))
+            let held = leases.held()
+            if !held.isEmpty { try await db.run(ExtendLeases(held: held, lease: lease)) }
+            let live = try await db.run(CountLiveWorkers(worker: identity, staleAfter: staleAfter))
+            if live.sharingID > 0, !warnedSharedID {
+                warnedSharedID = true
+                logger.warning("another live daemon uses this worker.id; each still holds only its own jobs, but give every daemon its own id",
+                               metadata: ["others": "\(live.sharingID)"])
+            }
+            try await reporter.report(snapshot, live: live.live, stuck: stuck, unwritten: writes.unsettled, on: db)
+            return nil
+        }
+    }
+}
+
+/// The daemon's state for those watching it: the systemd STATUS line and the queue-depth and breaker
+/// gauges, refreshed on each heartbeat.
+struct StatusReporter: Sendable {
+    let notifier: SystemdNotifier
+    let metrics: DispatcherMetrics
+    let breaker: CircuitBreaker
+    /// The queue depth costs a count per beat: only with `metrics.listen` set.
+    let publishesQueueDepth: Bool
+
+    func report(_ snapshot: (inFlight: Int, counters: WorkerCounters), live: Int, stuck: Duration?, unwritten: Int,
+                on db: PostgresConnection) async throws {
+        if publishesQueueDepth {
+            metrics.queueDepth.record(try await db.run(CountDueJobs()))
+            metrics.breaker(breaker.phase)
+        }
+        let c = snapshot.counters
+        let writer = stuck.map { String(format: "; write-back failing for %.0f s (%d outcomes waiting)", $0.seconds, unwritten) } ?? ""
+        notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live\(writer)")
+    }
+}

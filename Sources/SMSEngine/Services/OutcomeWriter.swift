@@ -1,0 +1,112 @@
+import Logging
+import PostgresClient
+import SMSJobStore
+import SMSModel
+
+/// Writes outcomes back to their rows on a connection of its own, so writing one batch overlaps with
+/// claiming the next. It takes whatever has piled up and writes it in one statement: while one write
+/// runs, the next batch grows, so batches grow with load by themselves. Outcomes survive any database
+/// failure in memory (gone, read-only, full, slow) and go out once it accepts them again. Ends when
+/// the queue is finished and empty (after the drain), or when cancelled (grace period over). River's
+/// completer.
+struct OutcomeWriter: Sendable {
+    /// How long the writer waits for a small batch of outcomes to grow before writing it.
+    static let linger = Duration.milliseconds(1)
+
+    let worker: String
+    let throttleWindow: Duration
+    /// Below this many outcomes a batch lingers for company (half the calls in flight).
+    let smallBatch: Int
+    let writes: WriteQueue
+    let leases: LeaseBook
+    let events: DispatchEvents
+    var session: DatabaseSession
+    let logger: Logger
+
+    mutating func run() async {
+        var pending: [JobOutcome] = []
+        while !Task.isCancelled {
+            var finished = false
+            if pending.isEmpty {
+                (pending, finished) = await writes.next()
+            } else {
+                // Left over from a failed write: again, with whatever has come since, without waiting.
+                pending += writes.takeNow()
+            }
+            // Under load outcomes arrive one by one; a moment's wait turns many one-row statements
+            // into one. Nobody waits for this (the SMS has gone out; only the row is not updated yet).
+            if !finished, !pending.isEmpty, pending.count < smallBatch {
+                try? await Task.sleep(for: Self.linger)
+                pending += writes.takeNow()
+            }
+            if pending.isEmpty {
+                if finished { break }
+                continue
+            }
+            let taken = pending.count
+            if let connection = await session.connect() {
+                var settled: [JobOutcome] = []
+                do {
+                    try await write(&pending, settled: &settled, to: connection)
+                    session.succeeded()
+                    writes.stuckSince = nil
+                } catch {
+                    if writes.stuckSince == nil { writes.stuckSince = .now }
+                    await session.failed(error)
+                }
+                // Written or fenced out: no longer this process's to hold (even when a later row failed).
+                for outcome in settled { leases.release(outcome.job) }
+            } else if writes.stuckSince == nil {
+                writes.stuckSince = .now
+            }
+            writes.settled(taken - pending.count)
+            // The loop waits for an idle writer before it stops; and a write may have freed jobs to claim.
+            events.send(.outcomesWritten)
+        }
+        if writes.unsettled > 0 {
+            logger.error("stopping with outcomes not written; their leases will expire and the jobs be rescued",
+                         metadata: ["count": "\(writes.unsettled)"])
+        }
+        await session.close()
+    }
+
+    private func complete(_ outcomes: [JobOutcome], on db: PostgresConnection) async throws -> Int {
+        try await db.run(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow))
+    }
+
+    /// Writes outcomes: those settled (written, or fenced out because the job is no longer under their
+    /// claim) move from `unwritten` to `settled`; what is left in `unwritten` is to be tried again.
+    /// Only a data error (SQLSTATE class 22 or 23: a value one row cannot hold) is settled row by row;
+    /// such a row is written without GenAuth's values and says why (a sent SMS stays `sent`). Any
+    /// other error (the connection, read-only, disk full, a timeout, a deadlock) throws with every
+    /// outcome not yet written kept.
+    private func write(_ unwritten: inout [JobOutcome], settled: inout [JobOutcome], to db: PostgresConnection) async throws {
+        do {
+            let updated = try await complete(unwritten, on: db)
+            if updated < unwritten.count {
+                logger.warning("some outcomes were not written: those jobs were no longer under this claim",
+                               metadata: ["fenced_out": "\(unwritten.count - updated)"])
+            }
+            settled += unwritten
+            unwritten.removeAll(keepingCapacity: true)
+        } catch let error as PostgresError where error.disposition == .data {
+            logger.error("batch write-back refused by a data error; writing row by row", metadata: ["error": "\(error)"])
+            while let outcome = unwritten.first {
+                do {
+                    _ = try await complete([outcome], on: db)
+                } catch let rowError as PostgresError where rowError.disposition == .data {
+                    logger.error("write-back refused for a job; writing it without GenAuth's values", metadata: [
+                        "job": "\(outcome.jobID)", "error": "\(rowError)"])
+                    do {
+                        _ = try await complete([outcome.storable(after: rowError.message)], on: db)
+                    } catch let again as PostgresError where again.disposition == .data {
+                        // Nothing of GenAuth's is left in it; its lease runs out and the rescue settles it.
+                        logger.critical("write-back refused even without GenAuth's values; leaving the job to lease rescue",
+                                        metadata: ["job": "\(outcome.jobID)", "error": "\(again)"])
+                    }
+                }
+                settled.append(unwritten.removeFirst())
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Logging
+import PostgresClient
+import SMSJobStore
+import SMSModel
+
+/// Deletes finished jobs (and their attempts) older than `retention.max_age_days`, in batches, one
+/// daemon of the cluster at a time (an advisory lock), in a task of its own so a long delete never
+/// delays a heartbeat. River's cleaner.
+public struct RetentionService: Sendable {
+    /// `retention.*`.
+    public struct Configuration: Sendable, Equatable {
+        /// Finished jobs older than this are deleted; zero keeps them (the service does not run).
+        public var maxAge = Duration.seconds(30 * 86_400)
+        public var batchSize = 1000
+        public var interval = Duration.seconds(300)
+        /// How long one run may delete for; a run that ran out of time with more to delete is
+        /// followed by the next one after a breath, so retention keeps pace with any insert rate the
+        /// database can delete at.
+        public var budget = Duration.seconds(5)
+
+        public init() {}
+    }
+
+    /// What one run did.
+    struct Run: Sendable, Equatable {
+        var deleted: Int
+        /// The budget ran out with more left to delete.
+        var more: Bool
+    }
+
+    let configuration: Configuration
+    var session: DatabaseSession
+    let stop: StopSignal
+    let logger: Logger
+
+    mutating func run() async {
+        let (configuration, logger, stop) = (self.configuration, self.logger, self.stop)
+        // The first run waits one interval, so a restart loop does not hammer the table.
+        await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: true,
+                               while: { !stop.isStopped }) { db in
+            guard let run = try await Self.apply(configuration, on: db) else { return nil }
+            if run.deleted > 0 {
+                logger.notice("retention deleted finished jobs", metadata: [
+                    "deleted": "\(run.deleted)", "older_than_days": "\(Int(configuration.maxAge.seconds / 86_400))",
+                    "more": "\(run.more)",
+                ])
+            }
+            // Behind: go again after a breath rather than a whole interval.
+            return run.more ? .seconds(1) : nil
+        }
+    }
+
+    /// One run: nil when another daemon holds the retention lock.
+    static func apply(_ configuration: Configuration, on db: PostgresConnection) async throws -> Run? {
+        guard try await AdvisoryLock.retention.tryLock(on: db) else { return nil }
+        do {
+            let purged = try await PurgeFinished(olderThan: configuration.maxAge, batch: configuration.batchSize)
+                .repeated(on: db, until: .now + configuration.budget)
+            try await db.run(ForgetStaleRows())
+            try await AdvisoryLock.retention.unlock(on: db)
+            return Run(deleted: purged.deleted, more: purged.more)
+        } catch {
+            try? await AdvisoryLock.retention.unlock(on: db)
+            throw error
+        }
+    }
+}

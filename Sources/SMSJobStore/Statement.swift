@@ -1,0 +1,40 @@
+import PostgresClient
+
+/// One SQL statement of the job store, as postgres-nio's `PreparedStatement`: the type holds its SQL,
+/// its stored properties are its parameters, `bindings` lays them out in `$1…$n` order in one place
+/// (next to the SQL), and `decode` reads its rows. Callers build a value and `run` it; the bench runs
+/// the same values, so what it measures is the daemon's SQL with the daemon's bindings.
+public protocol Statement: Sendable {
+    associatedtype Output: Sendable
+    static var sql: String { get }
+    /// Run as a named prepared statement (planned once per connection): the statements the daemon
+    /// runs all the time. The operators' one-off statements are not.
+    static var isPrepared: Bool { get }
+    /// The parameters, `$1` first, in PostgreSQL's text format (nil: NULL).
+    var bindings: [String?] { get }
+    func decode(_ rows: PostgresRows) throws -> Output
+}
+
+extension Statement {
+    public static var isPrepared: Bool { true }
+}
+
+extension Statement where Output == Void {
+    public func decode(_ rows: PostgresRows) throws {}
+}
+
+extension PostgresConnection {
+    /// Runs `statement` and decodes its answer.
+    @discardableResult
+    public func run<S: Statement>(_ statement: S) async throws -> S.Output {
+        try statement.decode(try await query(S.sql, statement.bindings, prepared: S.isPrepared))
+    }
+}
+
+extension PostgresRows {
+    /// The one row a statement always returns.
+    func single(_ what: String) throws -> PostgresRow {
+        guard let row = first else { throw PostgresError(code: .badValue, message: "\(what) returned no row") }
+        return row
+    }
+}

@@ -1,0 +1,155 @@
+import PostgresClient
+import SMSModel
+
+/// Writes a batch of outcomes in one round trip (`unnest` over arrays), fenced on the claim token: a
+/// row is only changed while it is still `running` under the claim the outcome belongs to, so
+/// neither a worker that lost its lease nor a stale outcome of an earlier claim can overwrite the
+/// truth. One exception, for the truth's sake: a call's outcome may still land on a row rescued
+/// from this very claim (same token, not claimed since, marked uncertain by the rescue), as when
+/// the database was away longer than a lease: the rescue could only guess, the holder knows.
+/// Times are sent as "seconds ago" by this host's monotonic clock and become `now() - ago`, so
+/// only the database's clock is ever written. Each call also gets its `sms.attempts` row.
+public struct CompleteJobs: Statement {
+    /// Written to `sms.attempts.worker`.
+    public var worker: String
+    public var outcomes: [JobOutcome]
+    /// The phone+channel window a sent (or maybe sent) call holds, from the end of that call.
+    public var throttleWindow: Duration
+    /// "Now" by this host's monotonic clock, from which the calls' times become "so long ago".
+    public var now: ContinuousClock.Instant
+
+    public init(worker: String, outcomes: [JobOutcome], throttleWindow: Duration, now: ContinuousClock.Instant = .now) {
+        self.worker = worker
+        self.outcomes = outcomes
+        self.throttleWindow = throttleWindow
+        self.now = now
+    }
+
+    public static let sql = """
+        WITH r AS (
+            SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::int[], $7::int[],
+                                 $8::int[], $9::text[], $10::text[], $11::float8[], $12::float8[],
+                                 $13::float8[], $14::text[], $15::text[], $16::float8[], $17::int[], $18::int[])
+                AS r(id, token, state, called, http_status, status_code, api_code, message, request_id,
+                     retry_in, started_ago, finished_ago, outcome, call_message, deferred_until, coalesce,
+                     uncertain)
+        ), done AS (
+            UPDATE sms.jobs j SET
+                state = r.state,
+                -- A rescued row already counts the call the rescue could not see the end of.
+                attempts = j.attempts + CASE WHEN j.state = 'running' THEN r.called ELSE 0 END,
+                http_status = CASE WHEN r.called = 1 THEN r.http_status ELSE j.http_status END,
+                status_code = CASE WHEN r.called = 1 THEN r.status_code ELSE j.status_code END,
+                api_code = CASE WHEN r.called = 1 THEN r.api_code ELSE j.api_code END,
+                request_id = CASE WHEN r.called = 1 THEN r.request_id ELSE j.request_id END,
+                message = r.message,
+                run_at = CASE WHEN r.deferred_until IS NOT NULL THEN to_timestamp(r.deferred_until)
+                              WHEN r.state = 'pending' THEN now() + make_interval(secs => r.retry_in)
+                              ELSE j.run_at END,
+                deferrals = j.deferrals + CASE WHEN r.deferred_until IS NOT NULL THEN 1 ELSE 0 END,
+                sent_at = CASE WHEN r.state = 'sent' THEN now() - make_interval(secs => r.finished_ago) ELSE j.sent_at END,
+                finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
+                locked_by = NULL,
+                locked_until = NULL,
+                sending_at = NULL,
+                -- Written by its holder: this claim is over, so a retried write (its reply lost) cannot
+                -- apply twice through the rescued-row path below. Only a rescue keeps the token.
+                lease_token = NULL,
+                uncertain = CASE WHEN r.called = 1 THEN r.uncertain = 1 ELSE j.uncertain END,
+                updated_at = now()
+            FROM r
+            -- Found by primary key, whatever the statistics say: the state tests are spelt so that no
+            -- partial index matches them (a burst of jobs right after ANALYZE once made the planner
+            -- scan every open job instead).
+            WHERE j.id = r.id AND j.lease_token = r.token
+              AND (j.state IS NOT DISTINCT FROM 'running'
+                   OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
+                       AND j.state IN ('pending', 'failed')))
+            RETURNING j.id, j.attempts, j.phone_key, j.channel
+        ), logged AS (
+            INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
+                                      http_status, status_code, api_code, message, request_id)
+            SELECT r.id, done.attempts, $1, now() - make_interval(secs => r.started_ago),
+                   now() - make_interval(secs => r.finished_ago), r.outcome,
+                   r.http_status, r.status_code, r.api_code, r.call_message, r.request_id
+            FROM r JOIN done ON done.id = r.id
+            WHERE r.called = 1
+            RETURNING 1
+        ), windows AS (
+            -- The window runs from the end of the call that sent (or may have sent), so it never closes
+            -- before GenAuth's.
+            UPDATE sms.throttle t SET window_until = now() - make_interval(secs => r.finished_ago)
+                                                     + make_interval(secs => $19::float8)
+            FROM r JOIN done ON done.id = r.id
+            WHERE t.job_id = r.id AND (r.state = 'sent' OR (r.called = 1 AND r.uncertain = 1))
+            RETURNING 1
+        ), released AS (
+            -- A call certain not to have sent frees its phone+channel slot for the retry.
+            DELETE FROM sms.throttle t
+            USING r JOIN done ON done.id = r.id
+            WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent' AND r.uncertain = 0
+            RETURNING 1
+        ), superseded AS (
+            -- Driven from the few sent rows, one index probe each for older pending jobs of the same
+            -- phone and channel, whatever the statistics say. OFFSET 0 keeps the LATERAL probe a
+            -- per-row lookup: without it the planner flattened it and, on statistics taken before a
+            -- burst, joined every open job with every other (84 s for one 64-job batch with 30,000
+            -- jobs pending). The probe's state test is spelt so that only the (phone, channel) index
+            -- matches it (`state = 'pending'` would let the planner walk the whole claim index for
+            -- each row, as it did with a million finished rows); o's matches no partial index at all,
+            -- so o is reached by its key.
+            UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
+                message = 'superseded by job ' || older.sent_by || ', sent to the same phone and channel'
+            FROM (
+                SELECT x.id, done.id AS sent_by
+                FROM r JOIN done ON done.id = r.id,
+                LATERAL (SELECT x.id FROM sms.jobs x
+                         WHERE x.phone_key = done.phone_key AND x.channel = done.channel
+                           AND x.state IN ('pending', 'running') AND x.state IS NOT DISTINCT FROM 'pending'
+                           AND x.id < done.id
+                         OFFSET 0) x
+                WHERE r.state = 'sent' AND r.coalesce = 1
+            ) older
+            WHERE o.id = older.id AND o.state IS NOT DISTINCT FROM 'pending'
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,
+               (SELECT count(*) FROM superseded) AS superseded
+        """
+
+    public var bindings: [String?] {
+        let calls = outcomes.map(\.call)
+        let now = self.now
+        return [
+            worker,
+            PostgresArray.literal(outcomes.map { Int($0.job.id) }),
+            PostgresArray.literal(outcomes.map { Int($0.job.token) }),
+            PostgresArray.literal(outcomes.map { Optional($0.state.rawValue) }),
+            PostgresArray.literal(calls.map { $0 == nil ? 0 : 1 }),
+            PostgresArray.literal(calls.map { $0?.httpStatus }),
+            PostgresArray.literal(calls.map { $0?.statusCode }),
+            PostgresArray.literal(calls.map { $0?.apiCode }),
+            PostgresArray.literal(outcomes.map(\.message)),
+            PostgresArray.literal(calls.map { $0?.requestID }),
+            PostgresArray.literal(outcomes.map { Optional($0.retryIn?.seconds ?? 0) }),
+            PostgresArray.literal(calls.map { $0.map { max(0, $0.startedAt.duration(to: now).seconds) } }),
+            PostgresArray.literal(calls.map { $0.map { max(0, $0.finishedAt.duration(to: now).seconds) } }),
+            PostgresArray.literal(outcomes.map { outcome -> String? in
+                guard outcome.call != nil else { return nil }
+                switch outcome.state {
+                case .sent: return "sent"
+                case .pending: return "retry"
+                default: return "failed"
+                }
+            }),
+            PostgresArray.literal(calls.map { $0?.message }),
+            PostgresArray.literal(outcomes.map(\.deferredUntil)),
+            PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
+            PostgresArray.literal(outcomes.map { $0.uncertain ? 1 : 0 }),
+            String(throttleWindow.seconds),
+        ]
+    }
+
+    /// How many rows the fence let through (the rest were no longer under their claim).
+    public func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("updated") ?? 0 }
+}

@@ -1,0 +1,36 @@
+import PostgresClient
+import SMSModel
+
+/// Extends the leases of exactly the jobs this process holds (ids with their claim tokens, from
+/// memory). A job this process never claimed, or claimed under an earlier token, keeps running out its
+/// lease, so a process restarted under the same worker id cannot keep its predecessor's jobs from being
+/// rescued.
+public struct ExtendLeases: Statement {
+    public var held: [JobLease]
+    public var lease: Duration
+
+    public init(held: [JobLease], lease: Duration) {
+        self.held = held
+        self.lease = lease
+    }
+
+    public static let sql = """
+        WITH mine AS (
+            -- SKIP LOCKED: a row the write-back is finishing right now needs no longer lease, and
+            -- waiting for it (while the write-back waits for a row locked here) would deadlock.
+            SELECT j.id FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
+            JOIN sms.jobs j ON j.id = h.id AND j.lease_token = h.token AND j.state IS NOT DISTINCT FROM 'running'
+            FOR UPDATE OF j SKIP LOCKED
+        )
+        UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $3::float8)
+        FROM mine WHERE j.id = mine.id
+        """
+
+    public var bindings: [String?] {
+        [PostgresArray.literal(held.map { Int($0.id) }), PostgresArray.literal(held.map { Int($0.token) }),
+         String(lease.seconds)]
+    }
+
+    /// Leases extended.
+    public func decode(_ rows: PostgresRows) throws -> Int { rows.affectedRows }
+}

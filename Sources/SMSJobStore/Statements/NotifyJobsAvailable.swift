@@ -1,0 +1,15 @@
+import PostgresClient
+
+/// Wakes idle daemons (`NOTIFY sms_jobs`, what the insert trigger sends) after jobs became due without
+/// an insert: a requeue.
+public struct NotifyJobsAvailable: Statement {
+    public init() {}
+
+    /// The channel the daemons LISTEN on.
+    public static let channel = "sms_jobs"
+
+    public static let isPrepared = false
+    public static let sql = "SELECT pg_notify('sms_jobs', '')"
+
+    public var bindings: [String?] { [] }
+}

@@ -1,0 +1,22 @@
+import PostgresClient
+import SMSModel
+
+/// Publishes the channels' configured default priorities for the insert trigger (`sms.channel_settings`).
+public struct PublishChannelSettings: Statement {
+    public var rules: SendingRules
+
+    public init(rules: SendingRules) { self.rules = rules }
+
+    public static let isPrepared = false
+    public static let sql = """
+        INSERT INTO sms.channel_settings (channel, default_priority)
+        SELECT * FROM unnest($1::text[], $2::smallint[])
+        ON CONFLICT (channel) DO UPDATE SET default_priority = EXCLUDED.default_priority, updated_at = now()
+        """
+
+    public var bindings: [String?] {
+        let channels = Channel.allCases
+        return [PostgresArray.literal(channels.map { Optional($0.rawValue) }),
+                PostgresArray.literal(channels.map { rules[$0].priority })]
+    }
+}

@@ -1,0 +1,25 @@
+import PostgresClient
+import SMSModel
+
+/// Returns jobs whose lease ran out (their worker died or hung) to the queue, by the delivery policy
+/// (`sms.rescue_expired_leases`). Any daemon may run this; the row lock makes each rescue happen once.
+public struct RescueExpiredLeases: Statement {
+    public var policy: DeliveryPolicy
+
+    public init(policy: DeliveryPolicy) { self.policy = policy }
+
+    public static let sql = "SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1)"
+
+    public var bindings: [String?] { [policy.rawValue] }
+
+    /// Each rescued job and the state it was put in.
+    public func decode(_ rows: PostgresRows) throws -> [(id: Int64, state: JobState)] {
+        try rows.rows.map { row in
+            let state = try row.requiredString("r_state")
+            guard let known = JobState(rawValue: state) else {
+                throw PostgresError(code: .badValue, message: "rescue returned an unknown state \(state)")
+            }
+            return (Int64(try row.requiredInt("r_job_id")), known)
+        }
+    }
+}

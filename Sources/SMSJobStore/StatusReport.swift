@@ -1,0 +1,96 @@
+import Foundation
+import PostgresClient
+import SMSModel
+
+/// What `sms-dispatcher status` shows: `sms.queue_stats` and `sms.workers`, with warnings an operator
+/// should not have to work out: workers whose heartbeat stopped, and a backlog that is getting old.
+public struct StatusReport: Sendable, Codable {
+    public let queue: [QueueStatsRow]
+    public let workers: [WorkerRow]
+    public let totals: [String: Int]
+    public let warnings: [String]
+
+    /// A worker is stale after this many missed heartbeats.
+    static let staleHeartbeats = 3.0
+    /// Pending jobs older than this (seconds) mean the daemons are not keeping up.
+    static let backlogAgeWarning = 60.0
+
+    public static func load(_ db: PostgresConnection, heartbeatInterval: Duration) async throws -> StatusReport {
+        let queue = try await db.run(QueueStats())
+        let workers = try await db.run(ListWorkers())
+        var totals: [String: Int] = [:]
+        for state in JobState.allCases { totals[state.rawValue] = 0 }
+        totals["deferred"] = 0
+        for row in queue {
+            totals[row.state, default: 0] += row.jobs
+            totals["deferred", default: 0] += row.deferred
+        }
+        var warnings: [String] = []
+        for worker in workers where worker.heartbeatAgeSeconds > heartbeatInterval.seconds * staleHeartbeats {
+            warnings.append("worker \(worker.id) is stale: last heartbeat \(Int(worker.heartbeatAgeSeconds)) s ago")
+        }
+        for worker in workers {
+            if let failing = worker.oldestUnwrittenSeconds {
+                warnings.append("worker \(worker.id) cannot write back: \(worker.unwritten) outcomes waiting, writes failing for \(Int(failing)) s (see its log)")
+            }
+        }
+        for (id, rows) in Dictionary(grouping: workers, by: \.id) where rows.count > 1 {
+            warnings.append("\(rows.count) running daemons share the worker id \(id): give each its own worker.id")
+        }
+        let oldest = queue.compactMap(\.oldestPendingAgeSeconds).max() ?? 0
+        let due = queue.reduce(0) { $0 + $1.due }
+        if due > 0 && oldest > backlogAgeWarning {
+            warnings.append("backlog: \(due) due jobs, the oldest pending for \(Int(oldest)) s")
+        }
+        if due > 0 && workers.isEmpty {
+            warnings.append("\(due) jobs are due and no daemon is running")
+        }
+        return StatusReport(queue: queue, workers: workers, totals: totals, warnings: warnings)
+    }
+
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    public func table() -> String {
+        var out = "Jobs by state: "
+        out += JobState.allCases.map { "\($0.rawValue)=\(totals[$0.rawValue] ?? 0)" }.joined(separator: " ")
+        out += " (deferred by the throttle: \(totals["deferred"] ?? 0))\n\n"
+        out += Self.render(
+            header: ["CHANNEL", "STATE", "JOBS", "DUE", "DEFERRED", "OLDEST PENDING", "SENT 1m", "SENT 1h"],
+            rows: queue.map { row in
+                [row.channel, row.state, String(row.jobs), String(row.due), String(row.deferred),
+                 row.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-",
+                 String(row.sentLastMinute), String(row.sentLastHour)]
+            })
+        out += "\n"
+        if workers.isEmpty {
+            out += "Workers: none running\n"
+        } else {
+            out += Self.render(
+                header: ["WORKER", "HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "IN FLIGHT", "CLAIMED", "SENT",
+                         "FAILED", "RETRIED", "REJECTED", "EXPIRED", "DEFERRED", "SUPERSEDED", "UNWRITTEN"],
+                rows: workers.map { w in
+                    [w.id, w.host, String(w.pid), w.version, w.startedAt, String(format: "%.1fs ago", w.heartbeatAgeSeconds),
+                     String(w.inFlight), String(w.claimed), String(w.sent), String(w.failed), String(w.retried),
+                     String(w.rejected), String(w.expired), String(w.deferred), String(w.superseded), String(w.unwritten)]
+                })
+        }
+        for warning in warnings { out += "\nWARNING: \(warning)" }
+        if !warnings.isEmpty { out += "\n" }
+        return out
+    }
+
+    static func render(header: [String], rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
+        }
+        return line(header) + rows.map(line).joined()
+    }
+}

@@ -1,0 +1,12 @@
+/// The cluster-wide throttle's answer for one job (`sms.reserve_sends`).
+public enum Reservation: Sendable, Equatable {
+    /// Send it, starting `slot` from now (by the cluster's rate schedule; zero without a rate limit).
+    case granted(slot: Duration)
+    /// The phone+channel window is open until this epoch second.
+    case deferred(until: Double)
+    /// A per-phone cap was reached; the text names it.
+    case capped(String)
+    /// The job is no longer running under this claim (its lease ran out and it was rescued, maybe
+    /// claimed by another worker): it must not be sent, and its outcome is not ours to write.
+    case lost
+}

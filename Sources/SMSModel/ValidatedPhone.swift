@@ -1,0 +1,73 @@
+/// A phone number that passed validation: what GenAuth is sent. Made once per job by `validate`, and
+/// carried from there to the request, so nothing checks or normalises the number a second time.
+public struct ValidatedPhone: Sendable, Equatable {
+    /// National number, digits only.
+    public let number: String
+    /// `+CC`; nil for mainland China, which GenAuth assumes when the field is absent.
+    public let countryCode: String?
+
+    public static let chinaCountryCode = "+86"
+
+    /// What goes in GenAuth's `phoneCountryCode`: nothing for mainland China (`+86` or none).
+    public static func sentCountryCode(_ countryCode: String?) -> String? {
+        countryCode == chinaCountryCode ? nil : countryCode
+    }
+
+    /// Checks a job's phone before anything is sent. A row that fails is `rejected` with the returned
+    /// message, which says exactly what is wrong, so the producer can fix it. Messages never repeat the
+    /// whole number (it is on the row already; logs must not carry it).
+    public static func validate(number: String, countryCode: String?) -> Result<ValidatedPhone, JobRejection> {
+        // Country code: nil (or +86) means mainland China.
+        var code: String? = nil
+        if let countryCode {
+            let scalars = Array(countryCode.unicodeScalars)
+            let digits = scalars.dropFirst()
+            guard scalars.first == "+", (1...4).contains(digits.count), digits.allSatisfy(isASCIIDigit),
+                digits.first != "0"
+            else {
+                return .failure(JobRejection(
+                    "phone_country_code \"\(countryCode.prefix(16))\" must be '+' followed by 1 to 4 digits, not starting with 0 (e.g. +86, +1, +852)"))
+            }
+            code = sentCountryCode(countryCode)
+        }
+
+        let scalars = Array(number.unicodeScalars)
+        guard !scalars.isEmpty else {
+            return .failure(JobRejection("phone_number is empty"))
+        }
+        if let badIndex = scalars.firstIndex(where: { !isASCIIDigit($0) }) {
+            let bad = scalars[badIndex]
+            let shown = bad.properties.isWhitespace || bad.value < 0x20
+                ? "U+" + String(bad.value, radix: 16, uppercase: true) : "'\(bad)'"
+            return .failure(JobRejection(
+                "phone_number contains \(shown) at position \(badIndex + 1); only the digits 0-9 are allowed (the country code goes in phone_country_code)"))
+        }
+
+        if let code {
+            // E.164 caps the whole number, country code included, at 15 digits.
+            let maximum = 15 - (code.count - 1)
+            guard (4...maximum).contains(scalars.count) else {
+                return .failure(JobRejection(
+                    "phone_number has \(scalars.count) digits; a \(code) number must have 4 to \(maximum)"))
+            }
+        } else {
+            guard scalars.count == 11, scalars[0] == "1" else {
+                return .failure(JobRejection(
+                    "phone_number has \(scalars.count) digits\(scalars[0] == "1" ? "" : " and starts with \(scalars[0])"); a mainland China (+86) mobile number has 11 digits starting with 1"))
+            }
+        }
+        return .success(ValidatedPhone(number: number, countryCode: code))
+    }
+
+    private static func isASCIIDigit(_ scalar: Unicode.Scalar) -> Bool { ("0"..."9").contains(scalar) }
+
+    /// `13800138000` → `138****8000`: enough to tell numbers apart in a log, not enough to text anyone.
+    public static func masked(_ number: String) -> String {
+        let characters = Array(number)
+        guard characters.count > 6 else { return String(repeating: "*", count: characters.count) }
+        let keepHead = 3
+        let keepTail = 4
+        return String(characters.prefix(keepHead)) + String(repeating: "*", count: characters.count - keepHead - keepTail)
+            + String(characters.suffix(keepTail))
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+
+/// `make bench`: runs the release `sms-dispatcher` against the release `genauth-sandbox` and a throwaway
+/// PostgreSQL (started by scripts/with-postgres.sh), scenario by scenario, and prints one table.
+/// Figures, not assertions: nothing here fails on a slow machine.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sms-bench",
+                                                    abstract: "Throughput, latency and memory of sms-dispatcher.")
+
+    @Option(help: "Folder with the release sms-dispatcher and genauth-sandbox.") var bin: String
+    @Option(help: "Jobs per drain.") var jobs = 100_000
+    @Option(help: "The daemon's calls in flight.") var concurrency = 64
+    @Option(help: "Comma-separated: drain,ceiling,client,latency,slow,history,growth")
+    var scenarios = "drain,ceiling,client,latency,slow,history,growth"
+    @Option(name: .customLong("growth-jobs"), help: "Jobs in the memory-growth drain.") var growthJobs = 1_000_000
+    @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
+    @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
+    @Option(help: "Runs of drain and ceiling, alternated; the median is reported (this VM's figures vary by ±10%).")
+    var repeats = 3
+    @Flag(help: "Small numbers, for a CI smoke run.") var quick = false
+
+    mutating func run() async throws {
+        if quick {
+            jobs = min(jobs, 5_000)
+            historyRows = min(historyRows, 50_000)
+            growthJobs = min(growthJobs, 20_000)
+            repeats = 1
+            latencySeconds = min(latencySeconds, 3)
+        }
+        guard let admin = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"] else {
+            throw ValidationError("run under scripts/with-postgres.sh (make bench)")
+        }
+        let wanted = Set(scenarios.split(separator: ",").map(String.init))
+        var rows: [[String]] = []
+        let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, "
+            + "\(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
+        print("sms-bench: \(jobs) jobs, concurrency \(concurrency), \(machine)")
+
+        // Drain and ceiling alternate, so both see the machine in the same moods; medians are compared.
+        var drains: [DrainResult] = []
+        var ceilings: [Double] = []
+        for _ in 0..<max(1, repeats) {
+            if wanted.contains("drain") { drains.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0)) }
+            if wanted.contains("ceiling") { ceilings.append(try await statementCeiling(admin: admin, jobs: jobs)) }
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        func runs(_ values: [Double]) -> String {
+            values.count < 2 ? "" : " (runs: " + values.map { String(format: "%.0f", $0) }.joined(separator: ", ") + ")"
+        }
+        var drainRate: Double? = nil
+        if !drains.isEmpty {
+            let result = drains.sorted { $0.rate < $1.rate }[drains.count / 2]
+            drainRate = result.rate
+            rows.append(["drain", "\(jobs) jobs, API 0 ms", String(format: "%.0f jobs/s", result.rate) + runs(drains.map(\.rate)),
+                         String(format: "peak RSS %.1f MB; CPU %.0f%% of a core (%.0f%% per 10k jobs/s)",
+                                drains.map(\.peakRSSMB).max() ?? 0, result.cpuPercent,
+                                result.cpuPercent / max(result.rate / 10_000, 0.0001))])
+        }
+        if !ceilings.isEmpty {
+            let ceiling = median(ceilings)
+            let fraction = drainRate.map { String(format: "drain = %.2f × ceiling", $0 / ceiling) } ?? ""
+            rows.append(["ceiling", "the daemon's ClaimJobs, ReserveSends, CompleteJobs on 2 connections, no HTTP",
+                         String(format: "%.0f jobs/s", ceiling) + runs(ceilings), fraction])
+        }
+        if wanted.contains("client") {
+            let floor = try await clientFloor(calls: jobs)
+            rows.append(["client", "\(jobs) calls, GenAuthClient alone, no database", String(format: "%.0f calls/s", floor.rate),
+                         String(format: "CPU %.0f µs per call (%.0f%% of a core per 10k calls/s): the HTTP client's share", floor.microseconds,
+                                floor.microseconds)])
+        }
+        if wanted.contains("latency") {
+            let latency = try await latencyRun(admin: admin, perSecond: 500, seconds: latencySeconds)
+            rows.append(["latency", "one INSERT at a time, 500/s for \(latencySeconds) s", String(format: "p50 %.1f ms", latency.p50),
+                         String(format: "p99 %.1f ms, max %.1f ms (insert → API call)", latency.p99, latency.max)])
+        }
+        if wanted.contains("slow") {
+            let count = min(jobs, quick ? 1_000 : 6_000)
+            let result = try await drain(admin: admin, jobs: count, latencyMs: 200, history: 0)
+            let bound = Double(concurrency) / 0.2
+            rows.append(["slow API", "\(count) jobs, API 200 ms", String(format: "%.0f jobs/s", result.rate),
+                         String(format: "%.0f%% of concurrency/latency (%.0f/s)", result.rate / bound * 100, bound)])
+        }
+        if wanted.contains("history") {
+            let result = try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: historyRows)
+            let share = drainRate.map { String(format: "%.0f%% of the empty-table drain", result.rate / $0 * 100) } ?? ""
+            rows.append(["history", "\(jobs) jobs, \(historyRows) finished rows", String(format: "%.0f jobs/s", result.rate),
+                         share + String(format: "; peak RSS %.1f MB", result.peakRSSMB)])
+        }
+        if wanted.contains("growth") {
+            let result = try await drain(admin: admin, jobs: growthJobs, latencyMs: 0, history: 0)
+            let samples = result.rssByProgress.map { String(format: "%.1f", $0) }.joined(separator: " / ")
+            rows.append(["growth", "\(growthJobs) jobs, API 0 ms", String(format: "%.0f jobs/s", result.rate),
+                         "RSS MB at 10/25/50/75/100% of the drain: \(samples); peak " + String(format: "%.1f MB", result.peakRSSMB)])
+        }
+        print(table(["scenario", "setup", "result", "notes"], rows))
+    }
+}

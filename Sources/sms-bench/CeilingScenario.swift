@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import PostgresClient
+import SMSJobStore
+import SMSModel
+
+extension Bench {
+    /// The daemon's own statements, the very types and bindings it runs (`ClaimJobs`, `ReserveSends`,
+    /// `CompleteJobs`), on two connections through the same libpq wrapper, with no HTTP in between:
+    /// what PostgreSQL on this machine allows for the daemon's database work, every job sent on its
+    /// first call.
+    func statementCeiling(admin: String, jobs: Int) async throws -> Double {
+        let database = try await freshDatabase(admin: admin)
+        let setup = try await PostgresConnection.connect(database)
+        try await setup.query("""
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '13' || lpad(g::text, 9, '0') FROM generate_series(1, \(jobs)) g
+            """)
+        await setup.close()
+        let batch = concurrency
+        let started = ContinuousClock.now
+        let sent = try await withThrowingTaskGroup(of: Int.self) { group in
+            for client in 0..<2 {
+                group.addTask {
+                    let db = try await PostgresConnection.connect(database)
+                    defer { Task { await db.close() } }
+                    var sent = 0
+                    // Bounded: every round sends a batch or finds the queue empty.
+                    for _ in 0...(jobs / batch + 1) {
+                        let claimed = try await db.run(ClaimJobs(worker: "bench-\(client)", limit: batch, lease: .seconds(30)))
+                        if claimed.isEmpty { break }
+                        let valid = try claimed.map { job in
+                            ValidJob(claimed: job, channel: .login,
+                                     phone: try ValidatedPhone.validate(number: job.phoneNumber, countryCode: nil).get(),
+                                     rule: ChannelRule())
+                        }
+                        let verdicts = try await db.run(ReserveSends(jobs: valid, window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+                        let now = ContinuousClock.now
+                        let outcomes = valid.filter { verdicts[$0.id] != nil }.map { job in
+                            JobOutcome(job: job.lease, state: .sent, message: "",
+                                       call: CallRecord(httpStatus: 200, statusCode: 200, message: "",
+                                                        requestID: String(UInt64.random(in: 0...UInt64.max), radix: 16),
+                                                        startedAt: now, finishedAt: now),
+                                       coalesce: true)
+                        }
+                        sent += try await db.run(CompleteJobs(worker: "bench-\(client)", outcomes: outcomes,
+                                                              throttleWindow: .seconds(60), now: now))
+                    }
+                    return sent
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = (ContinuousClock.now - started).seconds
+        guard sent > 0 else { throw ValidationError("the statement ceiling sent nothing") }
+        return Double(sent) / elapsed
+    }
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import GenAuth
+import SMSMetricsEndpoint
+import Logging
+import SMSConfiguration
+import SMSEngine
+import SMSJobStore
+import SMSModel
+import ServiceLifecycle
+import UnixSignals
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon until SIGTERM/SIGINT, then drain gracefully.")
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let (config, _) = try await options.load(requireGenAuth: true)
+        let logger = makeLogger(level: config.logLevel)
+        do {
+            try await Dispatcher.checkDatabase(config.dispatcher.databaseURL)
+            try await GenAuthProbe.check(config.dispatcher.genauth)
+        } catch let error as StartupError {
+            fail(error.message, code: ExitStatus.unavailable)
+        } catch let error as GenAuthProbe.Unreachable {
+            fail(error.description, code: ExitStatus.unavailable)
+        }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var engine = config.dispatcher
+        if let listen = config.metricsListen {
+            services.append(.init(service: MetricsEndpoint.bootstrap(listen: listen, logger: logger)))
+            engine.publishesQueueDepth = true
+        }
+        let dispatcher: Dispatcher
+        do {
+            dispatcher = try Dispatcher(configuration: engine, logger: logger,
+                                        identity: .make(configured: engine.workerID))
+        } catch {
+            fail("cannot set up the GenAuth client for \(engine.genauth.host): \(error)", code: ExitStatus.config)
+        }
+        // When the dispatcher has drained and returned, the whole group (the metrics endpoint too) stops.
+        services.append(.init(service: dispatcher, successTerminationBehavior: .gracefullyShutdownGroup))
+        let group = ServiceGroup(configuration: .init(
+            services: services,
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        // The first SIGTERM/SIGINT drains (ServiceGroup); a second one means "now": exit at once. Jobs
+        // still leased are rescued by the other daemons when their lease runs out.
+        let impatience = Task {
+            var seen = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                seen += 1
+                if seen >= 2 {
+                    logger.warning("second \(signal): exiting without waiting for calls in flight")
+                    Foundation.exit(130)
+                }
+            }
+        }
+        try await group.run()
+        impatience.cancel()
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import PostgresClient
+import GenAuth
+import SMSConfiguration
+@testable import SMSEngine
+import SMSJobStore
+import SMSModel
+import Testing
+
+@Suite("Claim and write-back SQL")
+struct JobStoreTests {
+    func insert(_ database: TestDatabase, _ values: String) async throws {
+        try await database.query("INSERT INTO sms.jobs (channel, phone_number, priority, run_at) VALUES \(values)")
+    }
+
+    @Test func claimOrdersByPriorityThenRunAtAndSkipsFutureJobs() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, """
+            ('CHANNEL_LOGIN', '13800000001', 0, now() - interval '3 s'),
+            ('CHANNEL_LOGIN', '13800000002', 5, now() - interval '1 s'),
+            ('CHANNEL_LOGIN', '13800000003', 0, now() - interval '5 s'),
+            ('CHANNEL_LOGIN', '13800000004', 9, now() + interval '1 hour')
+            """)
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "w1", limit: 10, lease: .seconds(30)))
+        #expect(claimed.map(\.phoneNumber) == ["13800000002", "13800000003", "13800000001"])
+        let again = try await db.run(ClaimJobs(worker: "w1", limit: 10, lease: .seconds(30)))
+        #expect(again.isEmpty)
+        let leased = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running' AND locked_by = 'w1' AND locked_until > now()")
+        #expect(try leased.first?.requiredInt("n") == 3)
+        await db.close()
+    }
+
+    @Test func concurrentClaimsNeverOverlap() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '138' || lpad(g::text, 8, '0') FROM generate_series(1, 500) g
+            """)
+        let ids = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    let db = try await database.connect()
+                    var mine: [Int64] = []
+                    for _ in 0..<200 {
+                        let batch = try await db.run(ClaimJobs(worker: "w\(worker)", limit: 7, lease: .seconds(30)))
+                        if batch.isEmpty { break }
+                        mine += batch.map(\.id)
+                    }
+                    await db.close()
+                    return mine
+                }
+            }
+            var all: [Int64] = []
+            for try await batch in group { all += batch }
+            return all
+        }
+        #expect(ids.count == 500)
+        #expect(Set(ids).count == 500)
+    }
+
+    /// Statistics taken before a burst (history analyzed, then thousands of jobs inserted) once made the
+    /// write-back's coalescing join every open job with every other: 84 s for one batch with 30,000
+    /// pending. Counted in index tuples read, not seconds, so a slow machine cannot fail it.
+    @Test("claim and write-back stay index probes on statistics taken before a burst (generic plans)")
+    func plansSurviveStaleStatistics() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, state, attempts, created_at, sent_at, finished_at)
+            SELECT 'CHANNEL_LOGIN', '150' || lpad(g::text, 8, '0'), 'sent', 1, now() - interval '2 days',
+                   now() - interval '2 days', now() - interval '2 days'
+            FROM generate_series(1, 20000) g
+            """)
+        try await database.query("VACUUM ANALYZE sms.jobs")
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number) SELECT 'CHANNEL_LOGIN', '13' || lpad(g::text, 9, '0')
+            FROM generate_series(1, 3000) g
+            """)
+        let db = try await database.connect()
+        // What the daemon gets after five executions of a prepared statement, whatever it chooses then.
+        try await db.execute("SET plan_cache_mode = force_generic_plan")
+        func indexTuplesRead() async throws -> Int {
+            _ = try await db.query("SELECT pg_stat_force_next_flush()")
+            _ = try await db.query("SELECT pg_stat_clear_snapshot()")
+            return try await db.query("""
+                SELECT sum(idx_tup_read)::int AS n FROM pg_stat_user_indexes WHERE relname = 'jobs'
+                """).first?.requiredInt("n") ?? 0
+        }
+        let before = try await indexTuplesRead()
+        let now = ContinuousClock.now
+        for _ in 0..<3 {
+            let claimed = try await db.run(ClaimJobs(worker: "w1", limit: 64, lease: .seconds(30)))
+            #expect(claimed.count == 64)
+            let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "r", startedAt: now, finishedAt: now)
+            let written = try await db.run(CompleteJobs(worker: "w1", outcomes: claimed.map {
+                JobOutcome(job: $0.lease, state: .sent, message: "", call: call, coalesce: true)
+            }, throttleWindow: .seconds(60)))
+            #expect(written == 64)
+        }
+        let read = try await indexTuplesRead() - before
+        // 192 jobs claimed and written: a few index entries each. The bad plans read millions.
+        #expect(read < 5_000, "index tuples read for 3 claims and write-backs of 64: \(read)")
+        await db.close()
+    }
+
+    @Test func writeBackIsFencedOnTheLeaseAndLogsAttempts() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now()), ('CHANNEL_LOGIN', '13800000003', 0, now())")
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "w1", limit: 10, lease: .seconds(30)))
+        #expect(claimed.count == 3)
+        // The third job's lease passed to another worker (as after a rescue and a new claim).
+        try await database.query("UPDATE sms.jobs SET locked_by = 'w2', lease_token = lease_token + 1000 WHERE phone_number = '13800000003'")
+        let call = CallRecord(httpStatus: 200, statusCode: 200, apiCode: nil, message: "", requestID: "req-1",
+                              startedAt: .now - .milliseconds(200), finishedAt: .now)
+        var retry = call
+        retry.statusCode = 503
+        retry.message = "busy, with \"quotes\", commas and {braces}"
+        retry.requestID = "req-2"
+        let byPhone = Dictionary(uniqueKeysWithValues: claimed.map { ($0.phoneNumber, $0.lease) })
+        let written = try await db.run(CompleteJobs(worker: "w1", outcomes: [
+            JobOutcome(job: byPhone["13800000001"]!, state: .sent, message: "", call: call),
+            JobOutcome(job: byPhone["13800000002"]!, state: .pending, message: retry.message, call: retry, retryIn: .seconds(60)),
+            JobOutcome(job: byPhone["13800000003"]!, state: .sent, message: "", call: call),
+        ], throttleWindow: .seconds(60)))
+        #expect(written == 2)
+        let rows = try await database.query("""
+            SELECT phone_number, state, attempts, status_code, http_status, request_id, message, locked_by,
+                   run_at > now() + interval '50 s' AS later, sent_at IS NOT NULL AS has_sent_at, finished_at IS NOT NULL AS finished
+            FROM sms.jobs ORDER BY phone_number
+            """).rows
+        #expect(try rows[0].string("state") == "sent")
+        #expect(try rows[0].int("attempts") == 1)
+        #expect(try rows[0].string("request_id") == "req-1")
+        #expect(try rows[0].bool("has_sent_at") == true && rows[0].bool("finished") == true)
+        #expect(try rows[0].string("locked_by") == nil)
+        #expect(try rows[1].string("state") == "pending")
+        #expect(try rows[1].int("status_code") == 503)
+        #expect(try rows[1].string("message") == retry.message)
+        #expect(try rows[1].bool("later") == true)
+        #expect(try rows[1].bool("finished") == false)
+        #expect(try rows[2].string("state") == "running")
+        #expect(try rows[2].string("locked_by") == "w2")
+        #expect(try rows[2].int("attempts") == 0)
+        let attempts = try await database.query("SELECT job_id, attempt, outcome, request_id FROM sms.attempts ORDER BY request_id").rows
+        #expect(attempts.count == 2)
+        #expect(try attempts.map { try $0.string("outcome") } == ["sent", "retry"])
+        #expect(try attempts.map { try $0.int("attempt") } == [1, 1])
+        await db.close()
+    }
+
+    @Test func expiredLeasesAreRescued() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        _ = try await db.run(ClaimJobs(worker: "dead", limit: 1, lease: .milliseconds(10)))
+        _ = try await db.run(ClaimJobs(worker: "alive", limit: 1, lease: .seconds(300)))
+        try await Task.sleep(for: .milliseconds(50))
+        let rescued = try await db.run(RescueExpiredLeases(policy: .atLeastOnce))
+        #expect(rescued.count == 1)
+        let row = try #require(try await database.query("SELECT state, message, attempts FROM sms.jobs WHERE id = $1", [String(rescued[0].id)]).first)
+        #expect(try row.string("state") == "pending")
+        #expect(try row.string("message")?.contains("lease of worker dead expired before its API call") == true)
+        #expect(try row.int("attempts") == 0)
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running' AND locked_by = 'alive'").first?.requiredInt("n") == 1)
+        await db.close()
+    }
+
+    @Test("a rescued job whose call may have gone out: retried under at-least-once, failed under at-most-once")
+    func rescueFollowsTheDeliveryPolicy() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        for policy in [DeliveryPolicy.atLeastOnce, .atMostOnce] {
+            try await database.query("UPDATE sms.jobs SET state = 'pending', attempts = 0, uncertain = false, finished_at = NULL")
+            let claimed = try await db.run(ClaimJobs(worker: "dead", limit: 2, lease: .milliseconds(10)))
+            // The first job's reservation marked it as sending; the second never got that far.
+            let verdicts = try await db.run(ReserveSends(jobs: [valid(claimed[0])], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+            #expect(verdicts[claimed[0].id] == .granted(slot: .zero))
+            try await Task.sleep(for: .milliseconds(50))
+            let rescued = try await db.run(RescueExpiredLeases(policy: policy))
+            #expect(rescued.count == 2)
+            let rows = try await database.query("SELECT id, state, attempts, uncertain, message, sending_at FROM sms.jobs ORDER BY id").rows
+            let sending = try #require(rows.first { (try? $0.int("id")) == Int(claimed[0].id) })
+            let idle = try #require(rows.first { (try? $0.int("id")) == Int(claimed[1].id) })
+            #expect(try idle.string("state") == "pending" && idle.int("attempts") == 0)
+            #expect(try sending.int("attempts") == 1)
+            #expect(try sending.bool("uncertain") == true)
+            #expect(try sending.string("sending_at") == nil)
+            if policy == .atLeastOnce {
+                #expect(try sending.string("state") == "pending")
+                #expect(try sending.string("message")?.contains("retrying (delivery.policy = at-least-once)") == true)
+            } else {
+                #expect(try sending.string("state") == "failed")
+                #expect(try sending.string("message")?.contains("delivery unknown") == true)
+            }
+            try await database.query("DELETE FROM sms.throttle")
+        }
+        await db.close()
+    }
+
+    @Test("retention deletes for at most its time budget and says when more is left")
+    func retentionHasATimeBudget() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, state, attempts, finished_at)
+            SELECT 'CHANNEL_LOGIN', '150' || lpad(g::text, 8, '0'), 'sent', 1, now() - interval '40 days'
+            FROM generate_series(1, 250) g
+            """)
+        let db = try await database.connect()
+        let first = try #require(try await RetentionService.apply(retention(budget: .zero), on: db))
+        #expect(first == RetentionService.Run(deleted: 100, more: true), "one batch, then the budget is spent")
+        let rest = try #require(try await RetentionService.apply(retention(budget: .seconds(30)), on: db))
+        #expect(rest == RetentionService.Run(deleted: 150, more: false))
+        await db.close()
+    }
+}

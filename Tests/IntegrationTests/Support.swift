@@ -1,0 +1,334 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import PostgresClient
+import GenAuth
+import SMSConfiguration
+@testable import SMSEngine
+import SMSJobStore
+import SMSModel
+import Synchronization
+import Testing
+
+/// Where the real things are: the throwaway cluster `make test` starts, the built executables, `sql/`.
+enum TestEnvironment {
+    static var adminURL: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"], !url.isEmpty else {
+                throw TestSetupError("SMSD_TEST_ADMIN_URL is not set: run the tests with `make test`, which starts a throwaway PostgreSQL")
+            }
+            return url
+        }
+    }
+
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var sqlDirectory: String { repositoryRoot.appendingPathComponent("sql").path }
+
+    /// The folder holding the test bundle also holds the package's executables.
+    static var binDirectory: URL {
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+            Bundle.main.bundleURL.deletingLastPathComponent(),
+            Bundle.main.bundleURL,
+            repositoryRoot.appendingPathComponent(".build/debug"),
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("sms-dispatcher").path) }
+            ?? candidates.last!
+    }
+
+    static func executable(_ name: String) -> String { binDirectory.appendingPathComponent(name).path }
+}
+
+struct TestSetupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A fresh database per test, migrated from `sql/`, dropped afterwards: tests never share rows.
+final class TestDatabase: Sendable {
+    let name: String
+    let url: String
+
+    private init(name: String, url: String) {
+        self.name = name
+        self.url = url
+    }
+
+    static func create(migrated: Bool = true) async throws -> TestDatabase {
+        let admin = try await PostgresConnection.connect(try TestEnvironment.adminURL)
+        let name = "smsd_test_\(UInt32.random(in: 0..<UInt32.max))_\(ProcessInfo.processInfo.processIdentifier)"
+        try await admin.execute("CREATE DATABASE \(name)")
+        await admin.close()
+        let adminURL = try TestEnvironment.adminURL
+        guard let slash = adminURL.lastIndex(of: "/") else { throw TestSetupError("odd admin URL") }
+        let database = TestDatabase(name: name, url: adminURL[..<slash] + "/" + name)
+        if migrated {
+            let connection = try await database.connect()
+            try await Migrator.load(directory: TestEnvironment.sqlDirectory).migrate(connection, logger: quietLogger)
+            await connection.close()
+        }
+        return database
+    }
+
+    func connect() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(url, applicationName: "smsd-tests")
+    }
+
+    /// Runs one statement on a short-lived connection.
+    @discardableResult
+    func query(_ sql: String, _ parameters: [String?] = []) async throws -> PostgresRows {
+        let connection = try await connect()
+        do {
+            let rows = try await connection.query(sql, parameters)
+            await connection.close()
+            return rows
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// Runs a script of several statements (simple query protocol) on a short-lived connection.
+    func execute(_ sql: String) async throws {
+        let connection = try await connect()
+        do {
+            try await connection.execute(sql)
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    func drop() async {
+        guard let admin = try? await PostgresConnection.connect(try TestEnvironment.adminURL) else { return }
+        _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        await admin.close()
+    }
+}
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
+func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    return try await condition()
+}
+
+/// A real child process (a daemon, the sandbox, a CLI command) with its output captured.
+final class ChildProcess: Sendable {
+    let process: Process
+    private final class Buffer: Sendable {
+        let text = Mutex("")
+        let ended = Mutex(false)
+    }
+    private let captured = Buffer()
+
+    var output: String { captured.text.withLock { $0 } }
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        // Start from a clean slate of SMSD_ variables so the developer's own never leak into a test.
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SMSD_") }
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        self.process = process
+        pipe.fileHandleForReading.readabilityHandler = { [captured] handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                captured.ended.withLock { $0 = true }
+                return
+            }
+            captured.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+        }
+        try process.run()
+    }
+
+    var isRunning: Bool { process.isRunning }
+    var pid: Int32 { process.processIdentifier }
+
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits for exit up to `timeout`; returns the exit status, or nil if it is still running.
+    func waitForExit(timeout: Duration = .seconds(30)) async -> Int32? {
+        let exited = await eventually(timeout: timeout) { !process.isRunning }
+        guard exited else { return nil }
+        // The readability handler may still be draining the pipe: wait for its end (bounded, as a
+        // grandchild may hold the pipe open).
+        _ = await eventually(timeout: .seconds(3)) { captured.ended.withLock { $0 } }
+        return process.terminationStatus
+    }
+
+    /// Stops it for good (SIGKILL) if it is still running.
+    func stop() async {
+        if process.isRunning {
+            signal(SIGKILL)
+            _ = await waitForExit(timeout: .seconds(10))
+        }
+    }
+
+    /// Runs a command to completion (bounded) and returns its status and output.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                    timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+        let child = try ChildProcess(executable, arguments, environment: environment)
+        guard let status = await child.waitForExit(timeout: timeout) else {
+            await child.stop()
+            throw TestSetupError("\(executable) \(arguments) did not finish within \(timeout)")
+        }
+        return (status, child.output)
+    }
+}
+
+/// The real `genauth-sandbox` executable on a free loopback port.
+final class SandboxProcess: Sendable {
+    let child: ChildProcess
+    let baseURL: String
+
+    static func start(_ arguments: [String] = []) async throws -> SandboxProcess {
+        let child = try ChildProcess(TestEnvironment.executable("genauth-sandbox"), ["--port", "0"] + arguments)
+        var url: String? = nil
+        _ = await eventually(timeout: .seconds(20)) {
+            if let line = child.output.split(separator: "\n").first(where: { $0.contains("listening on ") }) {
+                url = String(line.split(separator: " ").last!)
+                return true
+            }
+            return !child.isRunning
+        }
+        guard let url else {
+            await child.stop()
+            throw TestSetupError("genauth-sandbox did not start: \(child.output)")
+        }
+        return SandboxProcess(child: child, baseURL: url)
+    }
+
+    private init(child: ChildProcess, baseURL: String) {
+        self.child = child
+        self.baseURL = baseURL
+    }
+
+    struct Report: Decodable {
+        struct Send: Decodable {
+            let requestId: String
+            let channel: String
+            let phoneNumber: String
+            let phoneCountryCode: String?
+            let at: Double
+        }
+        let requests: Int
+        let accepted: [Send]
+        let answers: [String: Int]
+        let perSecond: [String: Int]
+        let tokensIssued: Int
+    }
+
+    func report() async throws -> Report {
+        let (_, body) = try await HTTP.request("GET", baseURL + "/__sandbox/sends")
+        return try JSONDecoder().decode(Report.self, from: Data(body.utf8))
+    }
+
+    func stop() async { await child.stop() }
+}
+
+/// Plain HTTP for the tests, through AsyncHTTPClient.
+enum HTTP {
+    static func request(_ method: String, _ url: String, headers: [(String, String)] = [], body: String? = nil)
+        async throws -> (status: Int, body: String)
+    {
+        var request = HTTPClientRequest(url: url)
+        request.method = .init(rawValue: method)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
+        return (Int(response.status.code), String(buffer: bytes))
+    }
+}
+
+/// A daemon process with settings that make tests quick: short polls, retries and timeouts.
+func startDaemon(database: TestDatabase, sandbox: SandboxProcess, extra: [String: String] = [:]) throws -> ChildProcess {
+    var environment = [
+        "SMSD_DATABASE_URL": database.url,
+        "SMSD_GENAUTH_HOST": sandbox.baseURL,
+        "SMSD_GENAUTH_APP_ID": "test-app",
+        "SMSD_POLL_INTERVAL": "0.2",
+        "SMSD_RETRY_BASE_DELAY": "0.1",
+        "SMSD_RETRY_MAX_DELAY": "0.5",
+        "SMSD_GENAUTH_TIMEOUT": "1",
+        "SMSD_HEARTBEAT_INTERVAL": "0.5",
+        "SMSD_LEASE_DURATION": "5",
+        "SMSD_LOG_LEVEL": "info",
+    ]
+    environment.merge(extra) { _, new in new }
+    return try ChildProcess(TestEnvironment.executable("sms-dispatcher"), ["run"], environment: environment)
+}
+
+/// Counts jobs by state.
+func stateCounts(_ database: TestDatabase) async throws -> [String: Int] {
+    let rows = try await database.query("SELECT state, count(*)::int AS n FROM sms.jobs GROUP BY state")
+    var counts: [String: Int] = [:]
+    for row in rows.rows { counts[try row.requiredString("state")] = try row.requiredInt("n") }
+    return counts
+}
+
+func unfinishedJobs(_ database: TestDatabase) async throws -> Int {
+    try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')")
+        .first!.requiredInt("n")
+}
+
+/// Runs a command that starts a long-lived grandchild (`pg_ctl restart` starts a new postgres) and
+/// waits for the command alone. Foundation's `Process` is no use here: its termination check relies
+/// on descriptors the grandchild would inherit and keep open. So: posix_spawn bash (dash cannot close descriptors above 9), which closes every
+/// inherited descriptor above stderr, exec the command, and poll `waitpid` (bounded).
+func runDetachingGrandchildren(_ arguments: [String], timeout: Duration = .seconds(90)) async throws -> Int32 {
+    let script = #"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; exec "$@" >/dev/null 2>&1"#
+    let argv = ["/bin/bash", "-c", script, "bash"] + arguments
+    var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { cArguments.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, "/bin/bash", nil, nil, &cArguments, environ)
+    guard spawned == 0 else { throw TestSetupError("posix_spawn failed: \(spawned)") }
+    let deadline = ContinuousClock.now + timeout
+    var status: Int32 = 0
+    while ContinuousClock.now < deadline {
+        let reaped = waitpid(pid, &status, WNOHANG)
+        if reaped == pid { return (status >> 8) & 0xff }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    kill(pid, SIGKILL)
+    throw TestSetupError("\(arguments) did not finish within \(timeout)")
+}
+
+/// A claimed job as triage passes it on (the tests' jobs are valid).
+func valid(_ job: ClaimedJob) -> ValidJob {
+    guard case .send(let valid) = Triage(configuration: .init(), throttleWindow: .seconds(60)).decide(job) else {
+        fatalError("job \(job.id) is not sendable: \(job)")
+    }
+    return valid
+}
+
+/// Retention as the daemon configures it: 30 days, 100 rows a statement.
+func retention(budget: Duration) -> RetentionService.Configuration {
+    var configuration = RetentionService.Configuration()
+    configuration.maxAge = .seconds(30 * 86_400)
+    configuration.batchSize = 100
+    configuration.budget = budget
+    return configuration
+}

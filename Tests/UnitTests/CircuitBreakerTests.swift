@@ -1,0 +1,56 @@
+@testable import SMSEngine
+import Testing
+
+/// The breaker's bookkeeping as a pure value: every step takes `now`, so no test sleeps.
+@Suite("Circuit breaker")
+struct CircuitBreakerTests {
+    let start = ContinuousClock.now
+
+    func opened(threshold: Int = 2, coolDown: Duration = .seconds(1)) -> CircuitBreaker.State {
+        var state = CircuitBreaker.State(threshold: threshold, coolDown: coolDown, probeTimeout: .seconds(15), now: start)
+        for _ in 0..<threshold { _ = state.record(isServerFault: true, now: start) }
+        return state
+    }
+
+    @Test func opensAfterThresholdAndProbesAfterCoolDown() {
+        var state = opened()
+        #expect(state.phase == .open)
+        #expect(state.admit(5, now: start + .milliseconds(500)) == .none(retryIn: .milliseconds(500)))
+        #expect(state.admit(5, now: start + .seconds(1)) == .probe(count: 1, retryIn: .seconds(1)))
+        // One probe at a time.
+        #expect(state.admit(5, now: start + .seconds(1)) == .none(retryIn: .seconds(1)))
+        #expect(state.record(isServerFault: false, now: start + .seconds(2)) == .closed)
+        #expect(state.admit(5, now: start + .seconds(2)) == .all)
+    }
+
+    @Test("a probe whose job made no call is handed back, and the next batch probes")
+    func releasedProbe() {
+        var state = opened()
+        #expect(state.admit(1, now: start + .seconds(1)) == .probe(count: 1, retryIn: .seconds(1)))
+        state.releaseProbe()
+        #expect(state.admit(1, now: start + .seconds(1)) == .probe(count: 1, retryIn: .seconds(1)))
+    }
+
+    @Test("a probe neither answered nor handed back is taken as lost after its timeout")
+    func lostProbe() {
+        var state = opened()
+        #expect(state.admit(1, now: start + .seconds(1)) == .probe(count: 1, retryIn: .seconds(1)))
+        #expect(state.admit(1, now: start + .seconds(10)) == .none(retryIn: .seconds(1)))
+        #expect(state.admit(1, now: start + .seconds(16)) == .probe(count: 1, retryIn: .seconds(1)))
+    }
+
+    @Test func failedProbeDoublesTheCoolDown() {
+        var state = opened(coolDown: .seconds(1))
+        _ = state.admit(1, now: start + .seconds(1))
+        #expect(state.record(isServerFault: true, now: start + .seconds(1)) == .open)
+        #expect(state.admit(1, now: start + .milliseconds(2900)) == .none(retryIn: .milliseconds(100)))
+        #expect(state.admit(1, now: start + .seconds(3)) == .probe(count: 1, retryIn: .seconds(1)))
+        #expect(state.timesOpened == 2)
+    }
+
+    @Test func disabledAdmitsEverything() {
+        var state = CircuitBreaker.State(threshold: 0, coolDown: .seconds(1), probeTimeout: .seconds(1), now: start)
+        _ = state.record(isServerFault: true, now: start)
+        #expect(state.admit(3, now: start) == .all)
+    }
+}

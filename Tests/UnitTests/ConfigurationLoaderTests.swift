@@ -1,0 +1,124 @@
+import Foundation
+import GenAuth
+import SMSConfiguration
+import SMSModel
+import Testing
+
+/// The loader without a process: environment dictionaries and temporary YAML files.
+@Suite("Configuration loader")
+struct ConfigurationLoaderTests {
+    let minimal = ["SMSD_GENAUTH_HOST": "http://127.0.0.1:9", "SMSD_GENAUTH_APP_ID": "app"]
+
+    func load(_ environment: [String: String], file: String? = nil, requireGenAuth: Bool = true) async throws
+        -> DaemonConfiguration
+    {
+        try await DaemonConfiguration.load(file: file, environment: environment, requireGenAuth: requireGenAuth).0
+    }
+
+    func error(_ environment: [String: String], file: String? = nil) async -> ConfigError? {
+        do {
+            _ = try await load(environment, file: file)
+            return nil
+        } catch let error as ConfigError {
+            return error
+        } catch {
+            Issue.record("not a ConfigError: \(error)")
+            return nil
+        }
+    }
+
+    @Test func defaultsAndDurations() async throws {
+        let config = try await load(minimal)
+        let dispatcher = config.dispatcher
+        #expect(dispatcher.genauth.host == "http://127.0.0.1:9" && dispatcher.genauth.appID == "app")
+        #expect(dispatcher.genauth.timeout == .seconds(10) && dispatcher.genauth.accessKey == nil)
+        #expect(dispatcher.claims.concurrency == 64 && dispatcher.claims.lease == .seconds(30))
+        #expect(dispatcher.admission.throttleWindow == .seconds(60) && dispatcher.admission.rateLimit == 300)
+        #expect(dispatcher.retention.maxAge == .seconds(30 * 86_400))
+        #expect(dispatcher.triage.rules[.login].ttl == .seconds(600))
+        #expect(config.describe("throttle.window") == "60" && config.describe("genauth.timeout") == "10.0")
+        #expect(config.describe("database.url") == "<redacted>")
+    }
+
+    @Test func everyKeyIsDeclaredOnceAndDescribed() async throws {
+        let config = try await load(minimal)
+        let names = DaemonConfiguration.keySpecs.map(\.name)
+        #expect(Set(names).count == names.count)
+        // 31 keys of their own, 5 per channel for the defaults and each of the 11 channels.
+        #expect(names.count == 31 + 5 * 12)
+        for name in names { #expect(config.describe(name) != "?", "\(name)") }
+        let environment = Set(names.map(DaemonConfiguration.environmentName))
+        #expect(environment.count == names.count && environment.contains("SMSD_GENAUTH_APP_ID"))
+    }
+
+    @Test("a channel's key falls back to the defaults' key")
+    func channelRules() async throws {
+        let config = try await load(minimal.merging([
+            "SMSD_CHANNELS_DEFAULTS_TTL": "300", "SMSD_CHANNELS_CHANNEL_LOGIN_TTL": "60",
+            "SMSD_CHANNELS_CHANNEL_REGISTER_ENABLED": "false", "SMSD_CHANNELS_DEFAULTS_MAX_ATTEMPTS": "3",
+        ]) { $1 })
+        let rules = config.dispatcher.triage.rules
+        #expect(rules[.login].ttl == .seconds(60) && rules[.register].ttl == .seconds(300))
+        #expect(!rules[.register].enabled && rules[.login].enabled)
+        #expect(rules[.verifyMFA].maxAttempts == 3)
+        #expect(config.describe("channels.CHANNEL_LOGIN.ttl") == "60.0")
+        #expect(config.describe("channels.defaults.ttl") == "(per channel)")
+    }
+
+    @Test("errors name the key and say what is wrong",
+          arguments: [
+              (["SMSD_CONCURRENCY": "lots"], "concurrency", "whole number"),
+              (["SMSD_CONCURRENCY": "0"], "concurrency", "between 1 and 4096"),
+              (["SMSD_GENAUTH_TIMEOUT": "nan"], "genauth.timeout", "must be a number"),
+              (["SMSD_GENAUTH_HEADER_FAMILY": "okta"], "genauth.header_family", "genauth or authing"),
+              (["SMSD_LOG_LEVEL": "loud"], "log.level", "one of trace"),
+              (["SMSD_DELIVERY_POLICY": "maybe"], "delivery.policy", "at-least-once or at-most-once"),
+              (["SMSD_CONCURENCY": "8"], "SMSD_CONCURENCY", "unknown environment variable"),
+              (["SMSD_LEASE_DURATION": "5", "SMSD_HEARTBEAT_INTERVAL": "5"], "lease.duration", "twice heartbeat.interval"),
+              (["SMSD_RETRY_BASE_DELAY": "10", "SMSD_RETRY_MAX_DELAY": "5"], "retry.max_delay", "below retry.base_delay"),
+              (["SMSD_GENAUTH_ACCESS_KEY_ID": "k"], "genauth.access_key_secret", "needs both"),
+              (["SMSD_COUNTRIES_ALLOW": "+852,852"], "countries.allow", "not a country code"),
+              (["SMSD_METRICS_LISTEN": "9464"], "metrics.listen", "host:port"),
+              (["SMSD_GENAUTH_HOST": "ftp://x"], "genauth.host", "http:// or https://"),
+              (["SMSD_GENAUTH_APP_ID": "a\nb"], "genauth.app_id", "control character"),
+              (["SMSD_CHANNELS_CHANNEL_LOGIN_PRIORITY": "40000"], "channels.CHANNEL_LOGIN.priority", "between"),
+          ])
+    func errors(overrides: [String: String], key: String, message: String) async {
+        let error = await error(minimal.merging(overrides) { $1 })
+        #expect(error?.key == key, "\(String(describing: error))")
+        #expect(error?.message.contains(message) == true, "\(String(describing: error))")
+    }
+
+    @Test func genAuthIsOnlyRequiredToSend() async throws {
+        let error = await error([:])
+        #expect(error?.key == "genauth.host" && error?.message.contains("is required") == true)
+        let config = try await load([:], requireGenAuth: false)
+        #expect(config.dispatcher.databaseURL == "postgresql:///sms")
+    }
+
+    @Test("a YAML file is read under the environment, and a misspelt key in it is refused")
+    func yamlFile() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("smsd-unit-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try """
+            genauth:
+              host: http://127.0.0.1:9
+              app_id: from-file
+              access_key_id: id
+              access_key_secret: secret
+            concurrency: 8
+            channels:
+              CHANNEL_LOGIN:
+                coalesce: false
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let config = try await load(["SMSD_GENAUTH_APP_ID": "from-env"], file: file)
+        #expect(config.dispatcher.genauth.appID == "from-env" && config.dispatcher.claims.concurrency == 8)
+        #expect(config.dispatcher.genauth.accessKey == .init(id: "id", secret: "secret"))
+        #expect(!config.dispatcher.triage.rules[.login].coalesce && config.dispatcher.triage.rules[.register].coalesce)
+        #expect(config.describe("genauth.access_key_secret") == "<redacted>")
+
+        try "genauth:\n  host: http://127.0.0.1:9\n  app_id: a\n  appid_typo: b\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let typo = await error([:], file: file)
+        #expect(typo?.key == "genauth.appid_typo" && typo?.message.contains("keys in genauth") == true)
+    }
+}
