@@ -1,24 +1,20 @@
 /// Encodes Swift values as PostgreSQL array literals (`{1,2,NULL}`), so a whole batch travels as one text
 /// parameter and the server expands it with `unnest`: one round trip per batch, not per job.
 public enum PostgresArray {
-    public static func literal(_ values: [Int?]) -> String {
-        var out = "{"
-        for (index, value) in values.enumerated() {
-            if index > 0 { out += "," }
-            if let value { out += String(value) } else { out += "NULL" }
-        }
-        return out + "}"
-    }
+    public static func literal(_ values: [Int?]) -> String { numbers(values) }
 
     public static func literal(_ values: [Int]) -> String {
         "{" + values.map(String.init).joined(separator: ",") + "}"
     }
 
-    public static func literal(_ values: [Double?]) -> String {
+    public static func literal(_ values: [Double?]) -> String { numbers(values) }
+
+    /// Numbers need no quoting: their text as Swift writes it, which PostgreSQL reads back exactly.
+    private static func numbers<Number: LosslessStringConvertible>(_ values: [Number?]) -> String {
         var out = "{"
         for (index, value) in values.enumerated() {
             if index > 0 { out += "," }
-            if let value { out += String(value) } else { out += "NULL" }
+            if let value { out += value.description } else { out += "NULL" }
         }
         return out + "}"
     }

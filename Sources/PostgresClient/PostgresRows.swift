@@ -24,42 +24,31 @@ public struct PostgresRow: Sendable {
 
     public func string(_ column: String) throws -> String? { try raw(column) }
 
-    public func requiredString(_ column: String) throws -> String {
-        guard let value = try raw(column) else {
-            throw PostgresError(code: .badValue, message: "column \"\(column)\" is NULL")
-        }
-        return value
-    }
+    public func requiredString(_ column: String) throws -> String { try required(column, string) }
 
-    public func int(_ column: String) throws -> Int? {
+    public func int(_ column: String) throws -> Int? { try parsed(column, as: "an integer", Int.init) }
+
+    public func requiredInt(_ column: String) throws -> Int { try required(column, int) }
+
+    public func double(_ column: String) throws -> Double? { try parsed(column, as: "a number", Double.init) }
+
+    /// The column's text read by `parse`; nil for NULL, an error naming the column for anything else.
+    private func parsed<T>(_ column: String, as what: String, _ parse: (String) -> T?) throws -> T? {
         guard let text = try raw(column) else { return nil }
-        guard let value = Int(text) else {
-            throw PostgresError(code: .badValue, message: "column \"\(column)\" is not an integer: \(text)")
+        guard let value = parse(text) else {
+            throw PostgresError(code: .badValue, message: "column \"\(column)\" is not \(what): \(text)")
         }
         return value
     }
 
-    public func requiredInt(_ column: String) throws -> Int {
-        guard let value = try int(column) else {
+    private func required<T>(_ column: String, _ read: (String) throws -> T?) throws -> T {
+        guard let value = try read(column) else {
             throw PostgresError(code: .badValue, message: "column \"\(column)\" is NULL")
-        }
-        return value
-    }
-
-    public func double(_ column: String) throws -> Double? {
-        guard let text = try raw(column) else { return nil }
-        guard let value = Double(text) else {
-            throw PostgresError(code: .badValue, message: "column \"\(column)\" is not a number: \(text)")
         }
         return value
     }
 
     public func bool(_ column: String) throws -> Bool? {
-        guard let text = try raw(column) else { return nil }
-        switch text {
-        case "t": return true
-        case "f": return false
-        default: throw PostgresError(code: .badValue, message: "column \"\(column)\" is not a boolean: \(text)")
-        }
+        try parsed(column, as: "a boolean") { $0 == "t" ? true : $0 == "f" ? false : nil }
     }
 }

@@ -80,7 +80,7 @@ public final class Dispatcher: Service, Sendable {
     public func run() async throws {
         let configuration = self.configuration
         logger.notice("dispatcher started", metadata: [
-            "concurrency": "\(configuration.claims.concurrency)", "poll_interval": "\(configuration.claims.pollInterval)",
+            "concurrency": "\(configuration.claims.concurrency)", "poll_interval": "\(configuration.claims.pollInterval.seconds)",
             "genauth_host": "\(configuration.genauth.host)",
         ])
         // Start-up checks (database, schema version, GenAuth) ran before run(): ready now.
