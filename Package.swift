@@ -154,8 +154,10 @@ let package = Package(
             dependencies: [
                 "SMSModel",
                 "GenAuth",
+                "SMSJobStore",
                 "SMSEngine",
                 "SMSConfiguration",
+                "PostgresClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

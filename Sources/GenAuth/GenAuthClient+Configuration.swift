@@ -1,3 +1,5 @@
+import Foundation
+
 /// Which header family carries the app id: GenAuth's `x-genauth-*` or the older Authing brand's `x-authing-*`.
 public enum HeaderFamily: String, Sendable, CaseIterable {
     case genauth, authing
@@ -53,7 +55,7 @@ extension GenAuthClient {
         /// carry. The same parser as the connections', so what passes here is what they can reach.
         public func validate() throws(Problem) {
             guard !host.isEmpty else { throw Problem(field: .host, message: "is required") }
-            guard (try? GenAuthEndpoint(url: host)) != nil else {
+            guard URL(string: host)?.host != nil, (try? GenAuthEndpoint(url: host)) != nil else {
                 throw Problem(field: .host, message:
                     "must be an http:// or https:// URL (scheme://host[:port][/path], no user info, query or fragment), not \"\(host)\"")
             }

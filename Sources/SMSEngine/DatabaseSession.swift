@@ -51,6 +51,14 @@ struct DatabaseSession: Sendable {
         return connection
     }
 
+    /// The open connection, or one attempt at once, without the backoff: for the last statement of a
+    /// stop, which must not wait out an outage's backoff inside systemd's stop timeout.
+    mutating func connectOnce() async -> PostgresConnection? {
+        if let connection { return connection }
+        connection = try? await PostgresConnection.connect(url, applicationName: applicationName, session: settings)
+        return connection
+    }
+
     /// A statement failed: the session is dropped (a fresh one, maybe on a new primary, is opened by
     /// the next `connect`), and the outage logged if it just began.
     mutating func failed(_ error: any Error) async {

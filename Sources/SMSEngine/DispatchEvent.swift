@@ -43,7 +43,8 @@ final class DispatchEvents: Sendable {
         }
     }
 
-    /// The events since the last call, once there is at least one; nil after `close()`.
+    /// The events since the last call, once there is at least one; nil after `close()` or when the
+    /// task is cancelled (the loop ends either way).
     func next() async -> [DispatchEvent]? {
         await inbox.take(when: \.isReady) { state -> [DispatchEvent]? in
             guard !state.closed else { return nil }
@@ -52,7 +53,7 @@ final class DispatchEvents: Sendable {
             state.flags.removeAll(keepingCapacity: true)
             state.finishedCalls = 0
             return events
-        }
+        } ?? nil
     }
 
     func close() { inbox.update { $0.closed = true } }

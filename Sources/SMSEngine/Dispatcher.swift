@@ -148,7 +148,7 @@ public final class Dispatcher: Service, Sendable {
         }
         // After every task (the heartbeat too: a last beat could re-create it): `sms.workers` lists
         // running daemons.
-        if let db = await loop.session.connect() {
+        if let db = await loop.session.connectOnce() {
             do {
                 try await db.run(UnregisterWorker(worker: identity))
             } catch {

@@ -29,19 +29,30 @@ final class Inbox<State: Sendable>: Sendable {
     /// Reads or changes the state without waking anyone.
     func withState<R: Sendable>(_ body: (inout State) -> R) -> R { box.withLock { body(&$0.state) } }
 
-    /// Waits until `ready` holds, then `take`s from the state under the same lock.
-    func take<R: Sendable>(when ready: (State) -> Bool, _ take: (inout State) -> R) async -> R {
-        while true {
+    /// Waits until `ready` holds, then `take`s from the state under the same lock; nil if the task is
+    /// cancelled first (as an `AsyncStream`'s iterator ends on cancellation).
+    func take<R: Sendable>(when ready: (State) -> Bool, _ take: (inout State) -> R) async -> R? {
+        while !Task.isCancelled {
             let taken = box.withLock { box -> R? in ready(box.state) ? take(&box.state) : nil }
             if let taken { return taken }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = box.withLock { box -> Bool in
-                    if ready(box.state) { return true }
-                    box.waiter = continuation
-                    return false
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = box.withLock { box -> Bool in
+                        // Checked under the lock the cancellation handler takes: either it sees this
+                        // waiter, or this sees the cancellation.
+                        if ready(box.state) || Task.isCancelled { return true }
+                        box.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
                 }
-                if resumeNow { continuation.resume() }
+            } onCancel: {
+                box.withLock { box in
+                    defer { box.waiter = nil }
+                    return box.waiter
+                }?.resume()
             }
         }
+        return nil
     }
 }

@@ -26,9 +26,10 @@ final class WriteQueue: Sendable {
         inbox.update { $0.outcomes.append(contentsOf: outcomes) }
     }
 
-    /// Everything submitted so far, once there is something (or the queue was finished).
+    /// Everything submitted so far, once there is something (or the queue was finished); nothing, and
+    /// finished, when the writer's task is cancelled.
     func next() async -> (outcomes: [JobOutcome], finished: Bool) {
-        await inbox.take(when: { !$0.outcomes.isEmpty || $0.finished }) { ($0.takeAll(), $0.finished) }
+        await inbox.take(when: { !$0.outcomes.isEmpty || $0.finished }) { ($0.takeAll(), $0.finished) } ?? ([], true)
     }
 
     /// Everything submitted so far, without waiting.

@@ -21,6 +21,9 @@ struct Enqueue: AsyncParsableCommand {
         if let priority, !(Int(Int16.min)...Int(Int16.max)).contains(priority) {
             throw ValidationError("--priority must fit in a smallint")
         }
+        if let expiresIn, !expiresIn.isFinite {
+            throw ValidationError("--expires-in must be a number of seconds")
+        }
     }
 
     func run() async throws {

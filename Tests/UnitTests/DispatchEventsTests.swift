@@ -27,3 +27,28 @@ struct DispatchEventsTests {
         #expect(await events.next() == nil)
     }
 }
+
+extension DispatchEventsTests {
+    /// Without this a cancelled dispatcher (another service of the group failed) would keep its claim
+    /// loop waiting for ever, with no writer and no heartbeat left.
+    @Test("a loop waiting for events ends when its task is cancelled")
+    func cancellationEndsTheWait() async {
+        let events = DispatchEvents()
+        let waiting = Task { await events.next() }
+        try? await Task.sleep(for: .milliseconds(20))
+        waiting.cancel()
+        #expect(await waiting.value == nil)
+        // Cancelled before it waits: it does not wait at all.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return await events.next()
+        }
+        #expect(await early.value == nil)
+        let queue = WriteQueue()
+        let writer = Task { await queue.next() }
+        try? await Task.sleep(for: .milliseconds(20))
+        writer.cancel()
+        let end = await writer.value
+        #expect(end.outcomes.isEmpty && end.finished)
+    }
+}

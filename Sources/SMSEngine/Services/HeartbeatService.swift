@@ -37,7 +37,11 @@ public struct HeartbeatService: Sendable {
             (self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.rules,
              self.staleAfter)
         await PeriodicTask.run(session: &session, every: configuration.interval) { db in
-            // Before the first heartbeat (so a worker row means the settings are out): the channels'
+            // The leases first: whatever fails later in the round (a slow count, the worker row), the
+            // jobs this process holds are not rescued from under it.
+            let held = leases.held()
+            if !held.isEmpty { try await db.run(ExtendLeases(held: held, lease: lease)) }
+            // Before the first worker row (so a worker row means the settings are out): the channels'
             // default priorities, for the insert trigger.
             if !publishedSettings {
                 try await db.run(PublishChannelSettings(rules: rules))
@@ -47,8 +51,6 @@ public struct HeartbeatService: Sendable {
             let stuck = writes.stuckSince.map { ContinuousClock.now - $0 }
             try await db.run(WorkerHeartbeat(worker: identity, inFlight: snapshot.inFlight, counters: snapshot.counters,
                                              unwritten: writes.unsettled, oldestUnwritten: stuck))
-            let held = leases.held()
-            if !held.isEmpty { try await db.run(ExtendLeases(held: held, lease: lease)) }
             let live = try await db.run(CountLiveWorkers(worker: identity, staleAfter: staleAfter))
             if live.sharingID > 0, !warnedSharedID {
                 warnedSharedID = true

@@ -12,4 +12,10 @@ public struct ForgetStaleRows: Statement {
         """
 
     public var bindings: [String?] { [] }
+
+    /// Throttle windows and worker rows forgotten.
+    public func decode(_ rows: PostgresRows) throws -> (windows: Int, workers: Int) {
+        let row = try rows.single("forgetting stale rows")
+        return (try row.requiredInt("windows"), try row.requiredInt("workers"))
+    }
 }

@@ -9,7 +9,7 @@ public struct NotifyJobsAvailable: Statement {
     public static let channel = "sms_jobs"
 
     public static let isPrepared = false
-    public static let sql = "SELECT pg_notify('sms_jobs', '')"
+    public static let sql = "SELECT pg_notify($1, '')"
 
-    public var bindings: [String?] { [] }
+    public var bindings: [String?] { [Self.channel] }
 }

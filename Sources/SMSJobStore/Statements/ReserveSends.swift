@@ -45,7 +45,11 @@ public struct ReserveSends: Statement {
                 verdicts[id] = .granted(slot: .seconds(double: min(max(0, slot), 3600)))
             case "deferred": verdicts[id] = .deferred(until: try row.double("until") ?? 0)
             case "lost": verdicts[id] = .lost
-            default: verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
+            case "capped": verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
+            case let other:
+                // Not thrown: a statement error would keep the job waiting for its reservation (and
+                // its lease extended) for ever. Refused, saying so, it ends on its row.
+                verdicts[id] = .capped("sms.reserve_sends returned an unknown verdict \(other.prefix(40)); not sent")
             }
         }
         return verdicts

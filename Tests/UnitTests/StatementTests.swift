@@ -1,0 +1,90 @@
+import Foundation
+import PostgresClient
+import SMSJobStore
+@testable import SMSModel
+import Testing
+
+/// What the compiler cannot check: that each statement's bindings line up with its SQL's `$1…$n`.
+@Suite("Statements")
+struct StatementTests {
+    static let claimed = ClaimedJob(id: 41, leaseToken: 9, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
+                                    phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
+    static let job = ValidJob(claimed: claimed, channel: .login,
+                              phone: ValidatedPhone(number: "13800138000", countryCode: nil), rule: ChannelRule())
+    static let worker = WorkerIdentity(id: "w", instance: "0123456789abcdef", host: "h", pid: 1)
+
+    /// The highest `$n` in the SQL: how many parameters the server expects.
+    func placeholders(_ sql: String) -> Int {
+        var highest = 0
+        var rest = Substring(sql)
+        while let dollar = rest.firstIndex(of: "$") {
+            rest = rest[rest.index(after: dollar)...]
+            let digits = rest.prefix(while: \.isNumber)
+            highest = max(highest, Int(digits) ?? 0)
+        }
+        return highest
+    }
+
+    @Test("every statement binds exactly the parameters its SQL names")
+    func bindingsMatchPlaceholders() {
+        let now = ContinuousClock.now
+        let call = CallRecord(httpStatus: 200, statusCode: 200, message: "ok", requestID: "r", startedAt: now, finishedAt: now)
+        let statements: [any Statement] = [
+            ClaimJobs(worker: "w", limit: 64, lease: .seconds(30)),
+            ReserveSends(jobs: [Self.job], window: .seconds(60), hourCap: 5, dayCap: 10, rate: 270),
+            CompleteJobs(worker: "w", outcomes: [JobOutcome(job: Self.job.lease, state: .sent, message: "", call: call)],
+                         throttleWindow: .seconds(60)),
+            WorkerHeartbeat(worker: Self.worker, inFlight: 3, counters: WorkerCounters()),
+            ExtendLeases(held: [Self.job.lease], lease: .seconds(30)),
+            CountLiveWorkers(worker: Self.worker, staleAfter: .seconds(15)),
+            RescueExpiredLeases(policy: .atLeastOnce),
+            PurgeFinished(olderThan: .seconds(86_400), batch: 1000),
+            ForgetStaleRows(),
+            RequeueJobs(states: [.failed], channel: .login, ids: [1], finishedWithin: .seconds(60), limit: 10, dryRun: true),
+            CancelJobs(ids: [1, 2]),
+            CountDueJobs(),
+            UnregisterWorker(worker: Self.worker),
+            NotifyJobsAvailable(),
+            EnqueueJob(channel: .login, phoneNumber: "13800138000", countryCode: nil, priority: 1, idempotencyKey: "k",
+                       expiresIn: .seconds(600)),
+            QueueStats(),
+            ListWorkers(),
+            PublishChannelSettings(rules: SendingRules()),
+        ]
+        for statement in statements {
+            let sql = type(of: statement).sql
+            #expect(statement.bindings.count == placeholders(sql), "\(type(of: statement))")
+        }
+    }
+
+    @Test("the write-back's arrays: one element per outcome, in the SQL's order, times as seconds ago")
+    func completeJobsBindings() {
+        let now = ContinuousClock.now
+        let call = CallRecord(httpStatus: 503, statusCode: nil, message: "busy", startedAt: now - .seconds(3),
+                              finishedAt: now - .seconds(1))
+        let retry = JobOutcome(job: JobLease(id: 1, token: 11), state: .pending, message: "busy", call: call,
+                               retryIn: .seconds(4), uncertain: true)
+        let deferred = JobOutcome(job: JobLease(id: 2, token: 12), state: .pending, message: "deferred",
+                                  deferredUntil: 1_800_000_000.5)
+        let bindings = CompleteJobs(worker: "w", outcomes: [retry, deferred], throttleWindow: .seconds(60), now: now).bindings
+        #expect(bindings[0] == "w")
+        #expect(bindings[1] == "{1,2}" && bindings[2] == "{11,12}")
+        #expect(bindings[3] == #"{"pending","pending"}"#)
+        #expect(bindings[4] == "{1,0}", "called")
+        #expect(bindings[5] == "{503,NULL}" && bindings[6] == "{NULL,NULL}")
+        #expect(bindings[10] == "{4.0,0.0}", "retry_in")
+        #expect(bindings[11] == "{3.0,NULL}" && bindings[12] == "{1.0,NULL}", "started and finished, seconds ago")
+        #expect(bindings[13] == #"{"retry",NULL}"#, "the attempt's outcome")
+        #expect(bindings[15] == "{NULL,1800000000.5}", "deferred_until")
+        #expect(bindings[17] == "{1,0}", "uncertain")
+        #expect(bindings[18] == "60.0")
+    }
+
+    @Test func arrayLiterals() {
+        #expect(PostgresArray.literal([1, nil, -3] as [Int?]) == "{1,NULL,-3}")
+        #expect(PostgresArray.literal([0.5, nil] as [Double?]) == "{0.5,NULL}")
+        #expect(PostgresArray.literal([] as [Int]) == "{}")
+        #expect(PostgresArray.literal([#"a "quoted", {braced}"#, nil, "back\\slash", "NULL", "nul\u{0}byte"] as [String?])
+            == #"{"a \"quoted\", {braced}",NULL,"back\\slash","NULL","nulbyte"}"#)
+    }
+}
