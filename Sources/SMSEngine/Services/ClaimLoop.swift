@@ -42,122 +42,91 @@ public struct ClaimLoop: Sendable {
     let logger: Logger
     var session: DatabaseSession
 
-    /// What the loop carries from one turn to the next.
-    private struct Turn {
-        var inFlight = 0
-        var shutdownStarted: ContinuousClock.Instant? = nil
-        /// Claimed and sendable, not yet through the throttle (kept across a database outage).
-        var awaitingReservation: [ValidJob] = []
-        var lastClaim = ContinuousClock.now - .seconds(1)
-        /// A `.lingerElapsed` is on its way.
-        var lingerArmed = false
-    }
-
-    /// Returns once a shutdown has drained: every call answered and every outcome written, or the
-    /// grace period over.
+    /// Returns once a shutdown has drained (every call answered and every outcome written, or the
+    /// grace period over), or when its task is cancelled.
     mutating func run() async {
-        var turn = Turn()
-        while let batch = await events.next() {
+        var machine = StateMachine(concurrency: configuration.concurrency, shutdownGrace: configuration.shutdownGrace,
+                                   claimLinger: Self.claimLinger, now: .now)
+        turns: while let batch = await events.next() {
             // The ticker wakes this loop every poll interval: if it stops coming round, the watchdog
             // goes hungry and systemd restarts the daemon.
             notifier.watchdog()
-            for event in batch {
-                switch event {
-                case .callsFinished(let count):
-                    turn.inFlight -= count
-                case .shutdownRequested where turn.shutdownStarted == nil:
-                    turn.shutdownStarted = .now
-                    logger.notice("shutting down: no new claims", metadata: ["in_flight": "\(turn.inFlight)"])
-                case .lingerElapsed:
-                    turn.lingerArmed = false
-                case .jobsAvailable, .tick, .outcomesWritten, .again, .shutdownRequested:
-                    break
-                }
+            if machine.receive(batch, now: .now) {
+                logger.notice("shutting down: no new claims", metadata: ["in_flight": "\(machine.inFlight)"])
             }
-            stats.setInFlight(turn.inFlight)
-
-            if let started = turn.shutdownStarted {
-                // Claimed but never sent: back to pending at once, no attempt used.
-                if !turn.awaitingReservation.isEmpty {
-                    writes.submit(turn.awaitingReservation.map {
-                        JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: .zero)
-                    })
-                    turn.awaitingReservation = []
-                    events.send(.again)
-                    continue
-                }
-                // Done when every call has answered and the writer has written every outcome.
-                if (turn.inFlight == 0 && writes.unsettled == 0) || ContinuousClock.now - started > configuration.shutdownGrace {
-                    break
-                }
+            stats.setInFlight(machine.inFlight)
+            switch machine.next(unsettled: writes.unsettled, now: .now) {
+            case .stop:
+                break turns
+            case .waitForDrain:
                 continue
+            case .releaseUnsent(let jobs):
+                writes.submit(jobs.map {
+                    JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: .zero)
+                })
+                events.send(.again)
+            case .claim(let limit, let armLinger):
+                if armLinger {
+                    let events = self.events
+                    Task {
+                        try? await Task.sleep(for: Self.claimLinger)
+                        events.send(.lingerElapsed)
+                    }
+                }
+                // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to
+                // its timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
+                guard let db = await session.connect() else { continue }
+                notifier.watchdog()
+                // Outcomes decided in this turn, handed to the writer together at its end.
+                var settled: [JobOutcome] = []
+                do {
+                    try await claimAndSend(limit: limit, on: db, machine: &machine, settled: &settled)
+                    session.succeeded()
+                } catch {
+                    // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
+                    // nothing claimed is lost (candidates still await their reservation), the outage
+                    // is logged once, and a fresh session (maybe on a new primary) is tried with backoff.
+                    await session.failed(error)
+                }
+                writes.submit(settled)
             }
-            // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to its
-            // timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
-            guard let db = await session.connect() else { continue }
-            notifier.watchdog()
-            // Outcomes decided in this turn, handed to the writer together at its end.
-            var settled: [JobOutcome] = []
-            do {
-                try await claimAndSend(on: db, turn: &turn, settled: &settled)
-                session.succeeded()
-            } catch {
-                // Whatever the database said (gone, read-only, full, cancelled, a lock timeout): nothing
-                // claimed is lost (candidates wait in `awaitingReservation`), the outage is logged once,
-                // and a fresh session (maybe on a new primary) is tried with backoff.
-                await session.failed(error)
-            }
-            writes.submit(settled)
         }
-        if turn.inFlight > 0 {
+        if machine.inFlight > 0 {
             logger.warning("stopping with calls in flight after the grace period; their jobs stay leased until rescued",
-                           metadata: ["in_flight": "\(turn.inFlight)"])
+                           metadata: ["in_flight": "\(machine.inFlight)"])
         }
     }
 
-    private func claimAndSend(on db: PostgresConnection, turn: inout Turn, settled: inout [JobOutcome]) async throws {
-        var candidates = turn.awaitingReservation
-        // Outcomes not yet on their rows hold their jobs too: while the writer is a full round behind
-        // (a slow or unreachable database), claim nothing more.
-        let free = writes.unsettled >= configuration.concurrency
-            ? 0 : configuration.concurrency - turn.inFlight - candidates.count
-        let lingering = free > 0 && free < max(1, configuration.concurrency / 4)
-            && ContinuousClock.now - turn.lastClaim < Self.claimLinger
-        if lingering, !turn.lingerArmed {
-            turn.lingerArmed = true
-            let events = self.events
-            Task {
-                try? await Task.sleep(for: Self.claimLinger)
-                events.send(.lingerElapsed)
-            }
-        }
+    private func claimAndSend(limit: Int, on db: PostgresConnection, machine: inout StateMachine,
+                              settled: inout [JobOutcome]) async throws {
         var claimedFullBatch = false
-        if free > 0 && !lingering {
-            turn.lastClaim = .now
-            let claimed = try await db.run(ClaimJobs(worker: identity.id, limit: free, lease: configuration.lease))
-            claimedFullBatch = claimed.count == free
+        if limit > 0 {
+            let claimed = try await db.run(ClaimJobs(worker: identity.id, limit: limit, lease: configuration.lease))
+            claimedFullBatch = claimed.count == limit
             leases.hold(claimed.map(\.lease))
             notifier.watchdog()
             stats.countClaimed(claimed.count)
+            var sendable: [ValidJob] = []
             for job in claimed {
                 switch triage.decide(job) {
-                case .send(let valid): candidates.append(valid)
+                case .send(let valid): sendable.append(valid)
                 case .settle(let outcome): settled.append(outcome)
                 }
             }
+            machine.claimed(sendable)
         }
 
-        let plan = admission.plan(candidates)
+        let plan = admission.plan(machine.candidates)
         // The job holding the half-open breaker's probe, until its call starts: handed back if it makes
         // none (deferred, capped, lost, or the reservation failed).
         var probe = plan.probe
         defer { if probe != nil { breaker.releaseProbe() } }
         settled += plan.settled
         stats.count(settled)
-        // Until the reservation is through, every candidate is still waiting for it.
-        turn.awaitingReservation = plan.batch + plan.nextRound
+        // Until the reservation is through, every candidate is still awaiting it (the breaker's
+        // deferrals are settled: their outcomes go to the writer even if the reservation fails).
+        machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
         let verdicts = admission.apply(try await admission.reserve(plan.batch, on: db), to: plan.batch)
-        turn.awaitingReservation = plan.nextRound + verdicts.unanswered
         if let probeJob = probe, verdicts.granted.contains(where: { $0.job.id == probeJob }) {
             // Its call starts now: the call's answer settles the probe.
             probe = nil
@@ -169,10 +138,10 @@ public struct ClaimLoop: Sendable {
         }
         settled += verdicts.settled
         stats.count(verdicts.settled)
-        turn.inFlight += verdicts.granted.count
+        machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
         sender.start(verdicts.granted)
-        stats.setInFlight(turn.inFlight)
-        // A full batch means more may be due: go round again at once. So do jobs waiting for a reservation.
-        if claimedFullBatch || !turn.awaitingReservation.isEmpty { events.send(.again) }
+        stats.setInFlight(machine.inFlight)
+        // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
+        if claimedFullBatch || !machine.candidates.isEmpty { events.send(.again) }
     }
 }

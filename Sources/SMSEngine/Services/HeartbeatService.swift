@@ -37,10 +37,16 @@ public struct HeartbeatService: Sendable {
             (self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.rules,
              self.staleAfter)
         await PeriodicTask.run(session: &session, every: configuration.interval) { db in
-            // The leases first: whatever fails later in the round (a slow count, the worker row), the
-            // jobs this process holds are not rescued from under it.
+            // The leases first, and on their own: a statement that gives up (a lock on sms.jobs held by
+            // an operator, a slow count) keeps neither the leases from being extended nor the worker
+            // row, which shows the backlog, from being written. A broken connection ends the round.
+            var failed: PostgresError? = nil
             let held = leases.held()
-            if !held.isEmpty { try await db.run(ExtendLeases(held: held, lease: lease)) }
+            do {
+                if !held.isEmpty { try await db.run(ExtendLeases(held: held, lease: lease)) }
+            } catch let error as PostgresError where error.disposition != .connection {
+                failed = error
+            }
             // Before the first worker row (so a worker row means the settings are out): the channels'
             // default priorities, for the insert trigger.
             if !publishedSettings {
@@ -58,6 +64,7 @@ public struct HeartbeatService: Sendable {
                                metadata: ["others": "\(live.sharingID)"])
             }
             try await reporter.report(snapshot, live: live.live, stuck: stuck, unwritten: writes.unsettled, on: db)
+            if let failed { throw failed }
             return nil
         }
     }

@@ -1,0 +1,103 @@
+import SMSModel
+
+extension ClaimLoop {
+    /// The claim loop's bookkeeping as a pure value (async-http-client's pool state machine is the
+    /// model): it takes the turn's events and the clock, and says what the loop is to do; the loop does
+    /// the I/O. Unit-tested without a database or a clock.
+    struct StateMachine: Sendable {
+        let concurrency: Int
+        let shutdownGrace: Duration
+        let claimLinger: Duration
+
+        /// Calls started and not yet answered.
+        private(set) var inFlight = 0
+        /// When the graceful shutdown began; nil while claiming.
+        private(set) var drainingSince: ContinuousClock.Instant? = nil
+        /// Claimed and sendable, not yet through the throttle (kept across a database outage).
+        private(set) var awaitingReservation: [ValidJob] = []
+        private var lastClaim: ContinuousClock.Instant
+        /// A `.lingerElapsed` is on its way.
+        private var lingerArmed = false
+
+        init(concurrency: Int, shutdownGrace: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
+            self.concurrency = concurrency
+            self.shutdownGrace = shutdownGrace
+            self.claimLinger = claimLinger
+            self.lastClaim = now - .seconds(1)
+        }
+
+        /// What the loop does this turn.
+        enum Action: Sendable, Equatable {
+            /// Claim up to `limit` jobs (none when 0) and reserve them with those awaiting their
+            /// reservation. `armLinger`: a few free slots are waiting for company; wake the loop
+            /// after `claimLinger` to claim them anyway.
+            case claim(limit: Int, armLinger: Bool)
+            /// Shutting down: these were claimed and never sent; put them back to pending, no attempt
+            /// used, and come round again.
+            case releaseUnsent([ValidJob])
+            /// Shutting down, calls or outcomes still out: wait for the next event.
+            case waitForDrain
+            /// Drained (every call answered, every outcome written), or the grace period is over.
+            case stop(inFlight: Int)
+        }
+
+        /// Takes the turn's events. Returns true when this turn began the shutdown.
+        mutating func receive(_ events: [DispatchEvent], now: ContinuousClock.Instant) -> Bool {
+            var beganDraining = false
+            for event in events {
+                switch event {
+                case .callsFinished(let count):
+                    inFlight -= count
+                case .shutdownRequested where drainingSince == nil:
+                    drainingSince = now
+                    beganDraining = true
+                case .lingerElapsed:
+                    lingerArmed = false
+                case .jobsAvailable, .tick, .outcomesWritten, .again, .shutdownRequested:
+                    break
+                }
+            }
+            return beganDraining
+        }
+
+        /// What to do now. `unsettled`: outcomes handed to the writer and not yet written; they hold
+        /// their jobs too, so while the writer is a full round behind (a slow or unreachable database)
+        /// nothing more is claimed.
+        mutating func next(unsettled: Int, now: ContinuousClock.Instant) -> Action {
+            if let since = drainingSince {
+                if !awaitingReservation.isEmpty {
+                    defer { awaitingReservation = [] }
+                    return .releaseUnsent(awaitingReservation)
+                }
+                if (inFlight == 0 && unsettled == 0) || now - since > shutdownGrace { return .stop(inFlight: inFlight) }
+                return .waitForDrain
+            }
+            let free = unsettled >= concurrency ? 0 : max(0, concurrency - inFlight - awaitingReservation.count)
+            // Under load, calls finish one by one and each wakes the loop: claiming each single free
+            // slot would cost a statement per job. A few free slots wait for company; a quiet queue
+            // (many free slots) claims at once.
+            let lingering = free > 0 && free < max(1, concurrency / 4) && now - lastClaim < claimLinger
+            let armLinger = lingering && !lingerArmed
+            if armLinger { lingerArmed = true }
+            if free > 0 && !lingering {
+                lastClaim = now
+                return .claim(limit: free, armLinger: armLinger)
+            }
+            return .claim(limit: 0, armLinger: armLinger)
+        }
+
+        /// Sendable jobs from this turn's claim: they wait for their reservation with the others.
+        mutating func claimed(_ jobs: [ValidJob]) { awaitingReservation += jobs }
+
+        /// The jobs to reserve this turn, all still awaiting until `reserved` says otherwise (a
+        /// failed reservation leaves them waiting for the next turn).
+        var candidates: [ValidJob] { awaitingReservation }
+
+        /// The reservation went through: `waiting` are still to be reserved (next round, or no verdict
+        /// came), `started` calls are in flight.
+        mutating func reserved(stillWaiting waiting: [ValidJob], started: Int) {
+            awaitingReservation = waiting
+            inFlight += started
+        }
+    }
+}

@@ -1,0 +1,82 @@
+@testable import SMSEngine
+@testable import SMSModel
+import Testing
+
+/// The claim loop's decisions without a database or a clock: how much to claim, when a few free slots
+/// wait for company, back-pressure from the writer, and the shutdown drain.
+@Suite("Claim loop state machine")
+struct ClaimLoopStateMachineTests {
+    let start = ContinuousClock.now
+
+    func machine(concurrency: Int = 64) -> ClaimLoop.StateMachine {
+        ClaimLoop.StateMachine(concurrency: concurrency, shutdownGrace: .seconds(10), claimLinger: .milliseconds(2),
+                               now: start)
+    }
+
+    func job(_ id: Int64) -> ValidJob {
+        let claimed = ClaimedJob(id: id, leaseToken: id, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
+                                 phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
+        return ValidJob(claimed: claimed, channel: .login, phone: ValidatedPhone(number: "13800138000", countryCode: nil),
+                        rule: ChannelRule())
+    }
+
+    @Test("an idle loop claims every free slot at once")
+    func claimsFreeSlots() {
+        var machine = machine()
+        _ = machine.receive([.jobsAvailable], now: start)
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        machine.reserved(stillWaiting: [], started: 60)
+        _ = machine.receive([.callsFinished(20)], now: start + .seconds(1))
+        #expect(machine.inFlight == 40)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 24, armLinger: false))
+    }
+
+    @Test("a few free slots right after a claim wait for company, once armed; then they are claimed")
+    func lingers() {
+        var machine = machine()
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        machine.reserved(stillWaiting: [], started: 64)
+        _ = machine.receive([.callsFinished(3)], now: start + .milliseconds(1))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: true))
+        _ = machine.receive([.callsFinished(1)], now: start + .milliseconds(1))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: false),
+                "one wake-up on its way is enough")
+        _ = machine.receive([.lingerElapsed], now: start + .milliseconds(3))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(3)) == .claim(limit: 4, armLinger: false))
+    }
+
+    @Test("jobs awaiting their reservation and unwritten outcomes hold slots; a full writer round stops claims")
+    func backPressure() {
+        var machine = machine(concurrency: 8)
+        machine.claimed([job(1), job(2)])
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 6, armLinger: false))
+        #expect(machine.next(unsettled: 8, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false))
+        // A failed reservation keeps its candidates; a successful one starts their calls.
+        #expect(machine.candidates.map(\.id) == [1, 2])
+        machine.reserved(stillWaiting: [job(2)], started: 1)
+        #expect(machine.candidates.map(\.id) == [2] && machine.inFlight == 1)
+    }
+
+    @Test("shutdown: unsent jobs go back first, then the loop waits for calls and the writer, then stops")
+    func drains() {
+        var machine = machine()
+        machine.claimed([job(1)])
+        machine.reserved(stillWaiting: [job(1)], started: 2)
+        let began = machine.receive([.shutdownRequested], now: start)
+        let beganAgain = machine.receive([.shutdownRequested], now: start)
+        #expect(began && !beganAgain, "it begins once")
+        #expect(machine.next(unsettled: 0, now: start) == .releaseUnsent([job(1)]))
+        #expect(machine.next(unsettled: 1, now: start) == .waitForDrain)
+        _ = machine.receive([.callsFinished(2)], now: start + .seconds(1))
+        #expect(machine.next(unsettled: 3, now: start + .seconds(1)) == .waitForDrain, "outcomes not yet written")
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .stop(inFlight: 0))
+    }
+
+    @Test func theGracePeriodEndsADrainThatDoesNotFinish() {
+        var machine = machine()
+        machine.reserved(stillWaiting: [], started: 5)
+        _ = machine.receive([.shutdownRequested], now: start)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(9)) == .waitForDrain)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(11)) == .stop(inFlight: 5))
+    }
+}
