@@ -7,6 +7,19 @@ public struct PostgresRows: Sendable {
 
     public var count: Int { rows.count }
     public var first: PostgresRow? { rows.first }
+
+    init(columns: [String], rows: [PostgresRow], affectedRows: Int) {
+        self.columns = columns
+        self.rows = rows
+        self.affectedRows = affectedRows
+    }
+
+    /// Rows made by hand, in the server's text format: a statement's decoding tested without a server.
+    public init(columns: [String], values: [[String?]], affectedRows: Int = 0) {
+        let index = Dictionary(columns.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        self.init(columns: columns, rows: values.map { PostgresRow(columnIndex: index, values: $0) },
+                  affectedRows: affectedRows)
+    }
 }
 
 public struct PostgresRow: Sendable {

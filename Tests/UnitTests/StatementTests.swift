@@ -88,3 +88,55 @@ struct StatementTests {
             == #"{"a \"quoted\", {braced}",NULL,"back\\slash","NULL","nulbyte"}"#)
     }
 }
+
+extension StatementTests {
+    @Test("the claim's rows become claimed jobs with their claim tokens")
+    func claimDecoding() throws {
+        let rows = PostgresRows(columns: ["id", "lease_token", "channel", "phone_number", "phone_country_code", "phone_key",
+                                          "attempts", "max_attempts", "created_epoch", "expires_epoch", "now_epoch",
+                                          "newer_job", "uncertain"],
+                                values: [["7", "31", "CHANNEL_LOGIN", "13800138000", nil, "+86 13800138000", "1", "5",
+                                          "1800000000.25", nil, "1800000001.5", "9", "t"]])
+        let job = try #require(try ClaimJobs(worker: "w", limit: 1, lease: .seconds(30)).decode(rows).first)
+        #expect(job.lease == JobLease(id: 7, token: 31) && job.phoneCountryCode == nil && job.attempts == 1)
+        #expect(job.createdAt == 1_800_000_000.25 && job.now == 1_800_000_001.5 && job.expiresAt == nil)
+        #expect(job.newerJob == 9 && job.uncertain)
+    }
+
+    @Test("the throttle's verdicts, an unknown one refused on the row rather than left waiting")
+    func reservationDecoding() throws {
+        let rows = PostgresRows(columns: ["r_job_id", "r_verdict", "until", "r_detail", "r_slot"], values: [
+            ["1", "granted", nil, nil, "0.0123456"],
+            ["2", "deferred", "1800000060", nil, nil],
+            ["3", "capped", nil, "per-phone cap reached: 5 SMS in the last hour", nil],
+            ["4", "lost", nil, nil, nil],
+            ["5", "surprise", nil, nil, nil],
+        ])
+        let verdicts = try ReserveSends(jobs: [], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0).decode(rows)
+        #expect(verdicts[1] == .granted(slot: .microseconds(12346)))
+        #expect(verdicts[2] == .deferred(until: 1_800_000_060))
+        #expect(verdicts[3] == .capped("per-phone cap reached: 5 SMS in the last hour"))
+        #expect(verdicts[4] == .lost)
+        guard case .capped(let why) = verdicts[5] else {
+            Issue.record("an unknown verdict must end the job, not leave it waiting")
+            return
+        }
+        #expect(why.contains("unknown verdict surprise"))
+    }
+
+    @Test("cancel says per id what happened; rescue refuses a state it does not know")
+    func operatorResults() throws {
+        let cancelled = try CancelJobs(ids: [1, 2, 3, 4]).decode(PostgresRows(columns: ["id", "cancelled", "state"], values: [
+            ["1", "t", "cancelled"], ["2", "f", nil], ["3", "f", "running"], ["4", "f", "sent"],
+        ]))
+        #expect(cancelled.map(\.result) == [.cancelled, .noSuchJob, .beingSent, .alreadyFinished(.sent)])
+        #expect(cancelled.map(\.result.description) == ["cancelled", "no such job", "not cancelled: being sent right now",
+                                                         "not cancelled: already sent"])
+        let rescue = RescueExpiredLeases(policy: .atMostOnce)
+        let rescued = try rescue.decode(PostgresRows(columns: ["r_job_id", "r_state"], values: [["8", "failed"]]))
+        #expect(rescued.first?.id == 8 && rescued.first?.state == .failed)
+        #expect(throws: PostgresError.self) {
+            try rescue.decode(PostgresRows(columns: ["r_job_id", "r_state"], values: [["8", "limbo"]]))
+        }
+    }
+}
