@@ -57,7 +57,7 @@ extension GenAuthClient {
             guard !host.isEmpty else { throw Problem(field: .host, message: "is required") }
             guard URL(string: host)?.host != nil, (try? GenAuthEndpoint(url: host)) != nil else {
                 throw Problem(field: .host, message:
-                    "must be an http:// or https:// URL (scheme://host[:port][/path], no user info, query or fragment), not \"\(host)\"")
+                    "must be an http:// or https:// URL (scheme://host[:port][/path], no user info, query or fragment), not \"\(GenAuthEndpoint.shown(host))\"")
             }
             guard !appID.isEmpty else { throw Problem(field: .appID, message: "is required") }
             guard GenAuthEndpoint.isSafeHeader(name: headerFamily.appIdHeader, value: appID) else {

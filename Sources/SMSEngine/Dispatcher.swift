@@ -27,7 +27,6 @@ public final class Dispatcher: Service, Sendable {
     private let writes = WriteQueue()
     /// The jobs this process holds, with their claim tokens: what the heartbeat extends.
     private let leases = LeaseBook()
-    private let stop = StopSignal()
     private let breaker: CircuitBreaker
     private let metrics = DispatcherMetrics()
     private let stats: WorkerStats
@@ -87,7 +86,7 @@ public final class Dispatcher: Service, Sendable {
         notifier.ready(status: "dispatching as \(identity.id), up to \(configuration.claims.concurrency) calls in flight")
 
         let triage = Triage(configuration: configuration.triage, throttleWindow: configuration.admission.throttleWindow)
-        let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, stop: stop)
+        let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events)
         let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
                                    smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
                                    leases: leases, events: events, session: session("write-back"), logger: logger)
@@ -98,9 +97,9 @@ public final class Dispatcher: Service, Sendable {
                                      publishesQueueDepth: configuration.publishesQueueDepth),
             session: session("heartbeat"), logger: logger)
         let rescuer = LeaseRescuer(configuration: configuration.rescuer, policy: configuration.triage.policy,
-                                   session: session("lease rescue", quiet: true), stop: stop, logger: logger)
+                                   session: session("lease rescue", quiet: true), logger: logger)
         let retention = RetentionService(configuration: configuration.retention,
-                                         session: session("retention", quiet: true), stop: stop, logger: logger)
+                                         session: session("retention", quiet: true), logger: logger)
         var loop = ClaimLoop(
             configuration: configuration.claims, identity: identity, triage: triage,
             admission: Admission(configuration: configuration.admission, breaker: breaker, triage: triage),
@@ -141,9 +140,11 @@ public final class Dispatcher: Service, Sendable {
                 // The heartbeat kept the leases extended through the drain; now everything stops.
                 group.cancelAll()
             }
-        } onGracefulShutdown: { [notifier, stop, events] in
+        } onGracefulShutdown: { [notifier, events] in
+            // The claim loop drains on this event; LISTEN, the rescuer and retention stop on the same
+            // graceful shutdown (`Task.isShuttingDownGracefully`, inherited by their tasks); the
+            // heartbeat and the writer carry on until the drain is over.
             notifier.stopping(status: "draining: no new claims, finishing calls in flight")
-            stop.stop()
             events.send(.shutdownRequested)
         }
         // After every task (the heartbeat too: a last beat could re-create it): `sms.workers` lists

@@ -26,4 +26,17 @@ struct GenAuthEndpointTests {
         #expect(!GenAuthEndpoint.isSafeHeader(name: "bad header", value: "v"))
         #expect(!GenAuthEndpoint.isSafeHeader(name: "", value: "v"))
     }
+
+    @Test("a host with user info is refused without showing the password")
+    func userInfoIsNeverShown() {
+        #expect(GenAuthEndpoint.shown("https://app:s3cret@example.genauth.ai/x") == "https://<redacted>@example.genauth.ai/x")
+        #expect(GenAuthEndpoint.shown("https://example.genauth.ai/a@b") == "https://example.genauth.ai/a@b")
+        let configuration = GenAuthClient.Configuration(host: "https://app:s3cret@example.genauth.ai", appID: "a")
+        #expect {
+            try configuration.validate()
+        } throws: { error in
+            guard let problem = error as? GenAuthClient.Configuration.Problem else { return false }
+            return problem.field == .host && !problem.message.contains("s3cret")
+        }
+    }
 }

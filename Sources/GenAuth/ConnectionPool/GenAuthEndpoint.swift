@@ -17,7 +17,7 @@ public struct GenAuthEndpoint: Sendable, Equatable {
             tls = false
             rest = rest.dropFirst(7)
         } else {
-            throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(url) is not an http:// or https:// URL")
+            throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(Self.shown(url)) is not an http:// or https:// URL")
         }
         let authority = rest.prefix { $0 != "/" }
         var path = String(rest.dropFirst(authority.count))
@@ -26,7 +26,7 @@ public struct GenAuthEndpoint: Sendable, Equatable {
         if authority.hasPrefix("[") {
             // [IPv6]:port
             guard let close = authority.firstIndex(of: "]") else {
-                throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(url): unterminated IPv6 address")
+                throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(Self.shown(url)): unterminated IPv6 address")
             }
             host = String(authority[authority.index(after: authority.startIndex)..<close])
             let after = authority[authority.index(after: close)...]
@@ -39,14 +39,14 @@ public struct GenAuthEndpoint: Sendable, Equatable {
             port = tls ? 443 : 80
         }
         guard !host.isEmpty, (1...65535).contains(port) else {
-            throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(url) has no valid host and port")
+            throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(Self.shown(url)) has no valid host and port")
         }
         // A name or an address; no user info, query or fragment (they would end up in the request).
         let hostCharacters = authority.hasPrefix("[") ? Set("0123456789abcdefABCDEF:.") : Set(
             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
         guard host.allSatisfy(hostCharacters.contains), !basePath.contains(where: { "?#% ".contains($0) }) else {
             throw HTTPCallError(code: .connectFailed, description:
-                "GenAuth host \(url) must be scheme://host[:port][/path], without user info, query or fragment")
+                "GenAuth host \(Self.shown(url)) must be scheme://host[:port][/path], without user info, query or fragment")
         }
     }
 
@@ -65,5 +65,14 @@ public struct GenAuthEndpoint: Sendable, Equatable {
                 || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || tokenPunctuation.contains(byte)
         }) else { return false }
         return value.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7f) }
+    }
+
+    /// `url` for an error message: user info (`https://user:password@host`, which the host may not
+    /// carry, but a misconfiguration can) is replaced, so a password never reaches a log or a terminal.
+    public static func shown(_ url: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let authority = url[scheme.upperBound...].prefix { $0 != "/" }
+        guard let at = authority.lastIndex(of: "@") else { return url }
+        return String(url[..<scheme.upperBound]) + "<redacted>" + String(url[at...])
     }
 }

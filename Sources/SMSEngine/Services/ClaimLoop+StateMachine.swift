@@ -13,8 +13,9 @@ extension ClaimLoop {
         private(set) var inFlight = 0
         /// When the graceful shutdown began; nil while claiming.
         private(set) var drainingSince: ContinuousClock.Instant? = nil
-        /// Claimed and sendable, not yet through the throttle (kept across a database outage).
-        private(set) var awaitingReservation: [ValidJob] = []
+        /// Claimed and sendable, awaiting their reservation (kept across a database outage): the jobs
+        /// to reserve this turn.
+        private(set) var candidates: [ValidJob] = []
         private var lastClaim: ContinuousClock.Instant
         /// A `.lingerElapsed` is on its way.
         private var lingerArmed = false
@@ -65,14 +66,14 @@ extension ClaimLoop {
         /// nothing more is claimed.
         mutating func next(unsettled: Int, now: ContinuousClock.Instant) -> Action {
             if let since = drainingSince {
-                if !awaitingReservation.isEmpty {
-                    defer { awaitingReservation = [] }
-                    return .releaseUnsent(awaitingReservation)
+                if !candidates.isEmpty {
+                    defer { candidates = [] }
+                    return .releaseUnsent(candidates)
                 }
                 if (inFlight == 0 && unsettled == 0) || now - since > shutdownGrace { return .stop(inFlight: inFlight) }
                 return .waitForDrain
             }
-            let free = unsettled >= concurrency ? 0 : max(0, concurrency - inFlight - awaitingReservation.count)
+            let free = unsettled >= concurrency ? 0 : max(0, concurrency - inFlight - candidates.count)
             // Under load, calls finish one by one and each wakes the loop: claiming each single free
             // slot would cost a statement per job. A few free slots wait for company; a quiet queue
             // (many free slots) claims at once.
@@ -87,16 +88,12 @@ extension ClaimLoop {
         }
 
         /// Sendable jobs from this turn's claim: they wait for their reservation with the others.
-        mutating func claimed(_ jobs: [ValidJob]) { awaitingReservation += jobs }
-
-        /// The jobs to reserve this turn, all still awaiting until `reserved` says otherwise (a
-        /// failed reservation leaves them waiting for the next turn).
-        var candidates: [ValidJob] { awaitingReservation }
+        mutating func claimed(_ jobs: [ValidJob]) { candidates += jobs }
 
         /// The reservation went through: `waiting` are still to be reserved (next round, or no verdict
         /// came), `started` calls are in flight.
         mutating func reserved(stillWaiting waiting: [ValidJob], started: Int) {
-            awaitingReservation = waiting
+            candidates = waiting
             inFlight += started
         }
     }

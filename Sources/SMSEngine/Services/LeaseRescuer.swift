@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 import SMSJobStore
 import SMSModel
 
@@ -16,12 +17,11 @@ public struct LeaseRescuer: Sendable {
     let configuration: Configuration
     let policy: DeliveryPolicy
     var session: DatabaseSession
-    let stop: StopSignal
     let logger: Logger
 
     mutating func run() async {
-        let (policy, logger, stop) = (self.policy, self.logger, self.stop)
-        await PeriodicTask.run(session: &session, every: configuration.interval, while: { !stop.isStopped }) { db in
+        let (policy, logger) = (self.policy, self.logger)
+        await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) { db in
             let rescued = try await db.run(RescueExpiredLeases(policy: policy))
             if !rescued.isEmpty {
                 logger.warning("rescued jobs whose lease expired", metadata: [

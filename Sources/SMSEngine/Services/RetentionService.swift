@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 import PostgresClient
 import SMSJobStore
 import SMSModel
@@ -30,14 +31,13 @@ public struct RetentionService: Sendable {
 
     let configuration: Configuration
     var session: DatabaseSession
-    let stop: StopSignal
     let logger: Logger
 
     mutating func run() async {
-        let (configuration, logger, stop) = (self.configuration, self.logger, self.stop)
+        let (configuration, logger) = (self.configuration, self.logger)
         // The first run waits one interval, so a restart loop does not hammer the table.
         await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: true,
-                               while: { !stop.isStopped }) { db in
+                               while: { !Task.isShuttingDownGracefully }) { db in
             guard let run = try await Self.apply(configuration, on: db) else { return nil }
             if run.deleted > 0 {
                 logger.notice("retention deleted finished jobs", metadata: [

@@ -1,4 +1,5 @@
 import PostgresClient
+import ServiceLifecycle
 import SMSJobStore
 import SMSModel
 
@@ -9,7 +10,6 @@ struct WakeSource: Sendable {
     /// `poll_interval`.
     let pollInterval: Duration
     let events: DispatchEvents
-    let stop: StopSignal
 
     /// The ticker: also feeds systemd's watchdog through the loop (if the loop stops coming round, the
     /// watchdog goes hungry) and lets a draining shutdown notice its deadline.
@@ -24,13 +24,13 @@ struct WakeSource: Sendable {
     /// while nobody listened.
     func listen(session: inout DatabaseSession) async {
         let wait = min(pollInterval, .seconds(1))
-        while !Task.isCancelled && !stop.isStopped {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             guard let connection = await session.connect() else { continue }
             do {
                 try await connection.listen(NotifyJobsAvailable.channel)
                 session.succeeded()
                 events.send(.jobsAvailable)
-                while !Task.isCancelled && !stop.isStopped {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     if !(try await connection.waitForNotifications(timeout: wait)).isEmpty { events.send(.jobsAvailable) }
                 }
             } catch {

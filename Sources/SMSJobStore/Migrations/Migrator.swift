@@ -31,7 +31,12 @@ public struct Migrator: Sendable {
         for file in files where file.hasSuffix(".sql") {
             let stem = file.dropLast(4)
             guard let underscore = stem.firstIndex(of: "_"), let version = Int(stem[..<underscore]) else { continue }
-            let sql = try String(contentsOfFile: directory + "/" + file, encoding: .utf8)
+            let sql: String
+            do {
+                sql = try String(contentsOfFile: directory + "/" + file, encoding: .utf8)
+            } catch {
+                throw MigrationError(code: .unreadableDirectory, "cannot read migration \(directory)/\(file): \(error.localizedDescription)")
+            }
             if migrations.contains(where: { $0.version == version }) {
                 throw MigrationError(code: .unreadableDirectory, "two migrations have version \(version) in \(directory)")
             }
