@@ -4,6 +4,7 @@
 #   SMSD_TEST_ADMIN_URL  a superuser URL to the cluster's `postgres` database
 #   SMSD_TEST_PG_PORT, SMSD_TEST_PG_DATA, SMSD_TEST_PG_CTL  to restart it (fault tests)
 # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
+# SMSD_TEST_PG_DURABLE=1: fsync, synchronous_commit and full-page writes on, as in production (benchmarks).
 set -euo pipefail
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bindir/initdb" ] || { echo "with-postgres: no PostgreSQL server found (run scripts/ensure-deps.sh)" >&2; exit 1; }
@@ -24,12 +25,14 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+[ "${SMSD_TEST_PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
 as_pg "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
 as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 export SMSD_TEST_ADMIN_URL="postgresql://postgres@127.0.0.1:$port/postgres"
 export SMSD_TEST_PG_PORT="$port" SMSD_TEST_PG_DATA="$dir/data" SMSD_TEST_PG_CTL="$bindir/pg_ctl"
-echo "with-postgres: throwaway cluster on 127.0.0.1:$port" >&2
+echo "with-postgres: throwaway cluster on 127.0.0.1:$port ($([ "${SMSD_TEST_PG_DURABLE:-0}" = 1 ] && echo durable || echo "fsync off"))" >&2
 "$@"

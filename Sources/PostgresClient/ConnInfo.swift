@@ -5,6 +5,9 @@ import Foundation
 /// `password=...`) out of every message: libpq's own parse errors quote the token they could not read,
 /// which can be the password itself (`invalid percent-encoded token: "s3cr%zz"`).
 public enum ConnInfo {
+    /// Whether `conninfo` carries a password (then it is a secret wherever it is stored).
+    public static func hasPassword(_ conninfo: String) -> Bool { !secretRanges(in: conninfo).isEmpty }
+
     /// Where `conninfo` holds a password, read the way libpq reads it (so a `?` or `@` inside a URI's
     /// password does not hide it from us while libpq still takes it as the password). Unicode scalars,
     /// not Characters: a combining mark after a delimiter must not glue the two together.

@@ -19,6 +19,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     }
 
     public var code: Code
+    /// SQLSTATEs the daemon acts on by name.
+    public enum SQLState {
+        /// program_limit_exceeded: among others, what a NOTIFY gets when the notification queue is full.
+        public static let programLimitExceeded = "54000"
+    }
     /// The five-character SQLSTATE, when the server sent one (e.g. `23505` unique violation).
     public var sqlState: String?
     public var message: String
@@ -29,6 +34,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         self.sqlState = sqlState
         self.message = message
         self.detail = detail
+    }
+
+    /// PostgreSQL refused a NOTIFY at commit: its notification queue is full (a LISTENing session
+    /// stopped reading). The statement's work was rolled back; without its NOTIFY it would go through.
+    public var isNotificationQueueFull: Bool {
+        sqlState == SQLState.programLimitExceeded && message.contains("NOTIFY queue")
     }
 
     /// Whether the failure is about the connection rather than the statement: the caller should reconnect.

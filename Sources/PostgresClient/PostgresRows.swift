@@ -45,6 +45,8 @@ public struct PostgresRow: Sendable {
 
     public func double(_ column: String) throws -> Double? { try parsed(column, as: "a number", Double.init) }
 
+    public func requiredDouble(_ column: String) throws -> Double { try required(column, double) }
+
     /// The column's text read by `parse`; nil for NULL, an error naming the column for anything else.
     private func parsed<T>(_ column: String, as what: String, _ parse: (String) -> T?) throws -> T? {
         guard let text = try raw(column) else { return nil }

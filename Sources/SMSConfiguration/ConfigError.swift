@@ -12,4 +12,6 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 /// Where each key's value came from, for `check-config`; secrets are redacted here already.
 public struct ConfigSources: Sendable {
     public var entries: [(key: String, value: String, secret: Bool)] = []
+    /// Valid, but worth an operator's attention (`check-config` prints them, `run` logs them).
+    public var warnings: [String] = []
 }

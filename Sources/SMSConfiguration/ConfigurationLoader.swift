@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import GenAuth
+import PostgresClient
 import SystemPackage
 
 extension DaemonConfiguration {
@@ -73,7 +74,30 @@ extension DaemonConfiguration {
         if requireGenAuth {
             try config.validateGenAuth()
         }
-        return (config, values.sources)
+        var sources = values.sources
+        if let file {
+            sources.warnings += secretsReadableByOthers(file: file, yamlKeys: yamlKeys, config: config, environment: environment)
+        }
+        return (config, sources)
+    }
+
+    /// The file is installed readable by everyone (the unit's DynamicUser must read it): a secret
+    /// written in it is readable by every local user. Secrets belong in the credential files
+    /// (`LoadCredential=`) or the environment.
+    static func secretsReadableByOthers(file: String, yamlKeys: [String], config: DaemonConfiguration,
+                                        environment: [String: String]) -> [String] {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+              let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue, mode & 0o004 != 0 else { return [] }
+        var exposed = ["genauth.app_secret", "genauth.access_key_secret"].filter(yamlKeys.contains)
+        // The database URL is a secret only when it carries a password. Judged on the value in force, so
+        // a file's URL overridden by the environment is not looked at (its password is missed).
+        if yamlKeys.contains("database.url"), environment[environmentName("database.url")] == nil,
+           ConnInfo.hasPassword(config.dispatcher.databaseURL) {
+            exposed.append("database.url")
+        }
+        return exposed.map {
+            "\($0) is set in \(file), which every local user may read (mode \(String(mode & 0o777, radix: 8))): move it to /etc/sms-dispatcher/credentials/\($0.replacingOccurrences(of: ".", with: "-").replacingOccurrences(of: "_", with: "-")) (LoadCredential=) or the environment"
+        }
     }
 
     /// The send path needs a host and an app id; `status` and `migrate` do not.

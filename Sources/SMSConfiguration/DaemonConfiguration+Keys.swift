@@ -4,43 +4,50 @@ import SMSEngine
 import SMSModel
 
 extension DaemonConfiguration {
-    /// Every key, declared once: name, where its value goes, its range, and its help text.
+    /// Every key, declared once: name, where its value goes, its range, its help text, and what a reload
+    /// (SIGHUP) may do with it. `live`: the engine reads it afresh for each batch (or each log line);
+    /// `restart`: something made once at start holds it (a connection, a socket, the GenAuth pool, a
+    /// service's timer, this worker's identity).
     static var keys: [ConfigSetting] { baseKeys + channelKeys }
 
     private static var baseKeys: [ConfigSetting] {
         [
-            .string("database.url", \.dispatcher.databaseURL, secret: true, "libpq connection string or URI (may hold a password)"),
-            .string("genauth.host", \.dispatcher.genauth.host, "GenAuth app host base URL, e.g. https://example.genauth.ai"),
-            .string("genauth.app_id", \.dispatcher.genauth.appID, "GenAuth app id, sent in the app-id header"),
-            .optionalString("genauth.app_secret", \.appSecret, secret: true, "GenAuth app secret"),
-            .choice("genauth.header_family", \.dispatcher.genauth.headerFamily,
+            .string("database.url", \.dispatcher.databaseURL, secret: true, reload: .restart, "libpq connection string or URI (may hold a password)"),
+            .string("genauth.host", \.dispatcher.genauth.host, reload: .restart, "GenAuth app host base URL, e.g. https://example.genauth.ai"),
+            .string("genauth.app_id", \.dispatcher.genauth.appID, reload: .restart, "GenAuth app id, sent in the app-id header"),
+            .optionalString("genauth.app_secret", \.appSecret, secret: true, reload: .restart, "GenAuth app secret"),
+            .choice("genauth.header_family", \.dispatcher.genauth.headerFamily, reload: .restart,
                     "genauth (x-genauth-app-id) or authing (x-authing-app-id)"),
-            .seconds("genauth.timeout", \.dispatcher.genauth.timeout, in: 0.1...120, "seconds one API call may take"),
-            ConfigSetting("throttle.window", "seconds between two SMS to one phone on one channel", read: { values, config in
+            .seconds("genauth.timeout", \.dispatcher.genauth.timeout, in: 0.1...120, reload: .restart, "seconds one API call may take"),
+            // Restart: the writer stamps every sent job's window with it, and in-flight jobs must end
+            // under the window their reservation was granted with.
+            ConfigSetting("throttle.window", reload: .restart, "seconds between two SMS to one phone on one channel",
+                          value: \.dispatcher.admission.throttleWindow, read: { values, config in
                 try values.int("throttle.window", in: 1...86_400).map { config.dispatcher.admission.throttleWindow = .seconds($0) }
             }, show: { String(Int($0.dispatcher.admission.throttleWindow.seconds)) }),
-            .int("concurrency", \.dispatcher.claims.concurrency, in: 1...4096, "API calls in flight per daemon"),
-            .seconds("poll_interval", \.dispatcher.claims.pollInterval, in: 0.05...3600,
+            .int("concurrency", \.dispatcher.claims.concurrency, in: 1...4096, reload: .restart, "API calls in flight per daemon"),
+            .seconds("poll_interval", \.dispatcher.claims.pollInterval, in: 0.05...3600, reload: .restart,
                      "seconds between polls when no notification arrives"),
-            .seconds("retry.base_delay", \.dispatcher.triage.backoff.base, in: 0.01...3600,
+            .seconds("retry.base_delay", \.dispatcher.triage.backoff.base, in: 0.01...3600, reload: .live,
                      "seconds before the first retry; doubles each attempt"),
-            .seconds("retry.max_delay", \.dispatcher.triage.backoff.maximum, in: 0.01...86_400,
+            .seconds("retry.max_delay", \.dispatcher.triage.backoff.maximum, in: 0.01...86_400, reload: .live,
                      "longest wait between two attempts, seconds"),
-            .seconds("heartbeat.interval", \.dispatcher.heartbeat.interval, in: 0.1...3600,
+            .seconds("heartbeat.interval", \.dispatcher.heartbeat.interval, in: 0.1...3600, reload: .restart,
                      "seconds between heartbeats (worker row, lease extension)"),
-            .seconds("lease.duration", \.dispatcher.claims.lease, in: 1...86_400,
+            .seconds("lease.duration", \.dispatcher.claims.lease, in: 1...86_400, reload: .restart,
                      "seconds a claimed job stays leased without a heartbeat"),
-            .seconds("lease.rescue_interval", \.dispatcher.rescuer.interval, in: 0.1...3600,
+            .seconds("lease.rescue_interval", \.dispatcher.rescuer.interval, in: 0.1...3600, reload: .restart,
                      "seconds between checks for expired leases"),
-            .seconds("shutdown.grace", \.dispatcher.claims.shutdownGrace, in: 0...3600,
+            .seconds("shutdown.grace", \.dispatcher.claims.shutdownGrace, in: 0...3600, reload: .restart,
                      "seconds a shutdown waits for API calls in flight"),
-            .choice("log.level", \.logLevel, "trace, debug, info, notice, warning, error or critical"),
-            .optionalString("worker.id", \.dispatcher.workerID, unset: "(host-pid-random)",
+            .choice("log.level", \.logLevel, reload: .live, "trace, debug, info, notice, warning, error or critical"),
+            .optionalString("worker.id", \.dispatcher.workerID, unset: "(host-pid-random)", reload: .restart,
                             "this daemon's name in locked_by and sms.workers"),
-            .bool("countries.international", \.dispatcher.triage.rules.international,
+            .bool("countries.international", \.dispatcher.triage.rules.international, reload: .live,
                   "send to numbers outside mainland China (+86)"),
-            ConfigSetting("countries.allow", "with international: the country codes allowed, e.g. [\"+852\", \"+1\"]; empty: all",
-                      read: { values, config in
+            ConfigSetting("countries.allow", reload: .live,
+                          "with international: the country codes allowed, e.g. [\"+852\", \"+1\"]; empty: all",
+                          value: \.dispatcher.triage.rules.allowedCountryCodes, read: { values, config in
                 if let codes = try values.stringArray("countries.allow") {
                     for code in codes where !(code.hasPrefix("+") && (2...5).contains(code.count)
                                               && code.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber })) {
@@ -49,33 +56,37 @@ extension DaemonConfiguration {
                     config.dispatcher.triage.rules.allowedCountryCodes = codes
                 }
             }, show: { "[" + $0.dispatcher.triage.rules.allowedCountryCodes.joined(separator: ", ") + "]" }),
-            .int("caps.per_phone_hour", \.dispatcher.admission.capPerPhoneHour, in: 0...1000,
+            .int("caps.per_phone_hour", \.dispatcher.admission.capPerPhoneHour, in: 0...1000, reload: .live,
                  "SMS per phone across all channels per rolling hour (0: no cap)"),
-            .int("caps.per_phone_day", \.dispatcher.admission.capPerPhoneDay, in: 0...10_000,
+            .int("caps.per_phone_day", \.dispatcher.admission.capPerPhoneDay, in: 0...10_000, reload: .live,
                  "SMS per phone across all channels per rolling day (0: no cap)"),
-            .number("rate_limit.requests_per_second", \.dispatcher.admission.rateLimit, in: 0...100_000,
+            .number("rate_limit.requests_per_second", \.dispatcher.admission.rateLimit, in: 0...100_000, reload: .live,
                     "API requests per second for the whole cluster (0: no limit)"),
-            .choice("delivery.policy", \.dispatcher.triage.policy,
+            // Restart: the lease rescuer holds it too, and a job's crash semantics must not change
+            // between its call and its rescue.
+            .choice("delivery.policy", \.dispatcher.triage.policy, reload: .restart,
                     "at-least-once or at-most-once: what a crash during an API call means"),
-            .int("breaker.failure_threshold", \.dispatcher.breaker.threshold, in: 0...10_000,
+            .int("breaker.failure_threshold", \.dispatcher.breaker.threshold, in: 0...10_000, reload: .live,
                  "consecutive transient API failures that open the circuit breaker (0: off)"),
-            .seconds("breaker.cool_down", \.dispatcher.breaker.coolDown, in: 0.1...3600,
+            .seconds("breaker.cool_down", \.dispatcher.breaker.coolDown, in: 0.1...3600, reload: .live,
                      "seconds the breaker stays open before one probe call"),
-            .optionalString("genauth.access_key_id", \.accessKeyID, unset: "(unset: app-id mode)",
+            .optionalString("genauth.access_key_id", \.accessKeyID, unset: "(unset: app-id mode)", reload: .restart,
                             "management-token mode: access key id"),
-            .optionalString("genauth.access_key_secret", \.accessKeySecret, secret: true,
+            .optionalString("genauth.access_key_secret", \.accessKeySecret, secret: true, reload: .restart,
                             "management-token mode: access key secret"),
-            ConfigSetting("retention.max_age_days", "finished jobs and their attempts older than this are deleted (0: keep)",
-                      read: { values, config in
+            ConfigSetting("retention.max_age_days", reload: .restart,
+                          "finished jobs and their attempts older than this are deleted (0: keep)",
+                          value: \.dispatcher.retention.maxAge, read: { values, config in
                 try values.int("retention.max_age_days", in: 0...3650).map {
                     config.dispatcher.retention.maxAge = .seconds($0 * 86_400)
                 }
             }, show: { String(Int($0.dispatcher.retention.maxAge.seconds / 86_400)) }),
-            .int("retention.batch_size", \.dispatcher.retention.batchSize, in: 1...100_000, "rows deleted per statement"),
-            .seconds("retention.interval", \.dispatcher.retention.interval, in: 1...86_400,
+            .int("retention.batch_size", \.dispatcher.retention.batchSize, in: 1...100_000, reload: .restart, "rows deleted per statement"),
+            .seconds("retention.interval", \.dispatcher.retention.interval, in: 1...86_400, reload: .restart,
                      "seconds between retention runs (one daemon of the cluster at a time)"),
-            ConfigSetting("metrics.listen", "host:port of the Prometheus endpoint, e.g. 127.0.0.1:9464 (unset: off)",
-                      read: { values, config in
+            ConfigSetting("metrics.listen", reload: .restart,
+                          "host:port of the Prometheus endpoint, e.g. 127.0.0.1:9464 (unset: off)",
+                          value: \.metricsListen, read: { values, config in
                 if let listen = try values.string("metrics.listen"), !listen.isEmpty {
                     guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
                           (1...65535).contains(port), colon != listen.startIndex
@@ -93,17 +104,24 @@ extension DaemonConfiguration {
     private static var channelKeys: [ConfigSetting] {
         (["defaults"] + Channel.allCases.map(\.rawValue)).flatMap { scope -> [ConfigSetting] in
             let channel = Channel(rawValue: scope)
-            func key<T>(_ field: String, _ help: String, _ path: WritableKeyPath<ChannelRule, T>,
+            func key<T: Equatable>(_ field: String, _ help: String, _ path: WritableKeyPath<ChannelRule, T>,
                         read: @escaping (RawValues, String) throws -> T?, show: @escaping (T) -> String) -> ConfigSetting {
                 let name = "channels.\(scope).\(field)"
                 let fallback = "channels.defaults.\(field)"
-                return ConfigSetting(name, help, read: { values, config in
+                // Every channel rule is live: triage reads the rules afresh for each batch, and the
+                // claim loop publishes changed priorities and TTLs to sms.channel_settings.
+                guard let channel else {
                     // The defaults' own key is read (and checked) once, by every channel falling back to it.
-                    guard let channel else { _ = try read(values, name); return }
+                    return ConfigSetting(fallback: name, reload: .live, help, read: { values, _ in _ = try read(values, name) },
+                                         show: { _ in "(per channel)" })
+                }
+                let rule: WritableKeyPath<DaemonConfiguration, ChannelRule> = \.dispatcher.triage.rules[channel]
+                return ConfigSetting(name, reload: .live, help, value: rule.appending(path: path),
+                                     read: { values, config in
                     if let value = try read(values, name) ?? read(values, fallback) {
                         config.dispatcher.triage.rules[channel][keyPath: path] = value
                     }
-                }, show: { config in channel.map { show(config.dispatcher.triage.rules[$0][keyPath: path]) } ?? "(per channel)" })
+                }, show: { config in show(config.dispatcher.triage.rules[channel][keyPath: path]) })
             }
             return [
                 key("enabled", "false: the channel's jobs are rejected", \.enabled,

@@ -33,3 +33,11 @@ public struct DaemonConfiguration: Sendable {
         Self.keys.first { $0.spec.name == key }.map { $0.show(self) } ?? "?"
     }
 }
+
+/// Never printed whole (it holds the app secret, the access-key secret and maybe a database password):
+/// an interpolated or reflected configuration says where to look instead. `check-config` shows every
+/// key with secrets redacted.
+extension DaemonConfiguration: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String { "DaemonConfiguration(secrets redacted; see `sms-dispatcher check-config`)" }
+    public var debugDescription: String { description }
+}

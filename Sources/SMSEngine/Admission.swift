@@ -87,7 +87,7 @@ public struct Admission: Sendable {
     struct Verdicts: Sendable {
         /// Send, each at its slot.
         var granted: [(job: ValidJob, slot: Duration)] = []
-        /// Deferred by the phone's window, or rejected by a cap.
+        /// Deferred by the phone's window, rejected by a cap, or put back by a pause.
         var settled: [JobOutcome] = []
         /// No longer ours (rescued from under us): no call, and no outcome of ours to write.
         var lost: [ValidJob] = []
@@ -103,6 +103,8 @@ public struct Admission: Sendable {
             case .lost: result.lost.append(job)
             case .deferred(let until): result.settled.append(triage.deferral(job, until: until))
             case .capped(let reason): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: reason))
+            case .paused(let message):
+                result.settled.append(JobOutcome(job: job.lease, state: .pending, message: message, retryIn: .zero))
             case nil: result.unanswered.append(job)
             }
         }

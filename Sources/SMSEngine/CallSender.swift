@@ -8,7 +8,6 @@ import SMSModel
 /// the GenAuth client's event loop: no Swift task and no thread hop per call.
 struct CallSender: Sendable {
     let client: GenAuthClient
-    let triage: Triage
     let breaker: CircuitBreaker
     let metrics: DispatcherMetrics
     let stats: WorkerStats
@@ -16,13 +15,15 @@ struct CallSender: Sendable {
     let events: DispatchEvents
     let logger: Logger
 
-    func start(_ jobs: [(job: ValidJob, slot: Duration)]) {
+    /// `triage`: the batch's (the live settings it was claimed under), so a reload during a call does
+    /// not change what its answer means (retry delays, attempts).
+    func start(_ jobs: [(job: ValidJob, slot: Duration)], deciding triage: Triage) {
         guard !jobs.isEmpty else { return }
         let now = ContinuousClock.now
         client.start(jobs.map { job, slot in
             let started = now + slot
             return GenAuthClient.PendingCall(request: SendSMSRequest(job), notBefore: slot > .zero ? started : nil) { result in
-                let outcome = finish(job, result: result, started: started, finished: .now)
+                let outcome = finish(job, result: result, started: started, finished: .now, triage: triage)
                 writes.submit(outcome)
                 events.send(.callsFinished(1))
             }
@@ -31,7 +32,7 @@ struct CallSender: Sendable {
 
     /// One call's result, recorded (metrics, breaker, counters) and turned into the job's outcome.
     func finish(_ job: ValidJob, result: CallResult, started: ContinuousClock.Instant,
-                finished: ContinuousClock.Instant) -> JobOutcome {
+                finished: ContinuousClock.Instant, triage: Triage) -> JobOutcome {
         let answer = result.answerClass
         metrics.call(answer, duration: max(.zero, finished - started))
         let outcome = triage.outcome(for: job, result: result, answer: answer, started: started, finished: finished)

@@ -30,9 +30,11 @@ public final class CircuitBreaker: Sendable {
     }
 
     public struct State: Sendable, Equatable {
-        public let threshold: Int
-        public let baseCoolDown: Duration
-        public let maximumCoolDown: Duration
+        public private(set) var threshold: Int
+        public private(set) var baseCoolDown: Duration
+        public private(set) var maximumCoolDown: Duration
+        /// The ceiling as configured (`maximumCoolDown` is never below the base cool-down).
+        private var coolDownCeiling: Duration
         public let probeTimeout: Duration
         public private(set) var phase = Phase.closed
         var consecutiveFailures = 0
@@ -47,6 +49,7 @@ public final class CircuitBreaker: Sendable {
             self.threshold = threshold
             self.baseCoolDown = coolDown
             self.maximumCoolDown = max(coolDown, maximumCoolDown)
+            self.coolDownCeiling = maximumCoolDown
             self.probeTimeout = probeTimeout
             self.coolDown = coolDown
             self.reopensAt = now
@@ -105,6 +108,22 @@ public final class CircuitBreaker: Sendable {
             return phase == before ? nil : phase
         }
 
+        /// A reload's new threshold and cool-down. The phase and the failures counted so far stay: an
+        /// open breaker ends its current cool-down (GenAuth was failing a moment ago whatever the file
+        /// says), and later cool-downs start from the new one. Turned off (threshold 0), it closes.
+        public mutating func reconfigure(threshold: Int, coolDown: Duration) {
+            self.threshold = threshold
+            baseCoolDown = coolDown
+            maximumCoolDown = max(coolDown, coolDownCeiling)
+            if threshold == 0 {
+                phase = .closed
+                consecutiveFailures = 0
+                probeSince = nil
+            }
+            // Closed, the next opening uses the new cool-down; open, a doubled one stays within the new bounds.
+            self.coolDown = phase == .closed ? coolDown : min(maximumCoolDown, max(coolDown, self.coolDown))
+        }
+
         private mutating func open(now: ContinuousClock.Instant) {
             phase = .open
             reopensAt = now + coolDown
@@ -122,15 +141,28 @@ public final class CircuitBreaker: Sendable {
         public init() {}
     }
 
-    public let configuration: Configuration
     private let state: Mutex<State>
 
     /// `probeTimeout`: how long a probe may stay out without an answer or a release (the call's timeout
     /// and a margin).
     public init(configuration: Configuration, probeTimeout: Duration = .seconds(30)) {
-        self.configuration = configuration
         self.state = Mutex(State(threshold: configuration.threshold, coolDown: configuration.coolDown,
                                  probeTimeout: probeTimeout, now: .now))
+    }
+
+    /// The configuration in force (a reload may have changed it since start).
+    public var configuration: Configuration {
+        state.withLock { state in
+            var configuration = Configuration()
+            configuration.threshold = state.threshold
+            configuration.coolDown = state.baseCoolDown
+            return configuration
+        }
+    }
+
+    /// A reload (SIGHUP): in force from the next admission or verdict on; see `State.reconfigure`.
+    public func reconfigure(_ configuration: Configuration) {
+        state.withLock { $0.reconfigure(threshold: configuration.threshold, coolDown: configuration.coolDown) }
     }
 
     public var phase: Phase {

@@ -27,7 +27,9 @@ public final class Dispatcher: Service, Sendable {
     private let writes = WriteQueue()
     /// The jobs this process holds, with their claim tokens: what the heartbeat extends.
     private let leases = LeaseBook()
-    private let breaker: CircuitBreaker
+    let breaker: CircuitBreaker
+    /// What a reload may change (`apply`), read by the claim loop at the start of each batch.
+    let settings: LiveSettings.Holder
     private let metrics = DispatcherMetrics()
     private let stats: WorkerStats
 
@@ -46,6 +48,7 @@ public final class Dispatcher: Service, Sendable {
         self.breaker = CircuitBreaker(configuration: configuration.breaker,
                                       probeTimeout: configuration.genauth.timeout + .seconds(5))
         self.stats = WorkerStats(metrics: metrics)
+        self.settings = LiveSettings.Holder(LiveSettings(configuration))
     }
 
     /// Connects and checks the schema; throws `StartupError` when the daemon cannot work at all.
@@ -85,25 +88,26 @@ public final class Dispatcher: Service, Sendable {
         // Start-up checks (database, schema version, GenAuth) ran before run(): ready now.
         notifier.ready(status: "dispatching as \(identity.id), up to \(configuration.claims.concurrency) calls in flight")
 
-        let triage = Triage(configuration: configuration.triage, throttleWindow: configuration.admission.throttleWindow)
-        let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events)
+        // Pauses as this daemon knows them (log, metric, status); the claim enforces them itself.
+        let pauses = PauseBoard(logger: logger)
+        let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
         let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
                                    smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
                                    leases: leases, events: events, session: session("write-back"), logger: logger)
         let heartbeat = HeartbeatService(
             configuration: configuration.heartbeat, identity: identity, lease: configuration.claims.lease,
-            rules: configuration.triage.rules, leases: leases, stats: stats, writes: writes,
+            settings: settings, leases: leases, stats: stats, writes: writes, pauses: pauses,
             reporter: StatusReporter(notifier: notifier, metrics: metrics, breaker: breaker,
                                      publishesQueueDepth: configuration.publishesQueueDepth),
             session: session("heartbeat"), logger: logger)
         let rescuer = LeaseRescuer(configuration: configuration.rescuer, policy: configuration.triage.policy,
+                                   expirer: PausedJobExpirer(configuration: .init(), logger: logger),
                                    session: session("lease rescue", quiet: true), logger: logger)
         let retention = RetentionService(configuration: configuration.retention,
                                          session: session("retention", quiet: true), logger: logger)
         var loop = ClaimLoop(
-            configuration: configuration.claims, identity: identity, triage: triage,
-            admission: Admission(configuration: configuration.admission, breaker: breaker, triage: triage),
-            sender: CallSender(client: client, triage: triage, breaker: breaker, metrics: metrics, stats: stats,
+            configuration: configuration.claims, identity: identity, settings: settings,
+            sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
                                writes: writes, events: events, logger: logger),
             events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, notifier: notifier,
             logger: logger, session: session("database"))

@@ -31,6 +31,15 @@ public final class SystemdNotifier: Sendable {
     public func stopping(status: String) { send("STOPPING=1\nSTATUS=\(status)") }
     public func status(_ text: String) { send("STATUS=\(text)") }
 
+    /// A reload begins (`Type=notify` with `ExecReload=`, or `Type=notify-reload`): systemd wants the
+    /// time on CLOCK_MONOTONIC with it, and `ready(status:)` when the reload is over.
+    public func reloading(status: String) {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let microseconds = Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1_000
+        send("RELOADING=1\nMONOTONIC_USEC=\(microseconds)\nSTATUS=\(status)")
+    }
+
     /// Called from the dispatch loop every round; sends `WATCHDOG=1` at most every half watchdog period,
     /// so a wedged loop stops feeding it and systemd restarts the service.
     public func watchdog() {

@@ -7,6 +7,8 @@ import SMSModel
 public struct StatusReport: Sendable, Codable {
     public let queue: [QueueStatsRow]
     public let workers: [WorkerRow]
+    /// Operators' pauses in force (`sms.controls`).
+    public let pauses: [Pause]
     public let totals: [String: Int]
     public let warnings: [String]
 
@@ -18,6 +20,7 @@ public struct StatusReport: Sendable, Codable {
     public static func load(_ db: PostgresConnection, heartbeatInterval: Duration) async throws -> StatusReport {
         let queue = try await db.run(QueueStats())
         let workers = try await db.run(ListWorkers())
+        let pauses = try await db.run(ListPauses()).all
         var totals: [String: Int] = [:]
         for state in JobState.allCases { totals[state.rawValue] = 0 }
         totals["deferred"] = 0
@@ -45,7 +48,7 @@ public struct StatusReport: Sendable, Codable {
         if due > 0 && workers.isEmpty {
             warnings.append("\(due) jobs are due and no daemon is running")
         }
-        return StatusReport(queue: queue, workers: workers, totals: totals, warnings: warnings)
+        return StatusReport(queue: queue, workers: workers, pauses: pauses, totals: totals, warnings: warnings)
     }
 
     public func json() throws -> String {
@@ -60,12 +63,23 @@ public struct StatusReport: Sendable, Codable {
         out += JobState.allCases.map { "\($0.rawValue)=\(totals[$0.rawValue] ?? 0)" }.joined(separator: " ")
         out += " (deferred by the throttle: \(totals["deferred"] ?? 0))\n\n"
         out += Self.render(
-            header: ["CHANNEL", "STATE", "JOBS", "DUE", "DEFERRED", "OLDEST PENDING", "SENT 1m", "SENT 1h"],
+            header: ["CHANNEL", "STATE", "JOBS", "DUE", "DEFERRED", "OLDEST PENDING", "SENT 1m", "SENT 1h", "PAUSED"],
             rows: queue.map { row in
                 [row.channel, row.state, String(row.jobs), String(row.due), String(row.deferred),
                  row.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-",
-                 String(row.sentLastMinute), String(row.sentLastHour)]
+                 String(row.sentLastMinute), String(row.sentLastHour), row.paused ? "yes" : "-"]
             })
+        out += "\n"
+        if pauses.isEmpty {
+            out += "Pauses: none\n"
+        } else {
+            out += Self.render(
+                header: ["PAUSED", "BY", "SINCE", "UNTIL", "REASON"],
+                rows: pauses.map { pause in
+                    [pause.scope.shown, pause.pausedBy, Self.utc(pause.since),
+                     pause.until.map(Self.utc) ?? "resumed", pause.reason ?? "-"]
+                })
+        }
         out += "\n"
         if workers.isEmpty {
             out += "Workers: none running\n"
@@ -82,6 +96,12 @@ public struct StatusReport: Sendable, Codable {
         for warning in warnings { out += "\nWARNING: \(warning)" }
         if !warnings.isEmpty { out += "\n" }
         return out
+    }
+
+    public static func utc(_ epoch: Double) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date(timeIntervalSince1970: epoch))
     }
 
     static func render(header: [String], rows: [[String]]) -> String {

@@ -6,6 +6,9 @@ public enum Reservation: Sendable, Equatable {
     case deferred(until: Double)
     /// A per-phone cap was reached; the text names it.
     case capped(String)
+    /// Its channel was paused after the claim; the text is the pause's message. Not sent, no attempt
+    /// used: back to pending (the claim skips it until the pause ends).
+    case paused(String)
     /// The job is no longer running under this claim (its lease ran out and it was rescued, maybe
     /// claimed by another worker): it must not be sent, and its outcome is not ours to write.
     case lost

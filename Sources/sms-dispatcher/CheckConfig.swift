@@ -18,5 +18,6 @@ struct CheckConfig: AsyncParsableCommand {
             let value = set[spec.name] ?? "(default) " + config.describe(spec.name)
             print("  \(spec.name) = \(value)")
         }
+        for warning in sources.warnings { print("warning: \(warning)") }
     }
 }

@@ -22,16 +22,25 @@ struct CommonOptions: ParsableArguments {
     /// Loads the configuration or exits 78 with the key at fault.
     func load(requireGenAuth: Bool) async throws -> (DaemonConfiguration, ConfigSources) {
         do {
-            return try await DaemonConfiguration.load(file: configFile, requireGenAuth: requireGenAuth)
+            return try await loadOrThrow(requireGenAuth: requireGenAuth)
         } catch let error as ConfigError {
             fail(error.description, code: ExitStatus.config)
         }
     }
 
-    func connect(_ config: DaemonConfiguration) async throws -> PostgresConnection {
+    /// The same file and environment as `load`, read the same way, but a problem is thrown (a
+    /// `ConfigError` naming the key) instead of ending the process: a running daemon's reload (SIGHUP)
+    /// refuses a bad file and carries on.
+    func loadOrThrow(requireGenAuth: Bool) async throws -> (DaemonConfiguration, ConfigSources) {
+        try await DaemonConfiguration.load(file: configFile, requireGenAuth: requireGenAuth)
+    }
+
+    /// Connects, or exits 69; `exitOnFailure: false` throws instead (a waiting command reconnecting).
+    func connect(_ config: DaemonConfiguration, exitOnFailure: Bool = true) async throws -> PostgresConnection {
         do {
             return try await PostgresConnection.connect(config.dispatcher.databaseURL)
         } catch {
+            guard exitOnFailure else { throw error }
             fail("cannot connect to PostgreSQL: \(error)", code: ExitStatus.unavailable)
         }
     }

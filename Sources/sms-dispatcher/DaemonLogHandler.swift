@@ -1,17 +1,47 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// One line per event on stderr, `key=value` metadata sorted by key. Under systemd (`$JOURNAL_STREAM`
 /// set) each line starts with the syslog priority `<N>`, which journald turns into the entry's
 /// priority, and carries no timestamp (the journal has its own). Elsewhere: timestamp and level.
 /// Call sites keep phone numbers masked (`maskPhone`) and never pass secrets.
+///
+/// Every handler of the process reads one `SharedLevel`, so a reload's `log.level` (SIGHUP) reaches
+/// the loggers the services made copies of at start, from their next line on.
 public struct DaemonLogHandler: LogHandler {
-    public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level
-    public let journal: Bool
+    /// The process's log level, changeable while loggers made from it are in use. An atomic: it is
+    /// read for every line logged or not.
+    public final class SharedLevel: Sendable {
+        private let index: Atomic<Int>
 
-    public init(level: Logger.Level, journal: Bool) {
-        self.logLevel = level
+        public init(_ level: Logger.Level) {
+            index = Atomic(Self.index(of: level))
+        }
+
+        public var level: Logger.Level {
+            get { Logger.Level.allCases[index.load(ordering: .relaxed)] }
+            set { index.store(Self.index(of: newValue), ordering: .relaxed) }
+        }
+
+        private static func index(of level: Logger.Level) -> Int {
+            Logger.Level.allCases.firstIndex(of: level)!
+        }
+    }
+
+    public var metadata: Logger.Metadata = [:]
+    public let journal: Bool
+    private let shared: SharedLevel
+    /// Set on one logger (`logger.logLevel = …`): that logger's own level, which a reload leaves alone.
+    private var override: Logger.Level? = nil
+
+    public var logLevel: Logger.Level {
+        get { override ?? shared.level }
+        set { override = newValue }
+    }
+
+    public init(level: SharedLevel, journal: Bool) {
+        self.shared = level
         self.journal = journal
     }
 

@@ -55,4 +55,14 @@ struct AdmissionTests {
         #expect(verdicts.lost.map(\.id) == [4])
         #expect(verdicts.unanswered.map(\.id) == [5])
     }
+
+    @Test("a job whose channel was paused after its claim goes back to pending, saying why, no call, no attempt")
+    func pausedVerdict() {
+        let jobs = [job(1)]
+        let verdicts = admission().apply([1: .paused("paused: CHANNEL_LOGIN paused by ops")], to: jobs)
+        #expect(verdicts.granted.isEmpty && verdicts.lost.isEmpty && verdicts.unanswered.isEmpty)
+        let outcome = verdicts.settled.first
+        #expect(outcome?.state == .pending && outcome?.call == nil && outcome?.retryIn == .zero)
+        #expect(outcome?.message == "paused: CHANNEL_LOGIN paused by ops")
+    }
 }

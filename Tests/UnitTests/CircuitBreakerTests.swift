@@ -54,3 +54,41 @@ struct CircuitBreakerTests {
         #expect(state.admit(3, now: start) == .all)
     }
 }
+
+/// A reload's new threshold and cool-down (SIGHUP).
+@Suite("Circuit breaker reload")
+struct CircuitBreakerReloadTests {
+    let start = ContinuousClock.now
+
+    @Test("a lower threshold opens on the next failure; the failures counted so far stay")
+    func lowerThreshold() {
+        var state = CircuitBreaker.State(threshold: 10, coolDown: .seconds(1), probeTimeout: .seconds(15), now: start)
+        for _ in 0..<3 { _ = state.record(isServerFault: true, now: start) }
+        #expect(state.phase == .closed)
+        state.reconfigure(threshold: 3, coolDown: .seconds(2))
+        #expect(state.record(isServerFault: true, now: start) == .open)
+        // The new cool-down: still open after 1 s, half-open after 2 s.
+        #expect(state.admit(1, now: start + .seconds(1)) == .none(retryIn: .seconds(1)))
+        #expect(state.admit(1, now: start + .seconds(2)) == .probe(count: 1, retryIn: .seconds(1)))
+    }
+
+    @Test("an open breaker ends its cool-down; turned off it closes and admits everything")
+    func turnedOff() {
+        var state = CircuitBreaker.State(threshold: 1, coolDown: .seconds(10), probeTimeout: .seconds(15), now: start)
+        _ = state.record(isServerFault: true, now: start)
+        state.reconfigure(threshold: 1, coolDown: .seconds(1))
+        #expect(state.phase == .open)
+        #expect(state.admit(1, now: start + .seconds(5)) == .none(retryIn: .seconds(5)))
+        state.reconfigure(threshold: 0, coolDown: .seconds(1))
+        #expect(state.phase == .closed && state.admit(3, now: start + .seconds(5)) == .all)
+    }
+
+    @Test func configurationInForce() {
+        let breaker = CircuitBreaker(configuration: .init())
+        var changed = CircuitBreaker.Configuration()
+        changed.threshold = 2
+        changed.coolDown = .seconds(3)
+        breaker.reconfigure(changed)
+        #expect(breaker.configuration == changed)
+    }
+}

@@ -121,4 +121,22 @@ struct ConfigurationLoaderTests {
         let typo = await error([:], file: file)
         #expect(typo?.key == "genauth.appid_typo" && typo?.message.contains("keys in genauth") == true)
     }
+
+    @Test("a secret written in a file every local user may read is warned about, naming the key; 0600 or no secret: no warning")
+    func secretsInAReadableFile() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("smsd-unit-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func warnings(_ text: String, mode: Int, environment: [String: String] = [:]) async throws -> [String] {
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: file)
+            return try await DaemonConfiguration.load(file: file, environment: environment, requireGenAuth: false).1.warnings
+        }
+        let secret = "genauth:\n  app_secret: s3cret\n"
+        let readable = try await warnings(secret, mode: 0o644)
+        #expect(readable.count == 1 && readable[0].hasPrefix("genauth.app_secret is set in") && !readable[0].contains("s3cret"))
+        #expect(try await warnings(secret, mode: 0o600).isEmpty)
+        let withPassword = "database:\n  url: postgresql://app:pw@db/sms\n"
+        #expect(try await warnings(withPassword, mode: 0o644).first?.hasPrefix("database.url is set in") == true)
+        #expect(try await warnings("database:\n  url: postgresql://app@db/sms\n", mode: 0o644).isEmpty, "no password, no secret")
+    }
 }

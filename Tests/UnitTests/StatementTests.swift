@@ -50,6 +50,11 @@ struct StatementTests {
             QueueStats(),
             ListWorkers(),
             PublishChannelSettings(rules: SendingRules()),
+            ListPauses(),
+            PauseChannels(scope: .channel(.login), reason: "r", duration: .seconds(60)),
+            ResumeChannels(scope: .all),
+            ExpirePausedJobs(limit: 100),
+            JobResult(id: 7),
         ]
         for statement in statements {
             let sql = type(of: statement).sql
@@ -137,6 +142,38 @@ extension StatementTests {
         #expect(rescued.first?.id == 8 && rescued.first?.state == .failed)
         #expect(throws: PostgresError.self) {
             try rescue.decode(PostgresRows(columns: ["r_job_id", "r_state"], values: [["8", "limbo"]]))
+        }
+    }
+
+    @Test("pauses: `*` is every channel, a channel name one; an unknown channel is refused, not ignored")
+    func pausesDecode() throws {
+        let rows = PostgresRows(columns: ["channel", "paused_by", "reason", "since", "until"], values: [
+            ["*", "ops", "incident 12", "1700000000", nil],
+            ["CHANNEL_LOGIN", "alice", nil, "1700000100", "1700003700"],
+        ])
+        let pauses = try ListPauses().decode(rows)
+        #expect(pauses.all.map(\.scope) == [.all, .channel(.login)])
+        #expect(pauses.all[0].until == nil && pauses.all[1].until == 1_700_003_700)
+        #expect(pauses.pause(of: .register)?.scope == .all, "the pause of every channel holds each one")
+        let bad = PostgresRows(columns: ["channel", "paused_by", "reason", "since", "until"], values: [["CHANNEL_SPAM", "x", nil, "1", nil]])
+        #expect(throws: PostgresError.self) { try ListPauses().decode(bad) }
+        #expect(PauseChannels(scope: .all, reason: nil, duration: nil).bindings == [nil, nil, nil],
+                "all channels is sms.pause's NULL channel")
+        #expect(PauseChannels(scope: .channel(.verifyMFA), reason: "r", duration: .seconds(90)).bindings
+                == ["CHANNEL_VERIFY_MFA", "r", "90.0"])
+    }
+
+    @Test("a job's result: state and GenAuth's answer; no row is nil; an unknown state is refused")
+    func jobResultDecode() throws {
+        let columns = ["state", "status_code", "api_code", "message", "request_id", "http_status", "attempts", "run_in"]
+        let sent = try JobResult(id: 5).decode(PostgresRows(columns: columns, values: [
+            ["sent", "200", nil, "ok", "req-1", "200", "1", "-3.5"],
+        ]))
+        #expect(sent == JobResult.Row(id: 5, state: .sent, statusCode: 200, message: "ok", requestID: "req-1",
+                                      httpStatus: 200, attempts: 1, runIn: -3.5))
+        #expect(try JobResult(id: 5).decode(PostgresRows(columns: columns, values: [])) == nil)
+        #expect(throws: PostgresError.self) {
+            try JobResult(id: 5).decode(PostgresRows(columns: columns, values: [["done", nil, nil, nil, nil, nil, "0", "0"]]))
         }
     }
 }

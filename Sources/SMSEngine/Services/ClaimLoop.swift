@@ -7,6 +7,10 @@ import SMSModel
 /// call slots, has triage settle what must not be sent, has admission reserve the rest, and hands the
 /// granted ones to the sender. One statement at a time on its own session; the writer, the heartbeat
 /// and the others have theirs. River's producer.
+///
+/// The live settings (rules, retries, caps, rate limit) are read once at the start of each batch and
+/// passed to triage and admission, so a reload (SIGHUP) takes effect from the next batch and never in
+/// the middle of one.
 public struct ClaimLoop: Sendable {
     /// `concurrency`, `poll_interval`, `lease.duration`, `shutdown.grace`.
     public struct Configuration: Sendable, Equatable {
@@ -30,8 +34,9 @@ public struct ClaimLoop: Sendable {
 
     let configuration: Configuration
     let identity: WorkerIdentity
-    let triage: Triage
-    let admission: Admission
+    /// Read at the start of each batch: the settings a reload may change.
+    let settings: LiveSettings.Holder
+    /// Given each batch's triage with its calls.
     let sender: CallSender
     let events: DispatchEvents
     let writes: WriteQueue
@@ -79,8 +84,11 @@ public struct ClaimLoop: Sendable {
                 notifier.watchdog()
                 // Outcomes decided in this turn, handed to the writer together at its end.
                 var settled: [JobOutcome] = []
+                // The heartbeat publishes a reload's channel priorities and TTLs (sms.channel_settings).
+                let current = settings.snapshot
                 do {
-                    try await claimAndSend(limit: limit, on: db, machine: &machine, settled: &settled)
+                    try await claimAndSend(limit: limit, with: current.settings, on: db, machine: &machine,
+                                           settled: &settled)
                     session.succeeded()
                 } catch {
                     // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
@@ -97,8 +105,10 @@ public struct ClaimLoop: Sendable {
         }
     }
 
-    private func claimAndSend(limit: Int, on db: PostgresConnection, machine: inout StateMachine,
+    private func claimAndSend(limit: Int, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
                               settled: inout [JobOutcome]) async throws {
+        let triage = Triage(configuration: live.triage, throttleWindow: live.admission.throttleWindow)
+        let admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
         var claimedFullBatch = false
         if limit > 0 {
             let claimed = try await db.run(ClaimJobs(worker: identity.id, limit: limit, lease: configuration.lease))
@@ -139,7 +149,7 @@ public struct ClaimLoop: Sendable {
         settled += verdicts.settled
         stats.count(verdicts.settled)
         machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
-        sender.start(verdicts.granted)
+        sender.start(verdicts.granted, deciding: triage)
         stats.setInFlight(machine.inFlight)
         // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
         if claimedFullBatch || !machine.candidates.isEmpty { events.send(.again) }

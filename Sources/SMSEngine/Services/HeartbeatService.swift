@@ -19,10 +19,13 @@ public struct HeartbeatService: Sendable {
     let identity: WorkerIdentity
     /// `lease.duration`: how far each beat extends the held leases.
     let lease: Duration
-    let rules: SendingRules
+    /// The channel rules in force now (a reload may have changed them before the first beat).
+    let settings: LiveSettings.Holder
     let leases: LeaseBook
     let stats: WorkerStats
     let writes: WriteQueue
+    /// Refreshed on every beat: the fallback for a lost `sms_controls` notification.
+    let pauses: PauseBoard
     let reporter: StatusReporter
     var session: DatabaseSession
     let logger: Logger
@@ -31,11 +34,12 @@ public struct HeartbeatService: Sendable {
     var staleAfter: Duration { max(configuration.interval * 3, .seconds(10)) }
 
     mutating func run() async {
-        var publishedSettings = false
+        // The channel settings' generation last published: the start's, then each reload's.
+        var publishedGeneration: Int? = nil
         var warnedSharedID = false
-        let (identity, lease, leases, stats, writes, reporter, logger, rules, staleAfter) =
-            (self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.rules,
-             self.staleAfter)
+        let (identity, lease, leases, stats, writes, reporter, logger, settings, staleAfter, pauses) =
+            (self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.settings,
+             self.staleAfter, self.pauses)
         await PeriodicTask.run(session: &session, every: configuration.interval) { db in
             // The leases first, and on their own: a statement that gives up (a lock on sms.jobs held by
             // an operator, a slow count) keeps neither the leases from being extended nor the worker
@@ -47,11 +51,13 @@ public struct HeartbeatService: Sendable {
             } catch let error as PostgresError where error.disposition != .connection {
                 failed = error
             }
-            // Before the first worker row (so a worker row means the settings are out): the channels'
-            // default priorities, for the insert trigger.
-            if !publishedSettings {
-                try await db.run(PublishChannelSettings(rules: rules))
-                publishedSettings = true
+            // Before the first worker row (so a worker row means the settings are out), and again after
+            // a reload: the channels' default priorities (for the insert trigger) and TTLs (for the
+            // expiry of paused jobs). Again on the next beat if the statement failed.
+            let current = settings.snapshot
+            if publishedGeneration != current.generation {
+                try await db.run(PublishChannelSettings(rules: current.settings.triage.rules))
+                publishedGeneration = current.generation
             }
             let snapshot = stats.snapshot()
             let stuck = writes.stuckSince.map { ContinuousClock.now - $0 }
@@ -63,7 +69,9 @@ public struct HeartbeatService: Sendable {
                 logger.warning("another live daemon uses this worker.id; each still holds only its own jobs, but give every daemon its own id",
                                metadata: ["others": "\(live.sharingID)"])
             }
-            try await reporter.report(snapshot, live: live.live, stuck: stuck, unwritten: writes.unsettled, on: db)
+            pauses.update(try await db.run(ListPauses()))
+            try await reporter.report(snapshot, live: live.live, stuck: stuck, unwritten: writes.unsettled,
+                                      pauses: pauses.pauses, on: db)
             if let failed { throw failed }
             return nil
         }
@@ -80,13 +88,14 @@ struct StatusReporter: Sendable {
     let publishesQueueDepth: Bool
 
     func report(_ snapshot: (inFlight: Int, counters: WorkerCounters), live: Int, stuck: Duration?, unwritten: Int,
-                on db: PostgresConnection) async throws {
+                pauses: Pauses, on db: PostgresConnection) async throws {
         if publishesQueueDepth {
             metrics.queueDepth.record(try await db.run(CountDueJobs()))
             metrics.breaker(breaker.phase)
         }
         let c = snapshot.counters
         let writer = stuck.map { String(format: "; write-back failing for %.0f s (%d outcomes waiting)", $0.seconds, unwritten) } ?? ""
-        notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live\(writer)")
+        let paused = pauses.isEmpty ? "" : "; paused: " + pauses.all.map { $0.scope.shown }.joined(separator: ", ")
+        notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live\(writer)\(paused)")
     }
 }

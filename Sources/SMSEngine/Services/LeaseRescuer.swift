@@ -1,11 +1,12 @@
 import Logging
+import PostgresClient
 import ServiceLifecycle
 import SMSJobStore
 import SMSModel
 
 /// Returns jobs whose lease ran out (their holder died, hung, or lost the database longer than a
 /// lease) to the queue by the delivery policy. Any daemon may do it; the row lock makes each rescue
-/// happen once. River's rescuer.
+/// happen once. River's rescuer. Each round is followed by the paused-job expirer's, on this session.
 public struct LeaseRescuer: Sendable {
     /// `lease.rescue_interval`.
     public struct Configuration: Sendable, Equatable {
@@ -16,20 +17,45 @@ public struct LeaseRescuer: Sendable {
 
     let configuration: Configuration
     let policy: DeliveryPolicy
+    let expirer: PausedJobExpirer
     var session: DatabaseSession
     let logger: Logger
+    let queueFullLog = OccasionalLog()
 
     mutating func run() async {
-        let (policy, logger) = (self.policy, self.logger)
+        let (policy, logger, expirer, queueFullLog) = (self.policy, self.logger, self.expirer, self.queueFullLog)
         await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) { db in
-            let rescued = try await db.run(RescueExpiredLeases(policy: policy))
+            let rescued: [(id: Int64, state: JobState)]
+            do {
+                rescued = try await Self.rescue(policy: policy, on: db, logger: logger, queueFullLog: queueFullLog)
+            } catch {
+                // The expirer's round is its own: a failed rescue does not cost it.
+                await expirer.round(on: db)
+                throw error
+            }
             if !rescued.isEmpty {
                 logger.warning("rescued jobs whose lease expired", metadata: [
                     "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == .failed }.count)",
                     "policy": "\(policy.rawValue)",
                 ])
             }
+            await expirer.round(on: db)
             return nil
+        }
+    }
+
+    /// The rescue never depends on NOTIFY: when PostgreSQL refuses notifications (its queue is full),
+    /// the same rescue goes through without announcing.
+    static func rescue(policy: DeliveryPolicy, on db: PostgresConnection, logger: Logger,
+                       queueFullLog: OccasionalLog) async throws -> [(id: Int64, state: JobState)] {
+        do {
+            return try await db.run(RescueExpiredLeases(policy: policy))
+        } catch let error as PostgresError where error.isNotificationQueueFull {
+            if queueFullLog.due() {
+                logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); rescuing without announcing on sms_job_events",
+                             metadata: ["error": "\(error)"])
+            }
+            return try await db.run(RescueExpiredLeases(policy: policy, announces: false))
         }
     }
 }

@@ -22,6 +22,7 @@ struct OutcomeWriter: Sendable {
     let events: DispatchEvents
     var session: DatabaseSession
     let logger: Logger
+    let queueFullLog = OccasionalLog()
 
     mutating func run() async {
         var pending: [JobOutcome] = []
@@ -71,7 +72,19 @@ struct OutcomeWriter: Sendable {
     }
 
     private func complete(_ outcomes: [JobOutcome], on db: PostgresConnection) async throws -> Int {
-        try await db.run(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow))
+        do {
+            return try await db.run(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow))
+        } catch let error as PostgresError where error.isNotificationQueueFull {
+            // PostgreSQL refuses NOTIFY when its notification queue is full (a listener that stopped
+            // reading holds it): the rows' truth comes first, the announcement is lost (producers that
+            // read their rows still see it).
+            if queueFullLog.due() {
+                logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); writing outcomes without announcing them on sms_job_events (logged once a minute while it lasts)",
+                             metadata: ["error": "\(error)"])
+            }
+            return try await db.run(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow,
+                                                 announces: false))
+        }
     }
 
     /// Writes outcomes: those settled (written, or fenced out because the job is no longer under their

@@ -27,17 +27,10 @@ public struct CancelJobs: Statement {
     }
 
     public static let isPrepared = false
+    // `sms.cancel_jobs` (SECURITY DEFINER, for sms_operator) holds the statement and announces the
+    // cancelled jobs on `sms_job_events`.
     public static let sql = """
-        WITH target AS (SELECT unnest($1::bigint[]) AS id),
-        cancelled AS (
-            UPDATE sms.jobs j SET state = 'cancelled', finished_at = now(), updated_at = now(),
-                message = 'cancelled by an operator'
-            WHERE j.id IN (SELECT id FROM target) AND j.state = 'pending'
-            RETURNING j.id
-        )
-        SELECT t.id, c.id IS NOT NULL AS cancelled, j.state
-        FROM target t LEFT JOIN cancelled c ON c.id = t.id LEFT JOIN sms.jobs j ON j.id = t.id
-        ORDER BY t.id
+        SELECT r_id AS id, r_cancelled AS cancelled, r_state AS state FROM sms.cancel_jobs($1::bigint[])
         """
 
     public var bindings: [String?] { [PostgresArray.literal(ids.map { Int($0) })] }

@@ -8,7 +8,8 @@ import SMSModel
 /// from this very claim (same token, not claimed since, marked uncertain by the rescue), as when
 /// the database was away longer than a lease: the rescue could only guess, the holder knows.
 /// Times are sent as "seconds ago" by this host's monotonic clock and become `now() - ago`, so
-/// only the database's clock is ever written. Each call also gets its `sms.attempts` row.
+/// only the database's clock is ever written. Each call also gets its `sms.attempts` row, and every
+/// row written (superseded ones too) is announced on `sms_job_events` as `<id>:<state>`.
 public struct CompleteJobs: Statement {
     /// Written to `sms.attempts.worker`.
     public var worker: String
@@ -17,13 +18,19 @@ public struct CompleteJobs: Statement {
     public var throttleWindow: Duration
     /// "Now" by this host's monotonic clock, from which the calls' times become "so long ago".
     public var now: ContinuousClock.Instant
+    /// Announce the rows on `sms_job_events`. Off only to get the truth onto the rows when PostgreSQL
+    /// refuses notifications (its queue is full because a listener stopped reading: SQLSTATE 54000).
+    public var announces: Bool
 
-    public init(worker: String, outcomes: [JobOutcome], throttleWindow: Duration, now: ContinuousClock.Instant = .now) {
+    public init(worker: String, outcomes: [JobOutcome], throttleWindow: Duration, now: ContinuousClock.Instant = .now,
+                announces: Bool = true) {
         self.worker = worker
         self.outcomes = outcomes
         self.throttleWindow = throttleWindow
         self.now = now
+        self.announces = announces
     }
+
 
     public static let sql = """
         WITH r AS (
@@ -65,7 +72,7 @@ public struct CompleteJobs: Statement {
               AND (j.state IS NOT DISTINCT FROM 'running'
                    OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
                        AND j.state IN ('pending', 'failed')))
-            RETURNING j.id, j.attempts, j.phone_key, j.channel
+            RETURNING j.id, j.attempts, j.phone_key, j.channel, j.state
         ), logged AS (
             INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
                                       http_status, status_code, api_code, message, request_id)
@@ -111,10 +118,17 @@ public struct CompleteJobs: Statement {
                 WHERE r.state = 'sent' AND r.coalesce = 1
             ) older
             WHERE o.id = older.id AND o.state IS NOT DISTINCT FROM 'pending'
-            RETURNING 1
+            RETURNING o.id
+        ), announced AS (
+            -- Producers LISTENing on sms_job_events hear of every row written here, in one or a few
+            -- notifications per batch, delivered when this commits.
+            SELECT sms.announce(array_agg(e.id ORDER BY e.id), array_agg(e.state ORDER BY e.id)) AS notifications
+            FROM (SELECT id, state FROM done UNION ALL SELECT id, 'superseded' FROM superseded) e
+            WHERE $20::bool
         )
         SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,
-               (SELECT count(*) FROM superseded) AS superseded
+               (SELECT count(*) FROM superseded) AS superseded,
+               (SELECT notifications FROM announced) AS notifications
         """
 
     public var bindings: [String?] {
@@ -147,6 +161,7 @@ public struct CompleteJobs: Statement {
             PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
             PostgresArray.literal(outcomes.map { $0.uncertain ? 1 : 0 }),
             String(throttleWindow.seconds),
+            announces ? "true" : "false",
         ]
     }
 

@@ -1,7 +1,8 @@
 import PostgresClient
 import SMSModel
 
-/// Inserts one job; with an idempotency key, a repeat returns the first insert's id.
+/// Inserts one job through `sms.enqueue` (the producers' function: only producer columns, and a
+/// repeated idempotency key returns the first job's id).
 public struct EnqueueJob: Statement {
     public var channel: Channel
     public var phoneNumber: String
@@ -9,39 +10,37 @@ public struct EnqueueJob: Statement {
     public var priority: Int?
     public var idempotencyKey: String?
     public var expiresIn: Duration?
+    public var clientIP: String?
+    public var userRef: String?
 
     public init(channel: Channel, phoneNumber: String, countryCode: String?, priority: Int?, idempotencyKey: String?,
-                expiresIn: Duration?) {
+                expiresIn: Duration?, clientIP: String? = nil, userRef: String? = nil) {
         self.channel = channel
         self.phoneNumber = phoneNumber
         self.countryCode = countryCode
         self.priority = priority
         self.idempotencyKey = idempotencyKey
         self.expiresIn = expiresIn
+        self.clientIP = clientIP
+        self.userRef = userRef
     }
 
     public static let isPrepared = false
     public static let sql = """
-        WITH inserted AS (
-            INSERT INTO sms.jobs (channel, phone_number, phone_country_code, priority, idempotency_key, expires_at)
-            VALUES ($1, $2, $3, COALESCE($4::smallint, 0), $5,
-                    CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8) END)
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING id
-        )
-        SELECT id, true AS created FROM inserted
-        UNION ALL
-        SELECT id, false AS created FROM sms.jobs WHERE idempotency_key = $5 AND NOT EXISTS (SELECT 1 FROM inserted)
+        SELECT sms.enqueue(channel => $1, phone_number => $2, phone_country_code => $3,
+                           priority => COALESCE($4::smallint, 0::smallint),
+                           expires_at => CASE WHEN $6::float8 IS NULL THEN NULL
+                                              ELSE now() + make_interval(secs => $6::float8) END,
+                           idempotency_key => $5, client_ip => $7::inet, user_ref => $8) AS id
         """
 
     public var bindings: [String?] {
         [channel.rawValue, phoneNumber, countryCode, priority.map(String.init), idempotencyKey,
-         expiresIn.map { String($0.seconds) }]
+         expiresIn.map { String($0.seconds) }, clientIP, userRef]
     }
 
-    /// The job's id, and whether this call created it (false: the idempotency key's earlier job).
-    public func decode(_ rows: PostgresRows) throws -> (id: Int64, created: Bool) {
-        let row = try rows.single("enqueue")
-        return (Int64(try row.requiredInt("id")), try row.bool("created") ?? true)
+    /// The job's id (with an idempotency key seen before: the first job's).
+    public func decode(_ rows: PostgresRows) throws -> Int64 {
+        Int64(try rows.single("enqueue").requiredInt("id"))
     }
 }

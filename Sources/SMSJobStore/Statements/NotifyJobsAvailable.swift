@@ -6,7 +6,7 @@ public struct NotifyJobsAvailable: Statement {
     public init() {}
 
     /// The channel the daemons LISTEN on.
-    public static let channel = "sms_jobs"
+    public static let channel = NotificationChannel.jobsAvailable.rawValue
 
     public static let isPrepared = false
     public static let sql = "SELECT pg_notify($1, '')"

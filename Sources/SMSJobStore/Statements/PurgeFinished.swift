@@ -11,17 +11,14 @@ public struct PurgeFinished: Statement {
         self.batch = batch
     }
 
-    public static let sql = """
-        DELETE FROM sms.jobs WHERE id IN (
-            SELECT id FROM sms.jobs
-            WHERE finished_at < now() - make_interval(secs => $1::float8)
-            ORDER BY finished_at LIMIT $2)
-        """
+    // `sms.purge_finished` (SECURITY DEFINER, for sms_operator and sms_dispatcher, neither of which may
+    // DELETE from sms.jobs) holds the statement.
+    public static let sql = "SELECT sms.purge_finished($1::float8, $2::int) AS deleted"
 
     public var bindings: [String?] { [String(olderThan.seconds), String(batch)] }
 
     /// Jobs deleted; fewer than `batch` means none older are left.
-    public func decode(_ rows: PostgresRows) throws -> Int { rows.affectedRows }
+    public func decode(_ rows: PostgresRows) throws -> Int { try rows.single("purge").requiredInt("deleted") }
 }
 
 extension PurgeFinished {

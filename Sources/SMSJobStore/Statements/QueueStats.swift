@@ -7,7 +7,7 @@ public struct QueueStats: Statement {
 
     public static let isPrepared = false
     public static let sql = """
-        SELECT channel, state, jobs, due, oldest_pending_age_s, sent_last_minute, sent_last_hour, deferred
+        SELECT channel, state, jobs, due, oldest_pending_age_s, sent_last_minute, sent_last_hour, deferred, paused
         FROM sms.queue_stats ORDER BY channel, state
         """
 
@@ -21,7 +21,7 @@ public struct QueueStats: Statement {
                 oldestPendingAgeSeconds: try row.double("oldest_pending_age_s"),
                 sentLastMinute: try row.requiredInt("sent_last_minute"),
                 sentLastHour: try row.requiredInt("sent_last_hour"),
-                deferred: try row.requiredInt("deferred"))
+                deferred: try row.requiredInt("deferred"), paused: try row.bool("paused") ?? false)
         }
     }
 }
@@ -35,4 +35,6 @@ public struct QueueStatsRow: Sendable, Codable, Equatable {
     public let sentLastMinute: Int
     public let sentLastHour: Int
     public let deferred: Int
+    /// The channel is paused (`sms.controls`): its pending jobs wait.
+    public let paused: Bool
 }

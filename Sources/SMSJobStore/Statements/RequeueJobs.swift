@@ -1,7 +1,7 @@
 import PostgresClient
 import SMSModel
 
-/// Operator `requeue`: failed/expired (or other finished) jobs back to pending with fresh attempts. The
+/// Operator `requeue`: failed/expired (or other finished, unsent) jobs back to pending with fresh attempts. The
 /// TTL counts from the requeue (created_at is reset). Requeued rows are no inserts: follow it with
 /// `NotifyJobsAvailable` to wake idle daemons.
 public struct RequeueJobs: Statement {
@@ -24,25 +24,10 @@ public struct RequeueJobs: Statement {
     }
 
     public static let isPrepared = false
+    // `sms.requeue_jobs` (SECURITY DEFINER, for sms_operator) holds the statement; it refuses states
+    // other than failed, expired, rejected, cancelled and superseded.
     public static let sql = """
-        WITH picked AS (
-            SELECT id FROM sms.jobs
-            WHERE state = ANY ($1::text[])
-              AND ($2::text IS NULL OR channel = $2)
-              AND (cardinality($3::bigint[]) = 0 OR id = ANY ($3::bigint[]))
-              AND ($4::float8 IS NULL OR finished_at > now() - make_interval(secs => $4::float8))
-            ORDER BY id LIMIT $5
-            FOR UPDATE SKIP LOCKED
-        ), requeued AS (
-            UPDATE sms.jobs j SET state = 'pending', attempts = 0, run_at = now(), created_at = now(),
-                expires_at = NULL, finished_at = NULL, sent_at = NULL, uncertain = false, deferrals = 0,
-                message = 'requeued by an operator (was ' || j.state || ': ' || COALESCE(j.message, '') || ')',
-                updated_at = now()
-            FROM picked WHERE j.id = picked.id AND NOT $6::bool
-            RETURNING j.id
-        )
-        SELECT id FROM picked WHERE $6::bool
-        UNION ALL SELECT id FROM requeued
+        SELECT r_id AS id FROM sms.requeue_jobs($1::text[], $2::text, $3::bigint[], $4::float8, $5::int, $6::bool)
         """
 
     public var bindings: [String?] {

@@ -5,12 +5,18 @@ import SMSModel
 /// (`sms.rescue_expired_leases`). Any daemon may run this; the row lock makes each rescue happen once.
 public struct RescueExpiredLeases: Statement {
     public var policy: DeliveryPolicy
+    /// Announce the rescued jobs on `sms_job_events`; off only when PostgreSQL refuses notifications
+    /// (a full queue): the rescue never depends on them.
+    public var announces: Bool
 
-    public init(policy: DeliveryPolicy) { self.policy = policy }
+    public init(policy: DeliveryPolicy, announces: Bool = true) {
+        self.policy = policy
+        self.announces = announces
+    }
 
-    public static let sql = "SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1)"
+    public static let sql = "SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1, $2::bool)"
 
-    public var bindings: [String?] { [policy.rawValue] }
+    public var bindings: [String?] { [policy.rawValue, announces ? "true" : "false"] }
 
     /// Each rescued job and the state it was put in.
     public func decode(_ rows: PostgresRows) throws -> [(id: Int64, state: JobState)] {

@@ -46,6 +46,7 @@ public struct ReserveSends: Statement {
             case "deferred": verdicts[id] = .deferred(until: try row.double("until") ?? 0)
             case "lost": verdicts[id] = .lost
             case "capped": verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
+            case "paused": verdicts[id] = .paused(try row.string("r_detail") ?? "paused by an operator")
             case let other:
                 // Not thrown: a statement error would keep the job waiting for its reservation (and
                 // its lease extended) for ever. Refused, saying so, it ends on its row.
