@@ -13,21 +13,57 @@ struct CallSender: Sendable {
     let stats: WorkerStats
     let writes: WriteQueue
     let events: DispatchEvents
+    /// Asked again when a call's slot is far off: a pause that came meanwhile holds it back.
+    let pauses: PauseBoard
     let logger: Logger
 
+    /// A call whose slot is further off than this is looked at again when its slot comes: a pause may
+    /// have come in the meantime (the reservation checked for one, and a pause must hold within 2 s).
+    /// Nearer slots go straight to the client's timers, without a Swift task per call.
+    static let recheckBeyond = Duration.seconds(1)
+
     /// `triage`: the batch's (the live settings it was claimed under), so a reload during a call does
-    /// not change what its answer means (retry delays, attempts).
-    func start(_ jobs: [(job: ValidJob, slot: Duration)], deciding triage: Triage) {
+    /// not change what its answer means (retry delays, attempts). `probe`: the job carrying the
+    /// half-open breaker's probe, if any (handed back if its call is held back).
+    func start(_ jobs: [(job: ValidJob, slot: Duration)], deciding triage: Triage, probe: Int64? = nil) {
         guard !jobs.isEmpty else { return }
         let now = ContinuousClock.now
-        client.start(jobs.map { job, slot in
+        var direct: [GenAuthClient.PendingCall] = []
+        for (job, slot) in jobs {
             let started = now + slot
-            return GenAuthClient.PendingCall(request: SendSMSRequest(job), notBefore: slot > .zero ? started : nil) { result in
-                let outcome = finish(job, result: result, started: started, finished: .now, triage: triage)
-                writes.submit(outcome)
-                events.send(.callsFinished(1))
+            if slot > Self.recheckBeyond {
+                Task { await startAtSlot(job, at: started, triage: triage, holdsProbe: job.id == probe) }
+            } else {
+                direct.append(call(job, notBefore: slot > .zero ? started : nil, triage: triage))
             }
-        })
+        }
+        if !direct.isEmpty { client.start(direct) }
+    }
+
+    private func call(_ job: ValidJob, notBefore: ContinuousClock.Instant?, triage: Triage) -> GenAuthClient.PendingCall {
+        let started = notBefore ?? .now
+        return GenAuthClient.PendingCall(request: SendSMSRequest(job), notBefore: notBefore) { result in
+            let outcome = finish(job, result: result, started: started, finished: .now, triage: triage)
+            writes.submit(outcome)
+            events.send(.callsFinished(1))
+        }
+    }
+
+    /// Waits for the slot, then calls, unless the job's channel has been paused since its
+    /// reservation: then it goes back to pending saying so (no call, no attempt).
+    private func startAtSlot(_ job: ValidJob, at slot: ContinuousClock.Instant, triage: Triage, holdsProbe: Bool) async {
+        try? await Task.sleep(until: slot, clock: .continuous)
+        if let pause = pauses.pauses.pause(of: job.channel) {
+            if holdsProbe { breaker.releaseProbe() }
+            let outcome = JobOutcome(job: job.lease, state: .pending, message:
+                "paused: \(pause.scope.shown) paused by \(pause.pausedBy) before this job's call\(pause.reason.map { ": \($0)" } ?? ""); waiting (its TTL still applies)",
+                retryIn: .zero)
+            stats.count([outcome])
+            writes.submit(outcome)
+            events.send(.callsFinished(1))
+            return
+        }
+        client.start([call(job, notBefore: nil, triage: triage)])
     }
 
     /// One call's result, recorded (metrics, breaker, counters) and turned into the job's outcome.

@@ -108,7 +108,7 @@ public final class Dispatcher: Service, Sendable {
         var loop = ClaimLoop(
             configuration: configuration.claims, identity: identity, settings: settings,
             sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
-                               writes: writes, events: events, logger: logger),
+                               writes: writes, events: events, pauses: pauses, logger: logger),
             events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, notifier: notifier,
             logger: logger, session: session("database"))
         let listenSession = session("LISTEN connection", quiet: true)

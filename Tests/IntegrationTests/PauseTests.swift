@@ -154,4 +154,35 @@ struct PauseTests {
         let states = try await database.query("SELECT phone_number, state FROM sms.jobs WHERE phone_number IN ('13800000052', '13800000053') ORDER BY 1").rows
         #expect(try states.map { try $0.requiredString("state") } == ["pending", "expired"])
     }
+
+    @Test("a call granted a slot seconds away is held back at its slot by a pause that came meanwhile")
+    func pauseBeforeAFarSlot() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let sandbox = try await SandboxProcess.start()
+        defer { Task { await sandbox.stop() } }
+        // 2 calls a second (scheduled at 90%: 0.56 s apart): ten jobs get slots up to 5 s away.
+        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: ["SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "2"])
+        defer { Task { await daemon.stop() } }
+        #expect(await eventually(timeout: .seconds(20)) { daemon.output.contains("dispatcher started") }, "\(daemon.output)")
+        try await database.execute("""
+            INSERT INTO sms.jobs (channel, phone_number) SELECT 'CHANNEL_LOGIN', '1380000' || lpad(g::text, 4, '0') FROM generate_series(1, 10) g
+            """)
+        #expect(await eventually(timeout: .seconds(10)) { ((try? await sandbox.report().accepted.count) ?? 0) >= 1 })
+        let paused = try await ChildProcess.run(binary, ["pause", "--channel", "CHANNEL_LOGIN"], environment: ["SMSD_DATABASE_URL": database.url])
+        #expect(paused.status == 0, "\(paused.output)")
+        try await Task.sleep(for: .seconds(2))
+        let afterTwo = try await sandbox.report().accepted.count
+        try await Task.sleep(for: .seconds(4))
+        let afterSix = try await sandbox.report().accepted.count
+        #expect(afterSix == afterTwo, "nothing goes out more than 2 s after the pause (\(afterTwo) then \(afterSix))")
+        #expect(afterSix < 10, "the far slots were held back: \(afterSix) sent")
+        let held = try await database.query("""
+            SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'pending' AND message LIKE 'paused: CHANNEL_LOGIN paused by %'
+            """).first?.int("n") ?? 0
+        #expect(held == 10 - afterSix, "every job not sent waits, saying why")
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.attempts").first?.int("n") == afterSix, "no attempt used by the held")
+        _ = try await ChildProcess.run(binary, ["resume"], environment: ["SMSD_DATABASE_URL": database.url])
+        #expect(await eventually(timeout: .seconds(30)) { (try? await stateCounts(database))?["sent"] == 10 }, "\(daemon.output)")
+    }
 }

@@ -19,10 +19,10 @@ struct TruthUnderFaultTests {
     ]
 
     func insertJobs(_ database: TestDatabase, count: Int, prefix: String, channel: String = "CHANNEL_LOGIN",
-                    priority: Int = 0) async throws {
+                    priority: Int = 0, maxAttempts: Int = 5) async throws {
         try await database.query("""
-            INSERT INTO sms.jobs (channel, phone_number, priority)
-            SELECT '\(channel)', '\(prefix)' || lpad(g::text, 11 - length('\(prefix)'), '0'), \(priority)
+            INSERT INTO sms.jobs (channel, phone_number, priority, max_attempts)
+            SELECT '\(channel)', '\(prefix)' || lpad(g::text, 11 - length('\(prefix)'), '0'), \(priority), \(maxAttempts)
             FROM generate_series(1, \(count)) g
             """)
     }
@@ -301,7 +301,9 @@ struct TruthUnderFaultTests {
         })
         // GenAuth goes away (connection refused) and jobs arrive.
         await first.stop()
-        try await insertJobs(database, count: 20, prefix: "144")
+        // Attempts enough to outlast the outage however slowly the sandbox restarts on a busy machine
+        // (each refused connection is an attempt, retried within half a second).
+        try await insertJobs(database, count: 20, prefix: "144", maxAttempts: 100)
         _ = await eventually(timeout: .seconds(5)) { ((try? await count(database, "attempts > 0")) ?? 0) > 0 }
         try await Task.sleep(for: .seconds(1))
         #expect(try await count(database, "state = 'failed'") == 0, "a call that never left cannot be 'delivery unknown'")

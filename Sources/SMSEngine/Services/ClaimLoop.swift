@@ -137,9 +137,12 @@ public struct ClaimLoop: Sendable {
         // deferrals are settled: their outcomes go to the writer even if the reservation fails).
         machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
         let verdicts = admission.apply(try await admission.reserve(plan.batch, on: db), to: plan.batch)
+        var probeCall: Int64? = nil
         if let probeJob = probe, verdicts.granted.contains(where: { $0.job.id == probeJob }) {
-            // Its call starts now: the call's answer settles the probe.
+            // Its call starts now: the call's answer settles the probe (or the sender hands it back
+            // if a pause holds the call back at its slot).
             probe = nil
+            probeCall = probeJob
         }
         for job in verdicts.lost {
             // Rescued from under us (the lease ran out): no call, and no outcome of ours.
@@ -149,7 +152,7 @@ public struct ClaimLoop: Sendable {
         settled += verdicts.settled
         stats.count(verdicts.settled)
         machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
-        sender.start(verdicts.granted, deciding: triage)
+        sender.start(verdicts.granted, deciding: triage, probe: probeCall)
         stats.setInFlight(machine.inFlight)
         // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
         if claimedFullBatch || !machine.candidates.isEmpty { events.send(.again) }
