@@ -56,6 +56,20 @@ LANGUAGE sql STABLE AS $$
         || '; waiting (its TTL still applies)'
 $$;
 
+-- The channels paused now ('*': all), or NULL: what the claim, the throttle and the expiry obey.
+CREATE FUNCTION sms.paused_channels() RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT array_agg(c.channel) FROM sms.controls c WHERE c.paused_until IS NULL OR c.paused_until > now()
+$$;
+
+-- The pause holding a channel now (the pause of all channels first), or a row of NULLs.
+CREATE FUNCTION sms.pause_of(p_channel text) RETURNS sms.controls
+LANGUAGE sql STABLE AS $$
+    SELECT c FROM sms.controls c
+    WHERE c.channel IN ('*', p_channel) AND (c.paused_until IS NULL OR c.paused_until > now())
+    ORDER BY c.channel = '*' DESC LIMIT 1
+$$;
+
 -- Pauses one channel (or all, p_channel NULL) until resumed or for p_for. Pending jobs of that scope
 -- say so in their message; the daemons stop claiming them at their next claim (the claim reads
 -- sms.controls) and hear of it at once (NOTIFY sms_controls) for their logs, metrics and status.
@@ -121,10 +135,8 @@ BEGIN
     IF NEW.priority = 0 THEN
         NEW.priority := COALESCE((SELECT s.default_priority FROM sms.channel_settings s WHERE s.channel = NEW.channel), 0);
     END IF;
-    SELECT * INTO v_control FROM sms.controls c
-    WHERE c.channel IN ('*', NEW.channel) AND (c.paused_until IS NULL OR c.paused_until > now())
-    ORDER BY c.channel = '*' LIMIT 1;
-    IF FOUND THEN
+    v_control := sms.pause_of(NEW.channel);
+    IF v_control.channel IS NOT NULL THEN
         NEW.message := sms.pause_message(v_control);
     END IF;
     RETURN NEW;
@@ -149,8 +161,7 @@ DECLARE
     v_ids bigint[];
     v_control sms.controls;
 BEGIN
-    SELECT array_agg(c.channel) INTO v_paused FROM sms.controls c
-    WHERE c.paused_until IS NULL OR c.paused_until > now();
+    v_paused := sms.paused_channels();
     IF v_paused IS NULL THEN
         RETURN 0;
     END IF;
@@ -172,7 +183,7 @@ BEGIN
         RETURNING j.id
     )
     SELECT array_agg(id) INTO v_ids FROM expired;
-    FOR v_control IN SELECT * FROM sms.controls c WHERE c.paused_until IS NULL OR c.paused_until > now()
+    FOR v_control IN SELECT * FROM sms.controls c WHERE c.channel = ANY (v_paused)
                      ORDER BY c.channel = '*' DESC LOOP
         UPDATE sms.jobs j SET message = sms.pause_message(v_control), updated_at = now()
         WHERE j.id IN (SELECT p.id FROM sms.jobs p
@@ -205,8 +216,7 @@ DECLARE
     v_token bigint;
     v_paused text[];
 BEGIN
-    SELECT array_agg(c.channel) INTO v_paused FROM sms.controls c
-    WHERE c.paused_until IS NULL OR c.paused_until > now();
+    v_paused := sms.paused_channels();
     IF '*' = ANY (v_paused) THEN
         RETURN;
     END IF;
@@ -272,8 +282,7 @@ BEGIN
           FOR UPDATE OF j) j;
 
     -- Read after the locks: a pause committed before this point holds for every job of this batch.
-    SELECT array_agg(c.channel) INTO v_paused FROM sms.controls c
-    WHERE c.paused_until IS NULL OR c.paused_until > now();
+    v_paused := sms.paused_channels();
 
     FOR i IN 1 .. COALESCE(array_length(p_job_ids, 1), 0) LOOP
         v_ids := v_ids || p_job_ids[i];
@@ -285,9 +294,7 @@ BEGIN
         END IF;
 
         IF v_paused IS NOT NULL AND ('*' = ANY (v_paused) OR p_channels[i] = ANY (v_paused)) THEN
-            SELECT * INTO v_control FROM sms.controls c
-            WHERE c.channel IN ('*', p_channels[i]) AND (c.paused_until IS NULL OR c.paused_until > now())
-            ORDER BY c.channel = '*' DESC LIMIT 1;
+            v_control := sms.pause_of(p_channels[i]);
             v_verdicts := v_verdicts || 'paused'::text;
             v_details[i] := sms.pause_message(v_control);
             CONTINUE;
@@ -447,8 +454,6 @@ SELECT
     count(*) FILTER (WHERE state = 'sent' AND sent_at > now() - interval '1 minute') AS sent_last_minute,
     count(*) FILTER (WHERE state = 'sent' AND sent_at > now() - interval '1 hour') AS sent_last_hour,
     count(*) FILTER (WHERE state = 'pending' AND deferrals > 0 AND run_at > now()) AS deferred,
-    EXISTS (SELECT 1 FROM sms.controls c
-            WHERE c.channel IN ('*', jobs.channel) AND (c.paused_until IS NULL OR c.paused_until > now()))
-        AS paused
+    (sms.pause_of(channel)).channel IS NOT NULL AS paused
 FROM sms.jobs
 GROUP BY channel, state;

@@ -30,7 +30,7 @@ public enum GenAuthProbe {
             await pool.shutdown()
             _ = try answered.get()
         } catch {
-            throw Unreachable(description: "GenAuth host \(config.host) does not answer: \(error)")
+            throw Unreachable(description: "GenAuth host \(GenAuthEndpoint.shown(config.host)) does not answer: \(error)")
         }
     }
 }

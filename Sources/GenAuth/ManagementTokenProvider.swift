@@ -30,6 +30,7 @@ final class ManagementTokenProvider: Sendable {
 
     private struct Head: Decodable {
         let statusCode: Int
+        let message: String?
     }
 
     private struct Answer: Decodable {
@@ -96,7 +97,10 @@ final class ManagementTokenProvider: Sendable {
     /// (`validity` clamps it); a failure, or a token without a numeric `expires_in`, throws.
     static func read(_ body: Data, status: String) throws -> (token: String, expiresIn: Double) {
         guard let head = try? JSONDecoder().decode(Head.self, from: body), head.statusCode == 200 else {
-            throw Failure(description: "get-management-token answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
+            // GenAuth's statusCode and message only: a body of another shape may hold a token or echo a secret.
+            let head = try? JSONDecoder().decode(Head.self, from: body)
+            throw Failure(description: "get-management-token answered HTTP \(status)"
+                + (head.map { ": statusCode \($0.statusCode)\($0.message.map { ", \($0)" } ?? "")" } ?? ", not a GenAuth answer"))
         }
         // The body is left out from here on: it may hold a live token.
         guard let answer = try? JSONDecoder().decode(Answer.self, from: body) else {

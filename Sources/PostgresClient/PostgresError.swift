@@ -21,7 +21,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// SQLSTATEs the daemon acts on by name.
     public enum SQLState {
-        /// program_limit_exceeded: among others, what a NOTIFY gets when the notification queue is full.
+        /// program_limit_exceeded: among others, what a NOTIFY gets at commit when the notification
+        /// queue is full.
         public static let programLimitExceeded = "54000"
     }
     /// The five-character SQLSTATE, when the server sent one (e.g. `23505` unique violation).
@@ -36,12 +37,6 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         self.detail = detail
     }
 
-    /// PostgreSQL refused a NOTIFY at commit: its notification queue is full (a LISTENing session
-    /// stopped reading). The statement's work was rolled back; without its NOTIFY it would go through.
-    public var isNotificationQueueFull: Bool {
-        sqlState == SQLState.programLimitExceeded && message.contains("NOTIFY queue")
-    }
-
     /// Whether the failure is about the connection rather than the statement: the caller should reconnect.
     public var isConnectionProblem: Bool {
         code == .connectionLost || code == .connectionFailed || code == .closed
@@ -52,7 +47,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         var text = "PostgreSQL \(code)"
         if let sqlState { text += " [\(sqlState)]" }
         text += ": \(message)"
-        if let detail, !detail.isEmpty { text += " (\(detail))" }
+        // A data or constraint error's DETAIL quotes the row or key ("Failing row contains (…)", with the
+        // phone number in full): kept in `detail` for callers, never in a text that reaches a log.
+        let quotesValues = sqlState.map { $0.hasPrefix("22") || $0.hasPrefix("23") } ?? false
+        if let detail, !detail.isEmpty, !quotesValues { text += " (\(detail))" }
         return text
     }
 }

@@ -44,7 +44,10 @@ extension DaemonConfiguration {
             } catch let error as ConfigError {
                 throw error
             } catch {
-                throw ConfigError(key: "--config", "configuration file \(file) is not valid YAML: \(error)")
+                // The parser's first line only (where and what): the lines after it quote the file's
+                // text, which may be a secret's line.
+                let problem = String(describing: error).split(separator: "\n").first.map(String.init) ?? "unreadable"
+                throw ConfigError(key: "--config", "configuration file \(file) is not valid YAML: \(problem)")
             }
         }
         let known = Set(keySpecs.map(\.name))

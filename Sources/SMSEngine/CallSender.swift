@@ -1,5 +1,6 @@
 import GenAuth
 import Logging
+import ServiceLifecycle
 import SMSModel
 
 /// Starts the calls of granted jobs, each at its slot in the cluster's rate schedule, without waiting;
@@ -51,19 +52,27 @@ struct CallSender: Sendable {
 
     /// Waits for the slot, then calls, unless the job's channel has been paused since its
     /// reservation: then it goes back to pending saying so (no call, no attempt).
+    /// A drain that begins meanwhile releases it unsent too: its slot may lie beyond the grace period,
+    /// and a call never made must not be rescued as "stopped during the API call".
     private func startAtSlot(_ job: ValidJob, at slot: ContinuousClock.Instant, triage: Triage, holdsProbe: Bool) async {
-        try? await Task.sleep(until: slot, clock: .continuous)
-        if let pause = pauses.pauses.pause(of: job.channel) {
-            if holdsProbe { breaker.releaseProbe() }
-            let outcome = JobOutcome(job: job.lease, state: .pending, message:
-                "paused: \(pause.scope.shown) paused by \(pause.pausedBy) before this job's call\(pause.reason.map { ": \($0)" } ?? ""); waiting (its TTL still applies)",
-                retryIn: .zero)
-            stats.count([outcome])
-            writes.submit(outcome)
-            events.send(.callsFinished(1))
+        try? await cancelWhenGracefulShutdown { try await Task.sleep(until: slot, clock: .continuous) }
+        let withheld: String?
+        if Task.isShuttingDownGracefully || Task.isCancelled {
+            withheld = "released unsent at daemon shutdown"
+        } else if let pause = pauses.pauses.pause(of: job.channel) {
+            withheld = "paused: \(pause.scope.shown) paused by \(pause.pausedBy) before this job's call\(pause.reason.map { ": \($0)" } ?? ""); waiting (its TTL still applies)"
+        } else {
+            withheld = nil
+        }
+        guard let withheld else {
+            client.start([call(job, notBefore: nil, triage: triage)])
             return
         }
-        client.start([call(job, notBefore: nil, triage: triage)])
+        if holdsProbe { breaker.releaseProbe() }
+        let outcome = JobOutcome(job: job.lease, state: .pending, message: withheld, retryIn: .zero)
+        stats.count([outcome])
+        writes.submit(outcome)
+        events.send(.callsFinished(1))
     }
 
     /// One call's result, recorded (metrics, breaker, counters) and turned into the job's outcome.

@@ -141,6 +141,13 @@ public final class Dispatcher: Service, Sendable {
                 await loop.run()
                 events.close()
                 writes.finish()
+                // Outcomes already decided are the truth: the writer gets a bounded while more to write
+                // them (a slow database at shutdown), the heartbeat still extending their leases, rather
+                // than leaving them to the rescue's "delivery unknown". Within TimeoutStopSec (30 s):
+                // grace (10 s) + this (10 s). Checked twenty times a second, only while stopping.
+                for _ in 0..<200 where writes.unsettled > 0 {
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
                 // The heartbeat kept the leases extended through the drain; now everything stops.
                 group.cancelAll()
             }

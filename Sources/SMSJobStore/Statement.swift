@@ -38,3 +38,29 @@ extension PostgresRows {
         return row
     }
 }
+
+/// A statement that announces the rows it writes on `sms_job_events`, and can do the same work
+/// without announcing.
+public protocol AnnouncingStatement: Statement {
+    var announces: Bool { get set }
+}
+
+extension PostgresConnection {
+    /// Runs `statement`; if PostgreSQL refuses its NOTIFY at commit (SQLSTATE 54000, program limit
+    /// exceeded: the notification queue is full because a listener stopped reading), runs it again
+    /// without announcing: the rows' truth never waits on a listener. By SQLSTATE alone: the message is
+    /// translated by the server's `lc_messages`, and one quiet retry is harmless whatever the cause.
+    /// `queueFull` hears of each refusal.
+    public func runAnnouncing<S: AnnouncingStatement>(_ statement: S, queueFull: (PostgresError) -> Void) async throws
+        -> S.Output
+    {
+        do {
+            return try await run(statement)
+        } catch let error as PostgresError where error.sqlState == PostgresError.SQLState.programLimitExceeded {
+            queueFull(error)
+            var quiet = statement
+            quiet.announces = false
+            return try await run(quiet)
+        }
+    }
+}

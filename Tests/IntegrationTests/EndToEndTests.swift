@@ -190,4 +190,34 @@ struct EndToEndTests {
         // The writer finished its work before the daemon stopped, and says nothing was left.
         #expect(!daemon.output.contains("outcomes not written"), "\(daemon.output)")
     }
+
+    @Test("SIGTERM while calls wait for slots beyond the grace period: they are released unsent, none rescued as 'delivery unknown'")
+    func shutdownReleasesFarSlots() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let sandbox = try await SandboxProcess.start()
+        defer { Task { await sandbox.stop() } }
+        // 2 calls a second: 40 jobs get slots up to ~22 s away, beyond the 10 s grace.
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '136' || lpad(g::text, 8, '0') FROM generate_series(1, 40) g
+            """)
+        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
+            "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "2", "SMSD_DELIVERY_POLICY": "at-most-once",
+        ])
+        defer { Task { await daemon.stop() } }
+        #expect(await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 2 })
+        daemon.signal(SIGTERM)
+        let status = await daemon.waitForExit(timeout: .seconds(25))
+        #expect(status == 0, "\(daemon.output)")
+        let counts = try await stateCounts(database)
+        #expect(counts["running"] == nil && counts["failed"] == nil, "\(counts)")
+        #expect(try await sandbox.report().accepted.count == counts["sent"] ?? 0, "every call made is on its row")
+        let released = try await database.query("""
+            SELECT count(*)::int AS n FROM sms.jobs
+            WHERE state = 'pending' AND attempts = 0 AND message = 'released unsent at daemon shutdown'
+            """).first?.int("n") ?? 0
+        #expect(released + (counts["sent"] ?? 0) == 40, "\(counts), released \(released)")
+        #expect(released > 0, "slots lay beyond the grace period")
+    }
 }

@@ -48,14 +48,11 @@ public struct LeaseRescuer: Sendable {
     /// the same rescue goes through without announcing.
     static func rescue(policy: DeliveryPolicy, on db: PostgresConnection, logger: Logger,
                        queueFullLog: OccasionalLog) async throws -> [(id: Int64, state: JobState)] {
-        do {
-            return try await db.run(RescueExpiredLeases(policy: policy))
-        } catch let error as PostgresError where error.isNotificationQueueFull {
+        try await db.runAnnouncing(RescueExpiredLeases(policy: policy)) { error in
             if queueFullLog.due() {
                 logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); rescuing without announcing on sms_job_events",
                              metadata: ["error": "\(error)"])
             }
-            return try await db.run(RescueExpiredLeases(policy: policy, announces: false))
         }
     }
 }

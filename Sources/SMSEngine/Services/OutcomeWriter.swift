@@ -72,18 +72,11 @@ struct OutcomeWriter: Sendable {
     }
 
     private func complete(_ outcomes: [JobOutcome], on db: PostgresConnection) async throws -> Int {
-        do {
-            return try await db.run(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow))
-        } catch let error as PostgresError where error.isNotificationQueueFull {
-            // PostgreSQL refuses NOTIFY when its notification queue is full (a listener that stopped
-            // reading holds it): the rows' truth comes first, the announcement is lost (producers that
-            // read their rows still see it).
+        try await db.runAnnouncing(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow)) { error in
             if queueFullLog.due() {
                 logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); writing outcomes without announcing them on sms_job_events (logged once a minute while it lasts)",
                              metadata: ["error": "\(error)"])
             }
-            return try await db.run(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow,
-                                                 announces: false))
         }
     }
 

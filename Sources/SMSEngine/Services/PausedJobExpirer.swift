@@ -19,15 +19,10 @@ struct PausedJobExpirer: Sendable {
     /// One round. `sms.expire_paused_jobs` returns at once when nothing is paused.
     func round(on db: PostgresConnection) async {
         do {
-            let expired: Int
-            do {
-                expired = try await db.run(ExpirePausedJobs(limit: configuration.batchSize))
-            } catch let error as PostgresError where error.isNotificationQueueFull {
-                // Expiry never depends on NOTIFY (its queue is full: a listener stopped reading).
+            let expired = try await db.runAnnouncing(ExpirePausedJobs(limit: configuration.batchSize)) { error in
                 if queueFullLog.due() {
                     logger.error("the NOTIFY queue is full; expiring paused jobs without announcing them", metadata: ["error": "\(error)"])
                 }
-                expired = try await db.run(ExpirePausedJobs(limit: configuration.batchSize, announces: false))
             }
             if expired > 0 {
                 logger.notice("expired paused jobs whose time ran out", metadata: ["count": "\(expired)"])

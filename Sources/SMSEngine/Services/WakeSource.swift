@@ -29,7 +29,7 @@ struct WakeSource: Sendable {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             guard let connection = await session.connect() else { continue }
             do {
-                try await connection.listen(NotifyJobsAvailable.channel)
+                try await connection.listen(NotificationChannel.jobsAvailable.rawValue)
                 try await connection.listen(NotificationChannel.controls.rawValue)
                 session.succeeded()
                 pauses.update(try await connection.run(ListPauses()))

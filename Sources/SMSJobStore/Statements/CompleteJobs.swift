@@ -10,7 +10,7 @@ import SMSModel
 /// Times are sent as "seconds ago" by this host's monotonic clock and become `now() - ago`, so
 /// only the database's clock is ever written. Each call also gets its `sms.attempts` row, and every
 /// row written (superseded ones too) is announced on `sms_job_events` as `<id>:<state>`.
-public struct CompleteJobs: Statement {
+public struct CompleteJobs: AnnouncingStatement {
     /// Written to `sms.attempts.worker`.
     public var worker: String
     public var outcomes: [JobOutcome]

@@ -4,7 +4,7 @@ import SMSModel
 /// Pending jobs of paused channels whose time ran out end `expired` (`sms.expire_paused_jobs`): the
 /// claim skips them, so the daemon's triage never sees them. At most `limit` per call; it also tells up
 /// to `limit` paused jobs why they wait (those `sms.pause` did not reach).
-public struct ExpirePausedJobs: Statement {
+public struct ExpirePausedJobs: AnnouncingStatement {
     public var limit: Int
     /// Announce the expired jobs on `sms_job_events`; off only when PostgreSQL refuses notifications.
     public var announces: Bool

@@ -5,11 +5,8 @@ import PostgresClient
 public struct NotifyJobsAvailable: Statement {
     public init() {}
 
-    /// The channel the daemons LISTEN on.
-    public static let channel = NotificationChannel.jobsAvailable.rawValue
-
     public static let isPrepared = false
     public static let sql = "SELECT pg_notify($1, '')"
 
-    public var bindings: [String?] { [Self.channel] }
+    public var bindings: [String?] { [NotificationChannel.jobsAvailable.rawValue] }
 }

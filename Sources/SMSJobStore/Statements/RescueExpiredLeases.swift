@@ -3,7 +3,7 @@ import SMSModel
 
 /// Returns jobs whose lease ran out (their worker died or hung) to the queue, by the delivery policy
 /// (`sms.rescue_expired_leases`). Any daemon may run this; the row lock makes each rescue happen once.
-public struct RescueExpiredLeases: Statement {
+public struct RescueExpiredLeases: AnnouncingStatement {
     public var policy: DeliveryPolicy
     /// Announce the rescued jobs on `sms_job_events`; off only when PostgreSQL refuses notifications
     /// (a full queue): the rescue never depends on them.
