@@ -5,10 +5,10 @@ import SMSModel
 /// Between triage and the call: which of the sendable jobs may be sent now. One job per phone and
 /// channel per round; the circuit breaker (while GenAuth is down jobs wait, unreserved and with no
 /// attempt used); then the cluster-wide throttle in the database (`sms.reserve_sends`: the phone's
-/// window, the per-phone caps, a slot in the cluster's rate schedule, and whether the job is still
-/// ours). `plan` and `apply` are pure; `reserve` is the one statement.
+/// window, the per-phone caps, the fraud guard, a slot in the cluster's rate schedule, and whether the
+/// job is still ours). `plan` and `apply` are pure; `reserve` is the one statement.
 public struct Admission: Sendable {
-    /// `throttle.window`, `caps.*`, `rate_limit.*`.
+    /// `throttle.window`, `caps.*`, `rate_limit.*`, `fraud.*`.
     public struct Configuration: Sendable, Equatable {
         /// One SMS per phone per channel in this window (GenAuth allows one a minute).
         public var throttleWindow = Duration.seconds(60)
@@ -17,6 +17,9 @@ public struct Admission: Sendable {
         public var capPerPhoneDay = 10
         /// API requests per second for the whole cluster (GenAuth's free tier allows 300); 0 disables.
         public var rateLimit = 300.0
+        /// The fraud guard's settings: its mode and limits for the reservation, its anomaly model for
+        /// `FraudWatch` (which reads them here, live).
+        public var fraud = FraudSettings()
 
         public init() {}
     }
@@ -75,19 +78,42 @@ public struct Admission: Sendable {
             "GenAuth is failing: circuit breaker open after \(breaker.configuration.threshold) consecutive transient failures (breaker.*)")
     }
 
-    /// Asks the database for the batch's verdicts.
-    func reserve(_ batch: [ValidJob], on db: PostgresConnection) async throws -> [Int64: Reservation] {
-        guard !batch.isEmpty else { return [:] }
-        return try await db.run(ReserveSends(
-            jobs: batch, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
-            dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom))
+    /// Jobs per reservation statement. The reservation takes an advisory lock per phone and per fraud
+    /// key (up to four per job) until it commits: a daemon with thousands of calls in flight reserving
+    /// them all in one statement could fill PostgreSQL's shared lock table (64 per connection by
+    /// default), and fail the same way every round.
+    static let reservationChunk = 256
+
+    /// Asks the database for the batch's verdicts, a chunk at a time. A chunk that fails after others
+    /// went through leaves its jobs unanswered (asked again next round) rather than losing the verdicts
+    /// already committed; a first chunk that fails throws, as a single statement would.
+    func reserve(_ batch: [ValidJob], on db: PostgresConnection,
+                 interrupted: (any Error) -> Void = { _ in }) async throws -> ReserveSends.Answer {
+        var answer = ReserveSends.Answer()
+        var start = 0
+        while start < batch.count {
+            let chunk = Array(batch[start..<min(start + Self.reservationChunk, batch.count)])
+            do {
+                let part = try await db.run(ReserveSends(
+                    jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
+                    dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
+                    fraud: configuration.fraud))
+                answer.verdicts.merge(part.verdicts) { _, new in new }
+                answer.flagged.merge(part.flagged) { _, new in new }
+            } catch where start > 0 {
+                interrupted(error)
+                break
+            }
+            start += Self.reservationChunk
+        }
+        return answer
     }
 
     /// The batch, sorted by its verdicts.
     struct Verdicts: Sendable {
         /// Send, each at its slot.
         var granted: [(job: ValidJob, slot: Duration)] = []
-        /// Deferred by the phone's window, rejected by a cap, or put back by a pause.
+        /// Deferred by the phone's window, rejected by a cap or the fraud guard, or put back by a pause.
         var settled: [JobOutcome] = []
         /// No longer ours (rescued from under us): no call, and no outcome of ours to write.
         var lost: [ValidJob] = []
@@ -103,6 +129,7 @@ public struct Admission: Sendable {
             case .lost: result.lost.append(job)
             case .deferred(let until): result.settled.append(triage.deferral(job, until: until))
             case .capped(let reason): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: reason))
+            case .fraud(_, let message): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: message))
             case .paused(let message):
                 result.settled.append(JobOutcome(job: job.lease, state: .pending, message: message, retryIn: .zero))
             case nil: result.unanswered.append(job)

@@ -17,6 +17,8 @@ extension Dispatcher {
         public var breaker = CircuitBreaker.Configuration()
         public var heartbeat = HeartbeatService.Configuration()
         public var rescuer = LeaseRescuer.Configuration()
+        /// `fraud.evaluate_interval`; the guard's other settings are live, in `admission.fraud`.
+        public var fraudWatch = FraudWatch.Configuration()
         public var retention = RetentionService.Configuration()
         /// Count the due jobs on each heartbeat for the queue-depth gauge (when metrics are served).
         public var publishesQueueDepth = false

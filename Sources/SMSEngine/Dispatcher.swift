@@ -90,6 +90,8 @@ public final class Dispatcher: Service, Sendable {
 
         // Pauses as this daemon knows them (log, metric, status); the claim enforces them itself.
         let pauses = PauseBoard(logger: logger)
+        // The fraud guard's decisions and blocks, for the log and metrics; the reservation enforces it.
+        let fraud = FraudBoard(logger: logger)
         let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
         let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
                                    smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
@@ -103,14 +105,16 @@ public final class Dispatcher: Service, Sendable {
         let rescuer = LeaseRescuer(configuration: configuration.rescuer, policy: configuration.triage.policy,
                                    expirer: PausedJobExpirer(configuration: .init(), logger: logger),
                                    session: session("lease rescue", quiet: true), logger: logger)
+        let fraudWatch = FraudWatch(configuration: configuration.fraudWatch, settings: settings, board: fraud,
+                                    session: session("fraud watch", quiet: true), logger: logger)
         let retention = RetentionService(configuration: configuration.retention,
                                          session: session("retention", quiet: true), logger: logger)
         var loop = ClaimLoop(
             configuration: configuration.claims, identity: identity, settings: settings,
             sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
                                writes: writes, events: events, pauses: pauses, logger: logger),
-            events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, notifier: notifier,
-            logger: logger, session: session("database"))
+            events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, fraud: fraud,
+            notifier: notifier, logger: logger, session: session("database"))
         let listenSession = session("LISTEN connection", quiet: true)
 
         await withGracefulShutdownHandler {
@@ -132,6 +136,10 @@ public final class Dispatcher: Service, Sendable {
                     var rescuer = rescuer
                     await rescuer.run()
                 }
+                group.addTask {
+                    var fraudWatch = fraudWatch
+                    await fraudWatch.run()
+                }
                 if configuration.retention.maxAge > .zero {
                     group.addTask {
                         var retention = retention
@@ -152,7 +160,7 @@ public final class Dispatcher: Service, Sendable {
                 group.cancelAll()
             }
         } onGracefulShutdown: { [notifier, events] in
-            // The claim loop drains on this event; LISTEN, the rescuer and retention stop on the same
+            // The claim loop drains on this event; LISTEN, the rescuer, the fraud watch and retention stop on the same
             // graceful shutdown (`Task.isShuttingDownGracefully`, inherited by their tasks); the
             // heartbeat and the writer carry on until the drain is over.
             notifier.stopping(status: "draining: no new claims, finishing calls in flight")

@@ -9,6 +9,9 @@ public struct StatusReport: Sendable, Codable {
     public let workers: [WorkerRow]
     /// Operators' pauses in force (`sms.controls`).
     public let pauses: [Pause]
+    /// The fraud guard's anomaly blocks in force, and its decisions per rule in the last hour.
+    public let fraudBlocks: [FraudBlock]
+    public let fraudDecisions: [FraudDecisionCounts.Count]
     public let totals: [String: Int]
     public let warnings: [String]
 
@@ -21,6 +24,17 @@ public struct StatusReport: Sendable, Codable {
         let queue = try await db.run(QueueStats())
         let workers = try await db.run(ListWorkers())
         let pauses = try await db.run(ListPauses()).all
+        let fraudBlocks = try await db.run(ListFraudBlocks())
+        var warnings: [String] = []
+        // Best effort: a hot standby cannot read the guard's counters (UNLOGGED), and `status` must
+        // still work there.
+        let fraudDecisions: [FraudDecisionCounts.Count]
+        do {
+            fraudDecisions = try await db.run(FraudDecisionCounts())
+        } catch {
+            fraudDecisions = []
+            warnings.append("the fraud guard's decisions could not be read (a standby cannot read its unlogged counters): \(error)")
+        }
         var totals: [String: Int] = [:]
         for state in JobState.allCases { totals[state.rawValue] = 0 }
         totals["deferred"] = 0
@@ -28,7 +42,6 @@ public struct StatusReport: Sendable, Codable {
             totals[row.state, default: 0] += row.jobs
             totals["deferred", default: 0] += row.deferred
         }
-        var warnings: [String] = []
         for worker in workers where worker.heartbeatAgeSeconds > heartbeatInterval.seconds * staleHeartbeats {
             warnings.append("worker \(worker.id) is stale: last heartbeat \(Int(worker.heartbeatAgeSeconds)) s ago")
         }
@@ -48,7 +61,8 @@ public struct StatusReport: Sendable, Codable {
         if due > 0 && workers.isEmpty {
             warnings.append("\(due) jobs are due and no daemon is running")
         }
-        return StatusReport(queue: queue, workers: workers, pauses: pauses, totals: totals, warnings: warnings)
+        return StatusReport(queue: queue, workers: workers, pauses: pauses, fraudBlocks: fraudBlocks,
+                            fraudDecisions: fraudDecisions, totals: totals, warnings: warnings)
     }
 
     public func json() throws -> String {
@@ -80,6 +94,19 @@ public struct StatusReport: Sendable, Codable {
                      pause.until.map(Self.utc) ?? "resumed", pause.reason ?? "-"]
                 })
         }
+        out += "\n"
+        if fraudBlocks.isEmpty {
+            out += "Fraud guard blocks: none\n"
+        } else {
+            out += Self.render(
+                header: ["FRAUD BLOCK", "KEY", "SINCE", "UNTIL", "REASON"],
+                rows: fraudBlocks.map { block in
+                    [block.scope.rawValue, block.key, Self.utc(block.since), Self.utc(block.until), block.reason]
+                })
+        }
+        out += "Fraud guard decisions, last hour: "
+        out += fraudDecisions.isEmpty ? "none\n"
+            : fraudDecisions.map { "\($0.rule) \($0.decision)=\($0.count)" }.joined(separator: " ") + "\n"
         out += "\n"
         if workers.isEmpty {
             out += "Workers: none running\n"

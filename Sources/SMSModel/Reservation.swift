@@ -6,6 +6,9 @@ public enum Reservation: Sendable, Equatable {
     case deferred(until: Double)
     /// A per-phone cap was reached; the text names it.
     case capped(String)
+    /// Stopped by the fraud guard (`fraud.mode: enforce`): rejected, no attempt used, no call. `rule`
+    /// nil: a rule this daemon does not know (a newer schema's); the message starts `fraud guard:`.
+    case fraud(rule: FraudRule?, message: String)
     /// Its channel was paused after the claim; the text is the pause's message. Not sent, no attempt
     /// used: back to pending (the claim skips it until the pause ends).
     case paused(String)

@@ -12,8 +12,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Folder with the release sms-dispatcher and genauth-sandbox.") var bin: String
     @Option(help: "Jobs per drain.") var jobs = 100_000
     @Option(help: "The daemon's calls in flight.") var concurrency = 64
-    @Option(help: "Comma-separated: drain,ceiling,client,latency,slow,history,growth")
-    var scenarios = "drain,ceiling,client,latency,slow,history,growth"
+    @Option(help: "Comma-separated: drain,ceiling,client,latency,slow,history,growth,fraud")
+    var scenarios = "drain,ceiling,client,latency,slow,history,growth,fraud"
     @Option(name: .customLong("growth-jobs"), help: "Jobs in the memory-growth drain.") var growthJobs = 1_000_000
     @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
     @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
@@ -38,11 +38,16 @@ struct Bench: AsyncParsableCommand {
             + "\(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
         print("sms-bench: \(jobs) jobs, concurrency \(concurrency), \(machine)")
 
-        // Drain and ceiling alternate, so both see the machine in the same moods; medians are compared.
+        // Drain (fraud guard on, the default, and off) and ceiling alternate, so all see the machine in
+        // the same moods; medians are compared.
         var drains: [DrainResult] = []
+        var unguarded: [DrainResult] = []
         var ceilings: [Double] = []
         for _ in 0..<max(1, repeats) {
-            if wanted.contains("drain") { drains.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0)) }
+            if wanted.contains("drain") {
+                drains.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0))
+                unguarded.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0, fraudMode: "off"))
+            }
             if wanted.contains("ceiling") { ceilings.append(try await statementCeiling(admin: admin, jobs: jobs)) }
         }
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
@@ -50,18 +55,29 @@ struct Bench: AsyncParsableCommand {
             values.count < 2 ? "" : " (runs: " + values.map { String(format: "%.0f", $0) }.joined(separator: ", ") + ")"
         }
         var drainRate: Double? = nil
+        func rejected(_ results: [DrainResult]) -> String {
+            "; rejected: " + results.map { String($0.rejected) }.joined(separator: ", ")
+        }
         if !drains.isEmpty {
             let result = drains.sorted { $0.rate < $1.rate }[drains.count / 2]
+            let off = unguarded.sorted { $0.rate < $1.rate }[unguarded.count / 2]
             drainRate = result.rate
-            rows.append(["drain", "\(jobs) jobs, API 0 ms", String(format: "%.0f jobs/s", result.rate) + runs(drains.map(\.rate)),
+            rows.append(["drain (fraud guard on)", "\(jobs) jobs, API 0 ms, fraud.mode enforce (defaults), a client_ip and user_ref per job",
+                         String(format: "%.0f jobs/s", result.rate) + runs(drains.map(\.rate)),
                          String(format: "peak RSS %.1f MB; CPU %.0f%% of a core (%.0f%% per 10k jobs/s)",
                                 drains.map(\.peakRSSMB).max() ?? 0, result.cpuPercent,
-                                result.cpuPercent / max(result.rate / 10_000, 0.0001))])
+                                result.cpuPercent / max(result.rate / 10_000, 0.0001)) + rejected(drains)])
+            let pairs = zip(drains, unguarded).map { String(format: "%.2f", $0.rate / $1.rate) }.joined(separator: ", ")
+            rows.append(["drain (fraud guard off)", "same jobs, SMSD_FRAUD_MODE=off", String(format: "%.0f jobs/s", off.rate) + runs(unguarded.map(\.rate)),
+                         String(format: "on / off = %.2f (medians; per run: ", result.rate / off.rate) + pairs
+                            + String(format: "); CPU %.0f%% of a core (%.0f%% per 10k jobs/s)", off.cpuPercent,
+                                     off.cpuPercent / max(off.rate / 10_000, 0.0001))
+                            + rejected(unguarded)])
         }
         if !ceilings.isEmpty {
             let ceiling = median(ceilings)
             let fraction = drainRate.map { String(format: "drain = %.2f × ceiling", $0 / ceiling) } ?? ""
-            rows.append(["ceiling", "the daemon's ClaimJobs, ReserveSends, CompleteJobs on 2 connections, no HTTP",
+            rows.append(["ceiling", "the daemon's ClaimJobs, ReserveSends (fraud guard on), CompleteJobs on 2 connections, no HTTP",
                          String(format: "%.0f jobs/s", ceiling) + runs(ceilings), fraction])
         }
         if wanted.contains("client") {
@@ -82,19 +98,25 @@ struct Bench: AsyncParsableCommand {
             let result = try await drain(admin: admin, jobs: count, latencyMs: 200, history: 0)
             let bound = Double(concurrency) / 0.2
             rows.append(["slow API", "\(count) jobs, API 200 ms", String(format: "%.0f jobs/s", result.rate),
-                         String(format: "%.0f%% of concurrency/latency (%.0f/s)", result.rate / bound * 100, bound)])
+                         String(format: "%.0f%% of concurrency/latency (%.0f/s)", result.rate / bound * 100, bound)
+                            + (result.rejected > 0 ? "; \(result.rejected) REJECTED" : "")])
         }
         if wanted.contains("history") {
             let result = try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: historyRows)
             let share = drainRate.map { String(format: "%.0f%% of the empty-table drain", result.rate / $0 * 100) } ?? ""
             rows.append(["history", "\(jobs) jobs, \(historyRows) finished rows", String(format: "%.0f jobs/s", result.rate),
-                         share + String(format: "; peak RSS %.1f MB", result.peakRSSMB)])
+                         share + String(format: "; peak RSS %.1f MB", result.peakRSSMB)
+                            + (result.rejected > 0 ? "; \(result.rejected) REJECTED" : "")])
         }
         if wanted.contains("growth") {
             let result = try await drain(admin: admin, jobs: growthJobs, latencyMs: 0, history: 0)
             let samples = result.rssByProgress.map { String(format: "%.1f", $0) }.joined(separator: " / ")
             rows.append(["growth", "\(growthJobs) jobs, API 0 ms", String(format: "%.0f jobs/s", result.rate),
-                         "RSS MB at 10/25/50/75/100% of the drain: \(samples); peak " + String(format: "%.1f MB", result.peakRSSMB)])
+                         "RSS MB at 10/25/50/75/100% of the drain: \(samples); peak " + String(format: "%.1f MB", result.peakRSSMB)
+                            + (result.rejected > 0 ? "; \(result.rejected) REJECTED" : "")])
+        }
+        if wanted.contains("fraud") {
+            rows += try await fraudScenario(admin: admin).rows
         }
         print(table(["scenario", "setup", "result", "notes"], rows))
     }

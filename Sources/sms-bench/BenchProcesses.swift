@@ -23,7 +23,8 @@ extension Bench {
         return (process, url)
     }
 
-    func startDaemon(database: String, sandbox: String) throws -> Process {
+    /// `environment`: more `SMSD_*` settings (e.g. `SMSD_FRAUD_MODE=off`).
+    func startDaemon(database: String, sandbox: String, environment extra: [String: String] = [:]) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: bin + "/sms-dispatcher")
         process.arguments = ["run"]
@@ -33,6 +34,7 @@ extension Bench {
             "SMSD_CONCURRENCY": String(concurrency), "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
             "SMSD_CAPS_PER_PHONE_HOUR": "0", "SMSD_CAPS_PER_PHONE_DAY": "0", "SMSD_LOG_LEVEL": "warning",
         ]) { _, new in new }
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.standardError

@@ -9,9 +9,26 @@ extension Bench {
         var cpuPercent: Double
         /// Resident set size when 10, 25, 50, 75 and 100% of the jobs were done: growth shows here.
         var rssByProgress: [Double]
+        /// Jobs that ended `rejected` (the fraud guard's stops among them): 0 for a fair figure.
+        var rejected: Int
     }
 
-    func drain(admin: String, jobs: Int, latencyMs: Int, history: Int) async throws -> DrainResult {
+    /// The drains' jobs: distinct valid +86 mobile numbers spread over the number space (g × a prime,
+    /// modulo 10^9: at most 2 per 10,000-number prefix up to 100,000 jobs, 11 in a million, so the
+    /// guard's per-prefix limit of 50 stops none), each with its own client_ip and user_ref (so the
+    /// guard counts and checks every key of every job, and stops none). All `13…`: the sandbox scripts
+    /// faults for `17K000N####` (hangs, errors), which a drain must not meet.
+    static func spreadJobsSQL(_ count: Int) -> String {
+        """
+        INSERT INTO sms.jobs (channel, phone_number, client_ip, user_ref)
+        SELECT 'CHANNEL_LOGIN', '13' || lpad(((g::bigint * 982451653) % 1000000000)::text, 9, '0'),
+               '10.0.0.0'::inet + g, 'user-' || g
+        FROM generate_series(1, \(count)) g
+        """
+    }
+
+    /// `fraudMode`: the daemon's `fraud.mode` (nil: its default, enforce).
+    func drain(admin: String, jobs: Int, latencyMs: Int, history: Int, fraudMode: String? = nil) async throws -> DrainResult {
         let database = try await freshDatabase(admin: admin)
         let db = try await PostgresConnection.connect(database)
         if history > 0 {
@@ -24,13 +41,11 @@ extension Bench {
                 """)
             try await db.execute("VACUUM ANALYZE sms.jobs")
         }
-        try await db.query("""
-            INSERT INTO sms.jobs (channel, phone_number)
-            SELECT 'CHANNEL_LOGIN', '13' || lpad(g::text, 9, '0') FROM generate_series(1, \(jobs)) g
-            """)
+        try await db.query(Self.spreadJobsSQL(jobs))
         let sandbox = try await startSandbox(latencyMs: latencyMs)
         defer { sandbox.process.terminate() }
-        let daemon = try startDaemon(database: database, sandbox: sandbox.url)
+        let daemon = try startDaemon(database: database, sandbox: sandbox.url,
+                                     environment: fraudMode.map { ["SMSD_FRAUD_MODE": $0] } ?? [:])
         defer { stop(daemon) }
         let started = ContinuousClock.now
         let cpuBefore = cpuSeconds(daemon.processIdentifier)
@@ -65,11 +80,12 @@ extension Bench {
             SELECT extract(epoch FROM (SELECT max(finished_at) FROM sms.jobs)
                                       - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
             """).first?.double("seconds") ?? 1
+        let rejected = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'rejected'").first?.int("n") ?? 0
         await db.close()
         let wall = (ContinuousClock.now - started)
         let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
         return DrainResult(rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
                            cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100,
-                           rssByProgress: rssByProgress)
+                           rssByProgress: rssByProgress, rejected: rejected)
     }
 }

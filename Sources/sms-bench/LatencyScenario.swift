@@ -45,8 +45,11 @@ extension Bench {
         for index in 0..<total {
             let due = start + .nanoseconds(Int64(index) * 1_000_000_000 / Int64(perSecond))
             if due > .now { try await Task.sleep(until: due, clock: .continuous) }
-            try await db.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)",
-                               ["14" + String(format: "%09d", index)], prepared: true)
+            // As the drains' jobs (spreadJobsSQL): numbers spread over the number space, one client_ip
+            // and user_ref each, so the fraud guard decides on every job and stops none.
+            let g = Int64(index + 1)
+            try await db.query("INSERT INTO sms.jobs (channel, phone_number, client_ip, user_ref) VALUES ('CHANNEL_LOGIN', $1, '10.0.0.0'::inet + $2::bigint, 'user-' || $2)",
+                               ["13" + String(format: "%09lld", g * 982_451_653 % 1_000_000_000), String(g)], prepared: true)
         }
         for _ in 0..<240 {
             let left = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')").first?.int("n") ?? 0

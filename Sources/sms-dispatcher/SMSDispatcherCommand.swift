@@ -12,5 +12,5 @@ struct SMSDispatcherCommand: AsyncParsableCommand {
         discussion: "Exit codes: 0 ok, 64 usage, 69 database or API unavailable at start-up, 78 configuration error.",
         version: SMSDispatcherVersion.current,
         subcommands: [Run.self, Migrate.self, Enqueue.self, Status.self, CheckConfig.self, Requeue.self, Cancel.self,
-                      Purge.self, Pause.self, Resume.self])
+                      Purge.self, Pause.self, Resume.self, Fraud.self])
 }

@@ -15,7 +15,8 @@ struct DashboardTests {
         let panels = try #require(object["panels"] as? [[String: Any]])
         #expect(panels.count >= 6)
         let exported = ["smsd_jobs_outcomes_total", "smsd_api_calls_total", "smsd_api_latency_seconds_bucket",
-                        "smsd_api_calls_in_flight", "smsd_queue_due_jobs", "smsd_breaker_state", "smsd_jobs_claimed_total"]
+                        "smsd_api_calls_in_flight", "smsd_queue_due_jobs", "smsd_breaker_state", "smsd_jobs_claimed_total",
+                        "smsd_fraud_decisions_total", "smsd_fraud_blocks"]
         for panel in panels {
             for target in panel["targets"] as? [[String: Any]] ?? [] {
                 let expr = try #require(target["expr"] as? String)

@@ -182,7 +182,7 @@ struct JobStoreTests {
             let claimed = try await db.run(ClaimJobs(worker: "dead", limit: 2, lease: .milliseconds(10)))
             // The first job's reservation marked it as sending; the second never got that far.
             let verdicts = try await db.run(ReserveSends(jobs: [valid(claimed[0])], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
-            #expect(verdicts[claimed[0].id] == .granted(slot: .zero))
+            #expect(verdicts.verdicts[claimed[0].id] == .granted(slot: .zero))
             try await Task.sleep(for: .milliseconds(50))
             let rescued = try await db.run(RescueExpiredLeases(policy: policy))
             #expect(rescued.count == 2)

@@ -286,6 +286,9 @@ struct RoleTests {
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
             "SMSD_DATABASE_URL": dispatcher.url, "SMSD_RETENTION_INTERVAL": "1", "SMSD_RETENTION_MAX_AGE_DAYS": "30",
             "SMSD_LEASE_RESCUE_INTERVAL": "0.5",
+            // The fraud guard with every limit on: its decisions in the reservation and its evaluation
+            // and retention rounds must work with the dispatcher's grants alone.
+            "SMSD_FRAUD_MODE": "enforce", "SMSD_FRAUD_PER_PREFIX_HOUR": "50", "SMSD_FRAUD_EVALUATE_INTERVAL": "1",
         ])
         defer { Task { await daemon.stop() } }
         let drained = await eventually(timeout: .seconds(60)) {
@@ -293,6 +296,14 @@ struct RoleTests {
         }
         let counts = try await stateCounts(database)
         #expect(drained, "\(counts): \(daemon.output)")
+        let evaluated = await eventually(timeout: .seconds(10)) {
+            (try? await database.query("SELECT evaluated_at IS NOT NULL AND pruned_at IS NOT NULL AS done FROM sms.fraud_state")
+                .single().bool("done")) == true
+        }
+        #expect(evaluated, "the fraud watch ran as sms_dispatcher: \(daemon.output)")
+        #expect(try await database.query("SELECT coalesce(sum(sends), 0)::int AS n FROM sms.fraud_counts WHERE scope = 'country'")
+            .single().requiredInt("n") == 21, "the guard counted every send")
+        #expect(!daemon.output.contains("permission denied"), "\(daemon.output)")
         #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE metadata ? 'old'").single()
             .requiredInt("n") == 0, "retention purged the old job")
         #expect(try await database.query("SELECT state FROM sms.jobs WHERE metadata ? 'rescue'").single()

@@ -329,7 +329,7 @@ struct TruthUnderFaultTests {
         let db = try await database.connect()
         let job = try #require(try await db.run(ClaimJobs(worker: "w", limit: 1, lease: .seconds(30))).first)
         let verdicts = try await db.run(ReserveSends(jobs: [valid(job)], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
-        #expect(verdicts[job.id] == .granted(slot: .zero))
+        #expect(verdicts.verdicts[job.id] == .granted(slot: .zero))
         // A call that ended 2 s ago (by the monotonic clock) and took 1 s.
         let finished = ContinuousClock.now - .seconds(2)
         let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "r",

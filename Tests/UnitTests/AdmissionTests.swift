@@ -65,4 +65,16 @@ struct AdmissionTests {
         #expect(outcome?.state == .pending && outcome?.call == nil && outcome?.retryIn == .zero)
         #expect(outcome?.message == "paused: CHANNEL_LOGIN paused by ops")
     }
+
+    @Test("a job the fraud guard stopped ends rejected with the guard's message: no call, no attempt, no retry")
+    func fraudVerdict() {
+        let jobs = [job(1), job(2, phone: "13900139000")]
+        let message = "fraud guard: per_ip_hour: client_ip 203.0.113.9 had 10 SMS in the last hour (fraud.per_ip_hour = 10)"
+        let verdicts = admission().apply([1: .fraud(rule: .perIPHour, message: message), 2: .granted(slot: .zero)], to: jobs)
+        #expect(verdicts.granted.map(\.job.id) == [2] && verdicts.lost.isEmpty && verdicts.unanswered.isEmpty)
+        let outcome = verdicts.settled.first
+        #expect(verdicts.settled.count == 1 && outcome?.jobID == 1)
+        #expect(outcome?.state == .rejected && outcome?.call == nil && outcome?.retryIn == nil)
+        #expect(outcome?.message == message)
+    }
 }

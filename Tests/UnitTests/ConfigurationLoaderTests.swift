@@ -44,11 +44,32 @@ struct ConfigurationLoaderTests {
         let config = try await load(minimal)
         let names = DaemonConfiguration.keySpecs.map(\.name)
         #expect(Set(names).count == names.count)
-        // 31 keys of their own, 5 per channel for the defaults and each of the 11 channels.
-        #expect(names.count == 31 + 5 * 12)
+        // 43 keys of their own (12 of them the fraud guard's), 5 per channel for the defaults and each
+        // of the 11 channels.
+        #expect(names.count == 43 + 5 * 12)
         for name in names { #expect(config.describe(name) != "?", "\(name)") }
         let environment = Set(names.map(DaemonConfiguration.environmentName))
         #expect(environment.count == names.count && environment.contains("SMSD_GENAUTH_APP_ID"))
+    }
+
+    @Test("the fraud guard: the contract's defaults, its environment variables, and its keys are live")
+    func fraudGuard() async throws {
+        let defaults = try await load(minimal).dispatcher.admission.fraud
+        #expect(defaults.mode == .enforce && defaults.limits == [10, 10, 50, 0])
+        let config = try await load(minimal.merging([
+            "SMSD_FRAUD_MODE": "monitor", "SMSD_FRAUD_PER_IP_HOUR": "3", "SMSD_FRAUD_PER_USER_HOUR": "0",
+            "SMSD_FRAUD_PER_PREFIX_HOUR": "20", "SMSD_FRAUD_PER_COUNTRY_HOUR": "5000", "SMSD_FRAUD_BLOCK_MINUTES": "15",
+            "SMSD_FRAUD_ANOMALY_MAX_VERIFIED": "0.1",
+        ]) { $1 })
+        let fraud = config.dispatcher.admission.fraud
+        #expect(fraud.mode == .monitor && fraud.limits == [3, 0, 20, 5000])
+        #expect(fraud.blockDuration == .seconds(900) && fraud.anomalyMaxVerified == 0.1)
+        #expect(config.describe("fraud.block_minutes") == "15" && config.describe("fraud.mode") == "monitor")
+        for key in DaemonConfiguration.keySpecs where key.name.hasPrefix("fraud.") && key.name != "fraud.evaluate_interval" {
+            #expect(key.reload == .live, "\(key.name)")
+        }
+        let bad = await error(minimal.merging(["SMSD_FRAUD_MODE": "strict"]) { $1 })
+        #expect(bad?.key == "fraud.mode" && bad?.message.contains("enforce, monitor, off") == true, "\(String(describing: bad))")
     }
 
     @Test("a channel's key falls back to the defaults' key")

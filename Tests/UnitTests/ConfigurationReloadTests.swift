@@ -21,12 +21,16 @@ struct ConfigurationReloadTests {
                        "genauth.timeout", "genauth.access_key_id", "genauth.access_key_secret", "concurrency",
                        "poll_interval", "heartbeat.interval", "lease.duration", "lease.rescue_interval",
                        "shutdown.grace", "worker.id", "metrics.listen", "throttle.window", "delivery.policy",
-                       "retention.max_age_days", "retention.batch_size", "retention.interval"]
+                       "retention.max_age_days", "retention.batch_size", "retention.interval", "fraud.evaluate_interval"]
         let live = ["rate_limit.requests_per_second", "caps.per_phone_hour", "caps.per_phone_day",
                     "countries.international", "countries.allow", "breaker.failure_threshold", "breaker.cool_down",
                     "retry.base_delay", "retry.max_delay", "log.level", "channels.defaults.enabled",
                     "channels.CHANNEL_LOGIN.ttl", "channels.CHANNEL_REGISTER.priority",
-                    "channels.CHANNEL_LOGIN.coalesce", "channels.defaults.max_attempts"]
+                    "channels.CHANNEL_LOGIN.coalesce", "channels.defaults.max_attempts",
+                    // The reservation reads the guard's settings for each batch, the fraud watch for each round.
+                    "fraud.mode", "fraud.per_ip_hour", "fraud.per_user_hour", "fraud.per_prefix_hour",
+                    "fraud.per_country_hour", "fraud.anomaly_factor", "fraud.anomaly_min_requests",
+                    "fraud.anomaly_max_verified", "fraud.block_minutes", "fraud.baseline_hours", "fraud.trust_verified_days"]
         for key in restart { #expect(DaemonConfiguration.reloadClass(of: key) == .restart, "\(key)") }
         for key in live { #expect(DaemonConfiguration.reloadClass(of: key) == .live, "\(key)") }
         // Every channel key is live; the rest are listed above, so a new key must be classified here too.

@@ -55,6 +55,18 @@ struct StatementTests {
             ResumeChannels(scope: .all),
             ExpirePausedJobs(limit: 100),
             JobResult(id: 7),
+            DecideFraud(requests: [.init(phoneKey: "+86 13800138000", clientIP: "203.0.113.9", userRef: "u")],
+                        settings: FraudSettings(), now: 1_800_000_000),
+            RecordVerifications(phoneKeys: ["+86 13800138000"], userRefs: ["u"]),
+            EvaluateFraud(settings: FraudSettings()),
+            PruneFraudState(settings: FraudSettings(), now: 1_800_000_000),
+            MarkVerified(jobID: 7),
+            ListFraudBlocks(),
+            ListFraudAllowed(),
+            FraudDecisionCounts(),
+            UnblockFraud(key: "+62"),
+            AllowFraudPrefix(prefix: "+4470090", note: nil),
+            DisallowFraudPrefix(prefix: "+4470090"),
         ]
         for statement in statements {
             let sql = type(of: statement).sql
@@ -110,14 +122,17 @@ extension StatementTests {
 
     @Test("the throttle's verdicts, an unknown one refused on the row rather than left waiting")
     func reservationDecoding() throws {
-        let rows = PostgresRows(columns: ["r_job_id", "r_verdict", "until", "r_detail", "r_slot"], values: [
-            ["1", "granted", nil, nil, "0.0123456"],
-            ["2", "deferred", "1800000060", nil, nil],
-            ["3", "capped", nil, "per-phone cap reached: 5 SMS in the last hour", nil],
-            ["4", "lost", nil, nil, nil],
-            ["5", "surprise", nil, nil, nil],
+        let rows = PostgresRows(columns: ["r_job_id", "r_verdict", "until", "r_detail", "r_slot", "r_rule"], values: [
+            ["1", "granted", nil, nil, "0.0123456", nil],
+            ["2", "deferred", "1800000060", nil, nil, nil],
+            ["3", "capped", nil, "per-phone cap reached: 5 SMS in the last hour", nil, nil],
+            ["4", "lost", nil, nil, nil, nil],
+            ["5", "surprise", nil, nil, nil, nil],
+            ["6", "fraud", nil, "fraud guard: prefix_block: prefix +44 770090: anomaly", nil, "prefix_block"],
+            ["7", "granted", nil, "fraud guard (monitor mode, sent): per_user_hour: user_ref u had 10 SMS", "0", "per_user_hour"],
         ])
-        let verdicts = try ReserveSends(jobs: [], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0).decode(rows)
+        let answer = try ReserveSends(jobs: [], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0).decode(rows)
+        let verdicts = answer.verdicts
         #expect(verdicts[1] == .granted(slot: .microseconds(12346)))
         #expect(verdicts[2] == .deferred(until: 1_800_000_060))
         #expect(verdicts[3] == .capped("per-phone cap reached: 5 SMS in the last hour"))
@@ -127,6 +142,32 @@ extension StatementTests {
             return
         }
         #expect(why.contains("unknown verdict surprise"))
+        #expect(verdicts[6] == .fraud(rule: .prefixBlock, message: "fraud guard: prefix_block: prefix +44 770090: anomaly"))
+        // Monitor mode: granted all the same, and flagged with the rule that would have stopped it.
+        #expect(verdicts[7] == .granted(slot: .zero))
+        #expect(answer.flagged == [7: FraudFlag(rule: .perUserHour,
+                                                message: "fraud guard (monitor mode, sent): per_user_hour: user_ref u had 10 SMS")])
+    }
+
+    @Test("the fraud guard's decisions decode in request order; an unknown decision is refused")
+    func fraudDecisionDecoding() throws {
+        let statement = DecideFraud(requests: [], settings: FraudSettings())
+        let decided = try statement.decode(PostgresRows(columns: ["r_index", "r_decision", "r_rule", "r_detail"], values: [
+            ["1", "pass", nil, nil], ["2", "blocked", "per_ip_hour", "fraud guard: ..."], ["3", "allowed", nil, nil],
+        ]))
+        #expect(decided.map(\.decision) == [.pass, .blocked, .allowed] && decided.map(\.rule) == [nil, .perIPHour, nil])
+        #expect(throws: PostgresError.self) {
+            try statement.decode(PostgresRows(columns: ["r_index", "r_decision", "r_rule", "r_detail"],
+                                              values: [["1", "maybe", nil, nil]]))
+        }
+        let blocks = try ListFraudBlocks().decode(PostgresRows(
+            columns: ["scope", "key", "since", "until", "reason", "cleared_by"],
+            values: [["country", "+62", "1800000000", "1800001800", "anomaly: ...", nil]]))
+        #expect(blocks == [FraudBlock(scope: .country, key: "+62", since: 1_800_000_000, until: 1_800_001_800, reason: "anomaly: ...")])
+        #expect(throws: PostgresError.self) {
+            try ListFraudBlocks().decode(PostgresRows(columns: ["scope", "key", "since", "until", "reason", "cleared_by"],
+                                                      values: [["planet", "x", "1", "2", "r", nil]]))
+        }
     }
 
     @Test("cancel says per id what happened; rescue refuses a state it does not know")

@@ -43,6 +43,7 @@ public struct ClaimLoop: Sendable {
     let leases: LeaseBook
     let stats: WorkerStats
     let breaker: CircuitBreaker
+    let fraud: FraudBoard
     let notifier: SystemdNotifier
     let logger: Logger
     var session: DatabaseSession
@@ -136,7 +137,12 @@ public struct ClaimLoop: Sendable {
         // Until the reservation is through, every candidate is still awaiting it (the breaker's
         // deferrals are settled: their outcomes go to the writer even if the reservation fails).
         machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
-        let verdicts = admission.apply(try await admission.reserve(plan.batch, on: db), to: plan.batch)
+        let answer = try await admission.reserve(plan.batch, on: db) { [logger] error in
+            logger.warning("a reservation chunk failed after others went through; its jobs are asked again next round",
+                           metadata: ["error": "\(error)"])
+        }
+        let verdicts = admission.apply(answer.verdicts, to: plan.batch)
+        fraud.record(answer)
         var probeCall: Int64? = nil
         if let probeJob = probe, verdicts.granted.contains(where: { $0.job.id == probeJob }) {
             // Its call starts now: the call's answer settles the probe (or the sender hands it back

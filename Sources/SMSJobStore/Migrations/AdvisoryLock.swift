@@ -1,6 +1,9 @@
 import PostgresClient
 
 /// The cluster-wide session advisory locks sms-dispatcher takes, in one place so two never share a key.
+/// The SQL takes transaction locks of its own, kept clear of these: the phone keys' (hashed with seed
+/// 7_212_330_012) and the fraud guard's keys' (seed 7_212_330_013) in the reservation, and the fraud
+/// evaluator's 7_212_330_014 (`sms.fraud_evaluate`, sql/0010_fraud.sql).
 public enum AdvisoryLock: Int64, Sendable, CaseIterable {
     /// Migrations: two hosts migrating at once take turns.
     case migrations = 7_212_330_011

@@ -2,8 +2,8 @@ import PostgresClient
 import SMSModel
 
 /// Asks the cluster-wide throttle (`sms.reserve_sends`) for each job's phone+channel slot, the
-/// per-phone caps and, with `rate` > 0, a slot in the cluster's rate schedule. Only jobs still
-/// running under their claim are granted anything.
+/// per-phone caps, the fraud guard (first attempts only) and, with `rate` > 0, a slot in the cluster's
+/// rate schedule. Only jobs still running under their claim are granted anything.
 public struct ReserveSends: Statement {
     public var jobs: [ValidJob]
     public var window: Duration
@@ -12,47 +12,70 @@ public struct ReserveSends: Statement {
     public var dayCap: Int
     /// Calls per second for the whole cluster; 0: no rate schedule.
     public var rate: Double
+    public var fraud: FraudSettings
 
-    public init(jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double) {
+    public init(jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double,
+                fraud: FraudSettings = FraudSettings()) {
         self.jobs = jobs
         self.window = window
         self.hourCap = hourCap
         self.dayCap = dayCap
         self.rate = rate
+        self.fraud = fraud
+    }
+
+    /// Each job's verdict, and the jobs the fraud guard flagged in monitor mode (granted all the same).
+    public struct Answer: Sendable, Equatable {
+        /// A job missing from the answer is missing here too (asked again next round).
+        public var verdicts: [Int64: Reservation] = [:]
+        public var flagged: [Int64: FraudFlag] = [:]
+
+        public init(verdicts: [Int64: Reservation] = [:], flagged: [Int64: FraudFlag] = [:]) {
+            self.verdicts = verdicts
+            self.flagged = flagged
+        }
     }
 
     public static let sql = """
-        SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail, r_slot
+        SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail, r_slot, r_rule
         FROM sms.reserve_sends($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::float8, $6::int, $7::int,
-                               $8::float8)
+                               $8::float8, $9::text, $10::int[], $11::int)
         """
 
     public var bindings: [String?] {
         [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Int($0.lease.token) }),
          PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
          PostgresArray.literal(jobs.map { Optional($0.channel.rawValue) }), String(window.seconds), String(hourCap),
-         String(dayCap), String(max(0, rate))]
+         String(dayCap), String(max(0, rate)), fraud.mode.rawValue, PostgresArray.literal(fraud.limits),
+         String(fraud.trustVerifiedDays)]
     }
 
-    /// Each job's verdict; a job missing from the answer is missing here too (asked again next round).
-    public func decode(_ rows: PostgresRows) throws -> [Int64: Reservation] {
-        var verdicts: [Int64: Reservation] = [:]
+    public func decode(_ rows: PostgresRows) throws -> Answer {
+        var answer = Answer()
         for row in rows.rows {
             let id = Int64(try row.requiredInt("r_job_id"))
+            let ruleName = try row.string("r_rule")
+            let rule = ruleName.flatMap(FraudRule.init(rawValue:))
             switch try row.requiredString("r_verdict") {
             case "granted":
                 let slot = try row.double("r_slot") ?? 0
-                verdicts[id] = .granted(slot: .seconds(double: min(max(0, slot), 3600)))
-            case "deferred": verdicts[id] = .deferred(until: try row.double("until") ?? 0)
-            case "lost": verdicts[id] = .lost
-            case "capped": verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
-            case "paused": verdicts[id] = .paused(try row.string("r_detail") ?? "paused by an operator")
+                answer.verdicts[id] = .granted(slot: .seconds(double: min(max(0, slot), 3600)))
+                if let ruleName {
+                    answer.flagged[id] = FraudFlag(rule: rule, message: try row.string("r_detail") ?? "fraud guard (monitor mode, sent): \(ruleName)")
+                }
+            case "fraud":
+                // An unknown rule still ends the job on its row, rejected: only the metric misses it.
+                answer.verdicts[id] = .fraud(rule: rule, message: try row.string("r_detail") ?? "fraud guard: \(ruleName ?? "a rule")")
+            case "deferred": answer.verdicts[id] = .deferred(until: try row.double("until") ?? 0)
+            case "lost": answer.verdicts[id] = .lost
+            case "capped": answer.verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")
+            case "paused": answer.verdicts[id] = .paused(try row.string("r_detail") ?? "paused by an operator")
             case let other:
                 // Not thrown: a statement error would keep the job waiting for its reservation (and
                 // its lease extended) for ever. Refused, saying so, it ends on its row.
-                verdicts[id] = .capped("sms.reserve_sends returned an unknown verdict \(other.prefix(40)); not sent")
+                answer.verdicts[id] = .capped("sms.reserve_sends returned an unknown verdict \(other.prefix(40)); not sent")
             }
         }
-        return verdicts
+        return answer
     }
 }

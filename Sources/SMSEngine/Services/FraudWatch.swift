@@ -1,0 +1,70 @@
+import Logging
+import PostgresClient
+import ServiceLifecycle
+import SMSJobStore
+import SMSModel
+
+/// The fraud guard's anomaly side, River style (one service, one concern, its own session): every
+/// `interval`, one round of `sms.fraud_evaluate` (fold the closed minutes into the baselines, block or
+/// keep blocking anomalous prefixes and countries; one daemon of the cluster per interval, the others'
+/// rounds return at once), then the blocks in force for the log and `smsd_fraud_blocks`, then the
+/// guard's retention (`sms.fraud_prune`, at most every 5 minutes, in a transaction of its own). Not on
+/// the rescuer's connection: a slow evaluation must never delay a lease rescue. A failed round drops
+/// the session (the outage is logged once by `DatabaseSession`) and the next one reconnects.
+public struct FraudWatch: Sendable {
+    /// `fraud.evaluate_interval`.
+    public struct Configuration: Sendable, Equatable {
+        public var interval = Duration.seconds(30)
+
+        public init() {}
+    }
+
+    let configuration: Configuration
+    /// `fraud.*` are live: each round reads them afresh.
+    let settings: LiveSettings.Holder
+    let board: FraudBoard
+    var session: DatabaseSession
+    let logger: Logger
+
+    mutating func run() async {
+        let (configuration, settings, board, logger) = (self.configuration, self.settings, self.board, self.logger)
+        await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: false,
+                               while: { !Task.isShuttingDownGracefully }) { db in
+            try await Self.round(fraud: settings.snapshot.settings.admission.fraud, interval: configuration.interval,
+                                 board: board, logger: logger, on: db)
+            return nil
+        }
+    }
+
+    static func round(fraud: FraudSettings, interval: Duration, board: FraudBoard, logger: Logger,
+                      on db: PostgresConnection) async throws {
+        // The retention runs whatever the evaluation did (its own transaction): state that is never
+        // pruned would grow without bound. A failed evaluation is thrown after it (the session logs it).
+        var evaluationError: (any Error)? = nil
+        if fraud.mode == .off {
+            // Off: nothing is decided, so no block holds; the gauges say so (without a line per block).
+            board.forget()
+        } else {
+            do {
+            for change in try await db.run(EvaluateFraud(settings: fraud, interval: interval)) where change.isNew {
+                let block = change.block
+                logger.warning(fraud.mode == .enforce ? "fraud guard blocked \(block.scope.rawValue) \(block.key)"
+                                   : "fraud guard (monitor mode, not enforced) would block \(block.scope.rawValue) \(block.key)",
+                               metadata: [
+                                   "scope": "\(block.scope.rawValue)", "key": "\(block.key)", "reason": "\(block.reason)",
+                                   "mode": "\(fraud.mode.rawValue)", "minutes": "\(Int(fraud.blockDuration.seconds / 60))",
+                               ])
+            }
+            board.update(try await db.run(ListFraudBlocks()))
+            } catch {
+                evaluationError = error
+            }
+        }
+        // Whatever the mode: producers' verifications are counted even while the guard is off.
+        let pruned = try await db.run(PruneFraudState(settings: fraud))
+        if pruned > 0 {
+            logger.debug("fraud guard pruned old counters", metadata: ["rows": "\(pruned)"])
+        }
+        if let evaluationError { throw evaluationError }
+    }
+}

@@ -1,0 +1,32 @@
+import PostgresClient
+
+/// The fraud guard's decisions per rule in the last hour, cluster-wide (the guard's `rule` counters):
+/// what `status` and `fraud list` show.
+public struct FraudDecisionCounts: Statement {
+    public struct Count: Sendable, Equatable, Codable {
+        /// `per_ip_hour`, `prefix_block`, ...
+        public var rule: String
+        /// `blocked` or `flagged` (monitor mode).
+        public var decision: String
+        public var count: Int
+    }
+
+    public init() {}
+
+    public static let isPrepared = false
+    public static let sql = """
+        SELECT split_part(key, ':', 1) AS rule, split_part(key, ':', 2) AS decision, sum(requests)::int AS n
+        FROM sms.fraud_counts
+        WHERE scope = 'rule' AND minute >= date_trunc('minute', now() - interval '1 hour')
+        GROUP BY 1, 2
+        ORDER BY 3 DESC, 1, 2
+        """
+
+    public var bindings: [String?] { [] }
+
+    public func decode(_ rows: PostgresRows) throws -> [Count] {
+        try rows.rows.map { row in
+            Count(rule: try row.requiredString("rule"), decision: try row.requiredString("decision"), count: try row.requiredInt("n"))
+        }
+    }
+}
