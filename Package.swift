@@ -152,6 +152,7 @@ let package = Package(
         .testTarget(
             name: "UnitTests",
             dependencies: [
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
                 "SMSModel",
                 "GenAuth",
                 "SMSJobStore",

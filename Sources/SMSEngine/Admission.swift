@@ -90,9 +90,8 @@ public struct Admission: Sendable {
     func reserve(_ batch: [ValidJob], on db: PostgresConnection,
                  interrupted: (any Error) -> Void = { _ in }) async throws -> ReserveSends.Answer {
         var answer = ReserveSends.Answer()
-        var start = 0
-        while start < batch.count {
-            let chunk = Array(batch[start..<min(start + Self.reservationChunk, batch.count)])
+        for range in Self.chunks(of: batch.count) {
+            let chunk = Array(batch[range])
             do {
                 let part = try await db.run(ReserveSends(
                     jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
@@ -100,13 +99,17 @@ public struct Admission: Sendable {
                     fraud: configuration.fraud))
                 answer.verdicts.merge(part.verdicts) { _, new in new }
                 answer.flagged.merge(part.flagged) { _, new in new }
-            } catch where start > 0 {
+            } catch where range.lowerBound > 0 {
                 interrupted(error)
                 break
             }
-            start += Self.reservationChunk
         }
         return answer
+    }
+
+    /// The reservation statements for `count` jobs: consecutive ranges of at most `reservationChunk`.
+    static func chunks(of count: Int) -> [Range<Int>] {
+        stride(from: 0, to: count, by: reservationChunk).map { $0..<min($0 + reservationChunk, count) }
     }
 
     /// The batch, sorted by its verdicts.

@@ -13,21 +13,24 @@ public final class FraudBoard: Sendable {
     /// let through that would have been (`flagged`), by this daemon.
     private let decisions: [FraudRule: [FraudDecision: Metrics.Counter]]
     /// `smsd_fraud_blocks{scope}`: anomaly blocks in force in the cluster.
-    private let blockGauges: [FraudBlock.Scope: Gauge] = Dictionary(uniqueKeysWithValues: FraudBlock.Scope.allCases.map {
-        ($0, Gauge(label: "smsd_fraud_blocks", dimensions: [("scope", $0.rawValue)]))
-    })
+    private let blockGauges: [FraudBlock.Scope: Gauge]
     private let blocks = Mutex<[FraudBlock]>([])
     /// Monitor mode flags every job of an attack: a line a minute says so (how many since the last
     /// line, and the latest example).
     private let flagged = Mutex<(since: ContinuousClock.Instant?, count: Int)>((nil, 0))
 
-    public init(logger: Logger) {
+    /// `factory`: the metrics system's (tests pass their own).
+    public init(logger: Logger, factory: any MetricsFactory = MetricsSystem.factory) {
         self.logger = logger
         decisions = Dictionary(uniqueKeysWithValues: FraudRule.allCases.map { rule in
             (rule, Dictionary(uniqueKeysWithValues: [FraudDecision.blocked, .flagged].map { decision in
                 (decision, Metrics.Counter(label: "smsd_fraud_decisions_total",
-                                           dimensions: [("rule", rule.rawValue), ("decision", decision.rawValue)]))
+                                           dimensions: [("rule", rule.rawValue), ("decision", decision.rawValue)],
+                                           factory: factory))
             }))
+        })
+        blockGauges = Dictionary(uniqueKeysWithValues: FraudBlock.Scope.allCases.map {
+            ($0, Gauge(label: "smsd_fraud_blocks", dimensions: [("scope", $0.rawValue)], factory: factory))
         })
         for gauge in blockGauges.values { gauge.record(0) }
     }

@@ -46,7 +46,7 @@ struct Bench: AsyncParsableCommand {
         for _ in 0..<max(1, repeats) {
             if wanted.contains("drain") {
                 drains.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0))
-                unguarded.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0, fraudMode: "off"))
+                unguarded.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0, fraudMode: .off))
             }
             if wanted.contains("ceiling") { ceilings.append(try await statementCeiling(admin: admin, jobs: jobs)) }
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PostgresClient
+import SMSModel
 
 extension Bench {
     struct DrainResult {
@@ -28,7 +29,7 @@ extension Bench {
     }
 
     /// `fraudMode`: the daemon's `fraud.mode` (nil: its default, enforce).
-    func drain(admin: String, jobs: Int, latencyMs: Int, history: Int, fraudMode: String? = nil) async throws -> DrainResult {
+    func drain(admin: String, jobs: Int, latencyMs: Int, history: Int, fraudMode: FraudSettings.Mode? = nil) async throws -> DrainResult {
         let database = try await freshDatabase(admin: admin)
         let db = try await PostgresConnection.connect(database)
         if history > 0 {
@@ -45,7 +46,7 @@ extension Bench {
         let sandbox = try await startSandbox(latencyMs: latencyMs)
         defer { sandbox.process.terminate() }
         let daemon = try startDaemon(database: database, sandbox: sandbox.url,
-                                     environment: fraudMode.map { ["SMSD_FRAUD_MODE": $0] } ?? [:])
+                                     environment: fraudMode.map { ["SMSD_FRAUD_MODE": $0.rawValue] } ?? [:])
         defer { stop(daemon) }
         let started = ContinuousClock.now
         let cpuBefore = cpuSeconds(daemon.processIdentifier)

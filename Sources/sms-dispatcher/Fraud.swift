@@ -59,6 +59,7 @@ struct Fraud: AsyncParsableCommand {
                 try await db.run(UnblockFraud(key: prefix))
             }
             if ended == 0 {
+                // Exit 1, as `cancel` of a job it cannot cancel: a script unblocking a key learns it held none.
                 print("\(prefix): no block in force")
                 throw ExitCode.failure
             }

@@ -77,4 +77,13 @@ struct AdmissionTests {
         #expect(outcome?.state == .rejected && outcome?.call == nil && outcome?.retryIn == nil)
         #expect(outcome?.message == message)
     }
+
+    @Test("a batch is reserved in statements of at most 256 jobs (each takes up to four locks a job)")
+    func reservationChunks() {
+        #expect(Admission.chunks(of: 0).isEmpty)
+        #expect(Admission.chunks(of: 64) == [0..<64])
+        #expect(Admission.chunks(of: 256) == [0..<256])
+        #expect(Admission.chunks(of: 4096).count == 16 && Admission.chunks(of: 4096).last == 3840..<4096)
+        #expect(Admission.chunks(of: 600) == [0..<256, 256..<512, 512..<600])
+    }
 }
