@@ -66,13 +66,14 @@ struct Bench: AsyncParsableCommand {
                          String(format: "%.0f jobs/s", result.rate) + runs(drains.map(\.rate)),
                          String(format: "peak RSS %.1f MB; CPU %.0f%% of a core (%.0f%% per 10k jobs/s)",
                                 drains.map(\.peakRSSMB).max() ?? 0, result.cpuPercent,
-                                result.cpuPercent / max(result.rate / 10_000, 0.0001)) + rejected(drains)])
+                                result.cpuPercent / max(result.rate / 10_000, 0.0001)) + rejected(drains)
+                            + String(format: "; WAL %.0f B/job", result.walBytesPerJob)])
             let pairs = zip(drains, unguarded).map { String(format: "%.2f", $0.rate / $1.rate) }.joined(separator: ", ")
             rows.append(["drain (fraud guard off)", "same jobs, SMSD_FRAUD_MODE=off", String(format: "%.0f jobs/s", off.rate) + runs(unguarded.map(\.rate)),
                          String(format: "on / off = %.2f (medians; per run: ", result.rate / off.rate) + pairs
                             + String(format: "); CPU %.0f%% of a core (%.0f%% per 10k jobs/s)", off.cpuPercent,
                                      off.cpuPercent / max(off.rate / 10_000, 0.0001))
-                            + rejected(unguarded)])
+                            + rejected(unguarded) + String(format: "; WAL %.0f B/job", off.walBytesPerJob)])
         }
         if !ceilings.isEmpty {
             let ceiling = median(ceilings)

@@ -12,6 +12,9 @@ extension Bench {
         var rssByProgress: [Double]
         /// Jobs that ended `rejected` (the fraud guard's stops among them): 0 for a fair figure.
         var rejected: Int
+        /// WAL the cluster wrote from the daemon's start to the last write-back, per job
+        /// (`pg_current_wal_lsn()` difference; the jobs' inserts are before it, not in it).
+        var walBytesPerJob: Double
     }
 
     /// The drains' jobs: distinct valid +86 mobile numbers spread over the number space (g × a prime,
@@ -43,6 +46,7 @@ extension Bench {
             try await db.execute("VACUUM ANALYZE sms.jobs")
         }
         try await db.query(Self.spreadJobsSQL(jobs))
+        let walBefore = try await db.query("SELECT pg_current_wal_lsn()::text AS lsn").first?.string("lsn") ?? "0/0"
         let sandbox = try await startSandbox(latencyMs: latencyMs)
         defer { sandbox.process.terminate() }
         let daemon = try startDaemon(database: database, sandbox: sandbox.url,
@@ -82,11 +86,14 @@ extension Bench {
                                       - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
             """).first?.double("seconds") ?? 1
         let rejected = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'rejected'").first?.int("n") ?? 0
+        let wal = try await db.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS bytes", [walBefore])
+            .first?.double("bytes") ?? 0
         await db.close()
         let wall = (ContinuousClock.now - started)
         let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
         return DrainResult(rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
                            cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100,
-                           rssByProgress: rssByProgress, rejected: rejected)
+                           rssByProgress: rssByProgress, rejected: rejected,
+                           walBytesPerJob: wal / Double(max(jobs, 1)))
     }
 }
