@@ -526,7 +526,10 @@ DECLARE
     v_details text[] := '{}';
     v_rules text[] := '{}';
     v_granted bigint[] := '{}';
-    v_judged int[] := '{}';
+    v_judged int[] := '{}';          -- the jobs the guard judges: their index, phone, IP and user
+    v_judged_keys text[] := '{}';
+    v_judged_ips inet[] := '{}';
+    v_judged_users text[] := '{}';
     v_stopped bigint[] := '{}';
     v_first float8 := 0;
     v_paused text[];
@@ -607,18 +610,17 @@ BEGIN
         -- again it would count twice.
         IF v_owned_attempts[v_pos] = 0 AND v_holder IS DISTINCT FROM p_job_ids[i] THEN
             v_judged := v_judged || i;
+            v_judged_keys := v_judged_keys || p_phone_keys[i];
+            v_judged_ips := v_judged_ips || v_owned_ips[v_pos];
+            v_judged_users := v_judged_users || v_owned_users[v_pos];
         END IF;
     END LOOP;
 
     -- The fraud guard, last: only what would be sent is judged and counted.
     IF p_fraud_mode IN ('enforce', 'monitor') AND cardinality(v_judged) > 0 THEN
         FOR v_decision IN
-            SELECT * FROM sms.fraud_decide(
-                now(),
-                ARRAY(SELECT p_phone_keys[x] FROM unnest(v_judged) WITH ORDINALITY u(x, o) ORDER BY o),
-                ARRAY(SELECT v_owned_ips[array_position(v_owned, p_job_ids[x])] FROM unnest(v_judged) WITH ORDINALITY u(x, o) ORDER BY o),
-                ARRAY(SELECT v_owned_users[array_position(v_owned, p_job_ids[x])] FROM unnest(v_judged) WITH ORDINALITY u(x, o) ORDER BY o),
-                p_fraud_mode, p_fraud_limits, p_trust_days)
+            SELECT * FROM sms.fraud_decide(now(), v_judged_keys, v_judged_ips, v_judged_users,
+                                           p_fraud_mode, p_fraud_limits, p_trust_days)
         LOOP
             i := v_judged[v_decision.r_index];
             v_rules[i] := v_decision.r_rule;

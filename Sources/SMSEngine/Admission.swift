@@ -6,7 +6,7 @@ import SMSModel
 /// channel per round; the circuit breaker (while GenAuth is down jobs wait, unreserved and with no
 /// attempt used); then the cluster-wide throttle in the database (`sms.reserve_sends`: the phone's
 /// window, the per-phone caps, the fraud guard, a slot in the cluster's rate schedule, and whether the
-/// job is still ours). `plan` and `apply` are pure; `reserve` is the one statement.
+/// job is still ours). `plan` and `apply` are pure; `reserve` runs the statement (a chunk of jobs at a time).
 public struct Admission: Sendable {
     /// `throttle.window`, `caps.*`, `rate_limit.*`, `fraud.*`.
     public struct Configuration: Sendable, Equatable {

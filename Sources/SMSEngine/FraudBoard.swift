@@ -17,7 +17,8 @@ public final class FraudBoard: Sendable {
     private let blocks = Mutex<[FraudBlock]>([])
     /// Monitor mode flags every job of an attack: a line a minute says so (how many since the last
     /// line, and the latest example).
-    private let flagged = Mutex<(since: ContinuousClock.Instant?, count: Int)>((nil, 0))
+    private let flaggedLog = OccasionalLog()
+    private let flaggedSince = Atomic<Int>(0)
 
     /// `factory`: the metrics system's (tests pass their own).
     public init(logger: Logger, factory: any MetricsFactory = MetricsSystem.factory) {
@@ -44,15 +45,10 @@ public final class FraudBoard: Sendable {
         for flag in answer.flagged.values {
             if let rule = flag.rule { decisions[rule]?[.flagged]?.increment() }
         }
-        let due: Int? = flagged.withLock { state in
-            state.count += answer.flagged.count
-            if let since = state.since, now - since < .seconds(60) { return nil }
-            defer { state = (now, 0) }
-            return state.count
-        }
-        if let jobs = due {
+        flaggedSince.add(answer.flagged.count, ordering: .relaxed)
+        if flaggedLog.due(now: now) {
             logger.notice("fraud guard (monitor mode) let through jobs it would have stopped", metadata: [
-                "jobs": "\(jobs)", "example": "\(example.message)",
+                "jobs": "\(flaggedSince.exchange(0, ordering: .relaxed))", "example": "\(example.message)",
             ])
         }
     }

@@ -26,12 +26,11 @@ public struct StatusReport: Sendable, Codable {
         let pauses = try await db.run(ListPauses()).all
         let fraudBlocks = try await db.run(ListFraudBlocks())
         var warnings: [String] = []
-        // Best effort: a hot standby cannot read the guard's counters (UNLOGGED), and `status` must
-        // still work there.
         let fraudDecisions: [FraudDecisionCounts.Count]
-        do {
-            fraudDecisions = try await db.run(FraudDecisionCounts())
-        } catch {
+        switch await db.fraudDecisionsIfReadable() {
+        case .success(let counts):
+            fraudDecisions = counts
+        case .failure(let error):
             fraudDecisions = []
             warnings.append("the fraud guard's decisions could not be read (a standby cannot read its unlogged counters): \(error)")
         }

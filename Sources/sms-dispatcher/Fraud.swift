@@ -22,10 +22,7 @@ struct Fraud: AsyncParsableCommand {
 
         func run() async throws {
             let (blocks, allowed, decisions) = try await options.withDatabase("fraud list") { db, _ in
-                // The decisions are best effort: a hot standby cannot read the guard's unlogged counters.
-                let decisions: Result<[FraudDecisionCounts.Count], any Error>
-                do { decisions = .success(try await db.run(FraudDecisionCounts())) } catch { decisions = .failure(error) }
-                return (try await db.run(ListFraudBlocks()), try await db.run(ListFraudAllowed()), decisions)
+                (try await db.run(ListFraudBlocks()), try await db.run(ListFraudAllowed()), await db.fraudDecisionsIfReadable())
             }
             print("blocks in force: \(blocks.count)")
             for block in blocks {

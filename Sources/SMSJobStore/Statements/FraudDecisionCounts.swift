@@ -30,3 +30,15 @@ public struct FraudDecisionCounts: Statement {
         }
     }
 }
+
+extension PostgresConnection {
+    /// The guard's decisions per rule in the last hour, or why they cannot be read: a hot standby
+    /// cannot read the guard's counters (UNLOGGED), and `status` and `fraud list` must still work there.
+    public func fraudDecisionsIfReadable() async -> Result<[FraudDecisionCounts.Count], any Error> {
+        do {
+            return .success(try await run(FraudDecisionCounts()))
+        } catch {
+            return .failure(error)
+        }
+    }
+}
