@@ -20,12 +20,15 @@ release: deps
 	$(SWIFT) build -c release --product genauth-sandbox
 
 # Figures, not tests: see README "Performance". BENCH_ARGS=--quick for a smoke run, or e.g.
-# BENCH_ARGS="--jobs 20000 --scenarios drain,ceiling".
+# BENCH_ARGS="--jobs 20000 --scenarios drain,peer". Two throwaway clusters: a durable one (fsync,
+# synchronous_commit, full_page_writes on, as production runs) for every scenario, and one with fsync
+# off for the second column of the drain and latency figures.
 BENCH_ARGS ?=
 bench: release
 	$(SWIFT) build -c release --product sms-bench
-	bash scripts/with-postgres.sh "$$($(SWIFT) build -c release --show-bin-path)/sms-bench" \
-		--bin "$$($(SWIFT) build -c release --show-bin-path)" $(BENCH_ARGS)
+	SMSD_TEST_PG_STATEMENTS=1 bash scripts/with-postgres.sh bash -c 'SMSD_BENCH_FAST_ADMIN_URL=$$SMSD_TEST_ADMIN_URL \
+		SMSD_TEST_PG_PORT= SMSD_TEST_PG_DURABLE=1 bash scripts/with-postgres.sh "$$0" --bin "$$1" $$2' \
+		"$$($(SWIFT) build -c release --show-bin-path)/sms-bench" "$$($(SWIFT) build -c release --show-bin-path)" "$(BENCH_ARGS)"
 
 # The test command CI runs: unit tests, then PostgreSQL, HTTP and process tests against a throwaway
 # cluster and the real genauth-sandbox. Two tests run on their own, after the rest: the one that

@@ -5,6 +5,7 @@
 #   SMSD_TEST_PG_PORT, SMSD_TEST_PG_DATA, SMSD_TEST_PG_CTL  to restart it (fault tests)
 # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
 # SMSD_TEST_PG_DURABLE=1: fsync, synchronous_commit and full-page writes on, as in production (benchmarks).
+# SMSD_TEST_PG_STATEMENTS=1: preload pg_stat_statements, nested statements counted (the bench's figures).
 set -euo pipefail
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bindir/initdb" ] || { echo "with-postgres: no PostgreSQL server found (run scripts/ensure-deps.sh)" >&2; exit 1; }
@@ -27,6 +28,7 @@ cleanup() {
 trap cleanup EXIT
 durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 [ "${SMSD_TEST_PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+[ "${SMSD_TEST_PG_STATEMENTS:-0}" = 1 ] && durability="$durability -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
 as_pg "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
 as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PostgresClient
 
 /// `make bench`: runs the release `sms-dispatcher` against the release `genauth-sandbox` and a throwaway
 /// PostgreSQL (started by scripts/with-postgres.sh), scenario by scenario, and prints one table.
@@ -12,8 +13,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Folder with the release sms-dispatcher and genauth-sandbox.") var bin: String
     @Option(help: "Jobs per drain.") var jobs = 100_000
     @Option(help: "The daemon's calls in flight.") var concurrency = 64
-    @Option(help: "Comma-separated: drain,ceiling,client,latency,slow,history,growth,fraud")
-    var scenarios = "drain,ceiling,client,latency,slow,history,growth,fraud"
+    @Option(help: "Comma-separated: drain,peer,ceiling,client,latency,slow,history,growth,fraud")
+    var scenarios = "drain,peer,ceiling,client,latency,slow,history,growth,fraud"
+    @Option(name: .customLong("peer-script"), help: "PgQueuer peer for the peer scenario.")
+    var peerScript = "../shared/bench/peer_pgqueuer.py"
+    @Option(name: .customLong("peer-venv"), help: "Python venv for the peer (made if missing).")
+    var peerVenv = ".build/bench-venv"
     @Option(name: .customLong("growth-jobs"), help: "Jobs in the memory-growth drain.") var growthJobs = 1_000_000
     @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
     @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
@@ -32,21 +37,34 @@ struct Bench: AsyncParsableCommand {
         guard let admin = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"] else {
             throw ValidationError("run under scripts/with-postgres.sh (make bench)")
         }
+        // `make bench`: this cluster durable (fsync, synchronous_commit, full_page_writes on, as in
+        // production), and a second one with fsync off for the figures' second column.
+        let fast = ProcessInfo.processInfo.environment["SMSD_BENCH_FAST_ADMIN_URL"]
+        let durable = try await clusterIsDurable(admin)
         let wanted = Set(scenarios.split(separator: ",").map(String.init))
         var rows: [[String]] = []
         let machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores, "
             + "\(ProcessInfo.processInfo.physicalMemory / 1_073_741_824) GiB"
-        print("sms-bench: \(jobs) jobs, concurrency \(concurrency), \(machine)")
+        print("sms-bench: \(jobs) jobs, concurrency \(concurrency), \(machine); cluster "
+              + (durable ? "durable (fsync, synchronous_commit, full_page_writes on)" : "with fsync off")
+              + (fast != nil ? ", second column: a cluster with fsync off" : ""))
+        let peer = wanted.contains("peer") ? peerPython() : nil
 
         // Drain (fraud guard on, the default, and off) and ceiling alternate, so all see the machine in
         // the same moods; medians are compared.
         var drains: [DrainResult] = []
         var unguarded: [DrainResult] = []
+        var fastDrains: [DrainResult] = []
+        var peers: [PeerResult] = []
         var ceilings: [Double] = []
         for _ in 0..<max(1, repeats) {
-            if wanted.contains("drain") {
+            if wanted.contains("drain") || peer != nil {
                 drains.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0))
+            }
+            if let peer { peers.append(try await peerDrain(admin: admin, python: peer, jobs: jobs)) }
+            if wanted.contains("drain") {
                 unguarded.append(try await drain(admin: admin, jobs: jobs, latencyMs: 0, history: 0, fraudMode: .off))
+                if let fast { fastDrains.append(try await drain(admin: fast, jobs: jobs, latencyMs: 0, history: 0)) }
             }
             if wanted.contains("ceiling") { ceilings.append(try await statementCeiling(admin: admin, jobs: jobs)) }
         }
@@ -60,7 +78,6 @@ struct Bench: AsyncParsableCommand {
         }
         if !drains.isEmpty {
             let result = drains.sorted { $0.rate < $1.rate }[drains.count / 2]
-            let off = unguarded.sorted { $0.rate < $1.rate }[unguarded.count / 2]
             drainRate = result.rate
             rows.append(["drain (fraud guard on)", "\(jobs) jobs, API 0 ms, fraud.mode enforce (defaults), a client_ip and user_ref per job",
                          String(format: "%.0f jobs/s", result.rate) + runs(drains.map(\.rate)),
@@ -68,6 +85,22 @@ struct Bench: AsyncParsableCommand {
                                 drains.map(\.peakRSSMB).max() ?? 0, result.cpuPercent,
                                 result.cpuPercent / max(result.rate / 10_000, 0.0001)) + rejected(drains)
                             + String(format: "; WAL %.0f B/job", result.walBytesPerJob)])
+            let fastResult = fastDrains.isEmpty ? nil : fastDrains.sorted { $0.rate < $1.rate }[fastDrains.count / 2]
+            rows.append(["database per job", "the drain (guard on) above, median run: pg_stat_statements, pg_current_wal_lsn, the daemon's backends' /proc",
+                         result.load.perJob(jobs),
+                         fastResult.map { "fsync off: " + $0.load.perJob(jobs) + String(format: " (%.0f jobs/s%@)", $0.rate, runs(fastDrains.map(\.rate))) } ?? ""])
+            if !peers.isEmpty {
+                let median = peers.sorted { $0.rate < $1.rate }[peers.count / 2]
+                let ratios = zip(drains, peers).map { String(format: "%.2f", $0.rate / $1.rate) }.joined(separator: ", ")
+                rows.append(["peer", "PgQueuer 1.6 (../shared/bench/peer_pgqueuer.py), \(jobs) jobs, same cluster and sandbox, alternated with the drain",
+                             String(format: "%.0f jobs/s", median.rate) + runs(peers.map(\.rate)),
+                             String(format: "drain / peer = %.2f (medians; per run: %@); peer WAL %.0f B/job and PostgreSQL CPU %.0f µs/job (its own enqueue included)",
+                                    result.rate / median.rate, ratios, median.walBytesPerJob, median.cpuMicrosecondsPerJob)])
+            }
+        }
+        if !unguarded.isEmpty {
+            let result = drains.sorted { $0.rate < $1.rate }[drains.count / 2]
+            let off = unguarded.sorted { $0.rate < $1.rate }[unguarded.count / 2]
             let pairs = zip(drains, unguarded).map { String(format: "%.2f", $0.rate / $1.rate) }.joined(separator: ", ")
             rows.append(["drain (fraud guard off)", "same jobs, SMSD_FRAUD_MODE=off", String(format: "%.0f jobs/s", off.rate) + runs(unguarded.map(\.rate)),
                          String(format: "on / off = %.2f (medians; per run: ", result.rate / off.rate) + pairs
@@ -89,10 +122,17 @@ struct Bench: AsyncParsableCommand {
         }
         if wanted.contains("latency") {
             let latency = try await latencyRun(admin: admin, perSecond: 500, seconds: latencySeconds)
+            var fastLatency: LatencyFigures? = nil
+            if let fast { fastLatency = try await latencyRun(admin: fast, perSecond: 500, seconds: latencySeconds) }
+            func second(_ figures: ((p50: Double, p99: Double, max: Double))?) -> String {
+                figures.map { String(format: "; fsync off: p50 %.1f, p99 %.1f, max %.1f ms", $0.p50, $0.p99, $0.max) } ?? ""
+            }
             rows.append(["latency", "one INSERT at a time, 500/s for \(latencySeconds) s", String(format: "p50 %.1f ms", latency.call.p50),
-                         String(format: "p99 %.1f ms, max %.1f ms (insert → API call)", latency.call.p99, latency.call.max)])
+                         String(format: "p99 %.1f ms, max %.1f ms (insert → API call)", latency.call.p99, latency.call.max)
+                            + second(fastLatency?.call)])
             rows.append(["result events", "same run: a producer LISTENing on sms_job_events", String(format: "p50 %.1f ms", latency.event.p50),
-                         String(format: "p99 %.1f ms, max %.1f ms (write-back → notification)", latency.event.p99, latency.event.max)])
+                         String(format: "p99 %.1f ms, max %.1f ms (write-back → notification)", latency.event.p99, latency.event.max)
+                            + second(fastLatency?.event)])
         }
         if wanted.contains("slow") {
             let count = min(jobs, quick ? 1_000 : 6_000)
@@ -120,5 +160,15 @@ struct Bench: AsyncParsableCommand {
             rows += try await fraudScenario(admin: admin).rows
         }
         print(table(["scenario", "setup", "result", "notes"], rows))
+    }
+
+    func clusterIsDurable(_ admin: String) async throws -> Bool {
+        let db = try await PostgresConnection.connect(admin)
+        defer { Task { await db.close() } }
+        let row = try await db.query("""
+            SELECT current_setting('fsync') = 'on' AND current_setting('synchronous_commit') <> 'off'
+                   AND current_setting('full_page_writes') = 'on' AS durable
+            """).first
+        return try row?.bool("durable") ?? false
     }
 }

@@ -12,9 +12,12 @@ extension Bench {
         var rssByProgress: [Double]
         /// Jobs that ended `rejected` (the fraud guard's stops among them): 0 for a fair figure.
         var rejected: Int
-        /// WAL the cluster wrote from the daemon's start to the last write-back, per job
-        /// (`pg_current_wal_lsn()` difference; the jobs' inserts are before it, not in it).
-        var walBytesPerJob: Double
+        /// What the database did from the daemon's start to the end of the drain (the jobs' inserts
+        /// are before it, not in it).
+        var load: DatabaseLoad
+        var jobs: Int
+
+        var walBytesPerJob: Double { load.walBytes / Double(max(jobs, 1)) }
     }
 
     /// The drains' jobs: distinct valid +86 mobile numbers spread over the number space (g × a prime,
@@ -46,10 +49,15 @@ extension Bench {
             try await db.execute("VACUUM ANALYZE sms.jobs")
         }
         try await db.query(Self.spreadJobsSQL(jobs))
-        let walBefore = try await db.query("SELECT pg_current_wal_lsn()::text AS lsn").first?.string("lsn") ?? "0/0"
+        // Only the drain's statements are counted (the cluster-wide counters start again here).
+        if try await db.query("SELECT to_regclass('pg_stat_statements') IS NOT NULL AS t").first?.bool("t") == true {
+            try await db.query("SELECT pg_stat_statements_reset()")
+        }
+        let before = try await LoadSnapshot.take(db)
+        let backends = BackendCPU()
         let sandbox = try await startSandbox(latencyMs: latencyMs)
         defer { sandbox.process.terminate() }
-        let daemon = try startDaemon(database: database, sandbox: sandbox.url,
+        let daemon = try startDaemon(database: daemonURL(database), sandbox: sandbox.url,
                                      environment: fraudMode.map { ["SMSD_FRAUD_MODE": $0.rawValue] } ?? [:])
         defer { stop(daemon) }
         let started = ContinuousClock.now
@@ -62,6 +70,7 @@ extension Bench {
             try await Task.sleep(for: .milliseconds(250))
             polls += 1
             peakRSS = max(peakRSS, rssMB(daemon.processIdentifier, field: "VmHWM:"))
+            try await backends.sample(db, cpu: cpuSeconds)
             // Counting 100,000 open jobs four times a second would take CPU from what is measured:
             // a cheap "any left?" each time, the count every 2 s (for the RSS marks).
             let anyLeft = try await db.query("""
@@ -79,6 +88,8 @@ extension Bench {
             guard daemon.isRunning else { throw ValidationError("the daemon died") }
         }
         let cpuAfter = cpuSeconds(daemon.processIdentifier)
+        try await backends.sample(db, cpu: cpuSeconds)
+        let after = try await LoadSnapshot.take(db)
         // First call to last write-back, by the database's clock (both ends by index: the history
         // rows have no attempts and finished days ago).
         let span = try await db.query("""
@@ -86,14 +97,15 @@ extension Bench {
                                       - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
             """).first?.double("seconds") ?? 1
         let rejected = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'rejected'").first?.int("n") ?? 0
-        let wal = try await db.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS bytes", [walBefore])
-            .first?.double("bytes") ?? 0
+        // The commit counter is reported by each backend every 0.5 s at most.
+        try await Task.sleep(for: .milliseconds(600))
+        var load = try await before.load(to: after, cpu: backends, db)
+        load.commits = (try await LoadSnapshot.take(db)).commits - before.commits
         await db.close()
         let wall = (ContinuousClock.now - started)
         let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
         return DrainResult(rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
                            cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100,
-                           rssByProgress: rssByProgress, rejected: rejected,
-                           walBytesPerJob: wal / Double(max(jobs, 1)))
+                           rssByProgress: rssByProgress, rejected: rejected, load: load, jobs: jobs)
     }
 }

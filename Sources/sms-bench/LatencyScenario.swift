@@ -18,7 +18,7 @@ extension Bench {
         let database = try await freshDatabase(admin: admin)
         let sandbox = try await startSandbox(latencyMs: 0)
         defer { sandbox.process.terminate() }
-        let daemon = try startDaemon(database: database, sandbox: sandbox.url)
+        let daemon = try startDaemon(database: daemonURL(database), sandbox: sandbox.url)
         defer { stop(daemon) }
         let db = try await PostgresConnection.connect(database)
         // A producer listening for results, as a login endpoint would: the receipt time of each job's

@@ -58,6 +58,7 @@ public struct CompleteJobs: AnnouncingStatement {
                 finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
                 locked_by = NULL,
                 locked_until = NULL,
+                -- Set only by daemons of schema version 10 and before (the marker is the throttle row's now).
                 sending_at = NULL,
                 -- Written by its holder: this claim is over, so a retried write (its reply lost) cannot
                 -- apply twice through the rescued-row path below. Only a rescue keeps the token.
@@ -88,13 +89,15 @@ public struct CompleteJobs: AnnouncingStatement {
             UPDATE sms.throttle t SET window_until = now() - make_interval(secs => r.finished_ago)
                                                      + make_interval(secs => $19::float8)
             FROM r JOIN done ON done.id = r.id
-            WHERE t.job_id = r.id AND (r.state = 'sent' OR (r.called = 1 AND r.uncertain = 1))
+            WHERE t.phone_key = done.phone_key AND t.channel = done.channel AND t.job_id = r.id
+              AND (r.state = 'sent' OR (r.called = 1 AND r.uncertain = 1))
             RETURNING 1
         ), released AS (
             -- A call certain not to have sent frees its phone+channel slot for the retry.
             DELETE FROM sms.throttle t
             USING r JOIN done ON done.id = r.id
-            WHERE t.job_id = r.id AND r.called = 1 AND r.state <> 'sent' AND r.uncertain = 0
+            WHERE t.phone_key = done.phone_key AND t.channel = done.channel AND t.job_id = r.id
+              AND r.called = 1 AND r.state <> 'sent' AND r.uncertain = 0
             RETURNING 1
         ), superseded AS (
             -- Driven from the few sent rows, one index probe each for older pending jobs of the same

@@ -1,0 +1,305 @@
+-- Version 11: a lighter footprint on the shared PostgreSQL (issue 15). What each job costs the database
+-- is what its users share with their own applications; this version cuts the WAL each job writes.
+--
+-- * The crash marker moves into the throttle row the reservation writes anyway (job_id and the claim's
+--   lease_token): the reservation no longer rewrites the job row to set sending_at, which was a whole
+--   new row version, with an entry in each of its indexes, per job. A rescue reads the marker.
+-- * sms.jobs leaves room on each page (fillfactor 60) for its updates: a new version on the same page
+--   is logged as the changed bytes only, and needs no extra lock record for the move.
+-- * sms.attempts loses its identity column (its primary key index) and its foreign key (a KEY SHARE
+--   row lock, logged, on the job for every call): an insert-only log keyed by (job_id, attempt).
+--   sms.purge_finished deletes a purged job's attempts itself.
+-- * sms.throttle is reached by its key (phone, channel) alone; its job_id index goes.
+--
+-- Stop the old daemons before migrating: their write-back reaches throttle rows by job_id.
+
+ALTER TABLE sms.jobs SET (fillfactor = 60);
+
+ALTER TABLE sms.throttle ADD COLUMN lease_token bigint NULL;
+COMMENT ON COLUMN sms.throttle.lease_token IS
+    'The claim (sms.jobs.lease_token) whose call this window was granted to: while that job is running under that claim, its SMS may have gone out.';
+DROP INDEX sms.throttle_job_idx;
+
+ALTER TABLE sms.attempts DROP CONSTRAINT attempts_job_id_fkey;
+ALTER TABLE sms.attempts DROP COLUMN id;
+-- No primary key: logical replication of its deletes (the purge) needs an identity all the same.
+ALTER TABLE sms.attempts REPLICA IDENTITY FULL;
+
+CREATE OR REPLACE FUNCTION sms.reserve_sends(
+    p_job_ids bigint[], p_tokens bigint[], p_phone_keys text[], p_channels text[], p_window float8,
+    p_hour_cap int, p_day_cap int, p_rate float8, p_fraud_mode text DEFAULT 'off',
+    p_fraud_limits int[] DEFAULT '{0,0,0,0}', p_trust_days int DEFAULT 0)
+RETURNS TABLE (r_job_id bigint, r_verdict text, r_until timestamptz, r_detail text, r_slot float8, r_rule text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i int;
+    v_until timestamptz;
+    v_holder bigint;
+    v_hour int;
+    v_day int;
+    v_owned bigint[];
+    v_owned_ips inet[];
+    v_owned_users text[];
+    v_owned_attempts int[];
+    v_ids bigint[] := '{}';
+    v_verdicts text[] := '{}';
+    v_untils timestamptz[] := '{}';
+    v_details text[] := '{}';
+    v_rules text[] := '{}';
+    v_granted bigint[] := '{}';
+    v_granted_keys text[] := '{}';     -- their phones and channels: the throttle rows' keys
+    v_granted_channels text[] := '{}';
+    v_holder_state text;
+    v_holder_token bigint;
+    v_holder_lease timestamptz;
+    v_marker bigint;
+    v_judged int[] := '{}';          -- the jobs the guard judges: their index, phone, IP and user
+    v_judged_keys text[] := '{}';
+    v_judged_ips inet[] := '{}';
+    v_judged_users text[] := '{}';
+    v_stopped bigint[] := '{}';
+    v_first float8 := 0;
+    v_paused text[];
+    v_control sms.controls;
+    v_pos int;
+    v_decision record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(k, 7212330012))
+    FROM (SELECT DISTINCT unnest(p_phone_keys) AS k ORDER BY 1) keys;
+
+    SELECT array_agg(j.id ORDER BY j.id), array_agg(j.client_ip ORDER BY j.id), array_agg(j.user_ref ORDER BY j.id),
+           array_agg(j.attempts ORDER BY j.id)
+    INTO v_owned, v_owned_ips, v_owned_users, v_owned_attempts
+    FROM (SELECT j.id, j.client_ip, j.user_ref, j.attempts
+          FROM unnest(p_job_ids, p_tokens) AS c(id, token)
+          JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
+          ORDER BY j.id
+          FOR UPDATE OF j) j;
+
+    -- Read after the locks: a pause committed before this point holds for every job of this batch.
+    v_paused := sms.paused_channels();
+
+    FOR i IN 1 .. COALESCE(array_length(p_job_ids, 1), 0) LOOP
+        v_ids := v_ids || p_job_ids[i];
+        v_untils := v_untils || NULL::timestamptz;
+        v_details := v_details || NULL::text;
+        v_rules := v_rules || NULL::text;
+        IF v_owned IS NULL OR NOT p_job_ids[i] = ANY (v_owned) THEN
+            v_verdicts := v_verdicts || 'lost'::text;
+            CONTINUE;
+        END IF;
+
+        IF v_paused IS NOT NULL AND ('*' = ANY (v_paused) OR p_channels[i] = ANY (v_paused)) THEN
+            v_control := sms.pause_of(p_channels[i]);
+            v_verdicts := v_verdicts || 'paused'::text;
+            v_details[i] := sms.pause_message(v_control);
+            CONTINUE;
+        END IF;
+
+        v_until := NULL;
+        v_holder := NULL;
+        SELECT t.window_until, t.job_id, t.lease_token INTO v_until, v_holder, v_marker
+        FROM sms.throttle t WHERE t.phone_key = p_phone_keys[i] AND t.channel = p_channels[i];
+        IF v_until IS NOT NULL AND v_until > now() AND v_holder <> p_job_ids[i] THEN
+            v_verdicts := v_verdicts || 'deferred'::text;
+            v_untils[i] := v_until;
+            CONTINUE;
+        END IF;
+        IF v_holder IS NOT NULL AND v_holder <> p_job_ids[i] AND v_marker IS NOT NULL THEN
+            -- The window ran out, but the row is still the crash marker of the other job's grant: that
+            -- job is running under the claim the grant was made for (its holder is calling, or died
+            -- and its lease is not rescued yet, as when the database was away longer than the window).
+            -- Taking the row would erase what its rescue must read, so this job waits for that lease.
+            SELECT j.state, j.lease_token, j.locked_until INTO v_holder_state, v_holder_token, v_holder_lease
+            FROM sms.jobs j WHERE j.id = v_holder;
+            IF v_holder_state IS NOT DISTINCT FROM 'running' AND v_holder_token IS NOT DISTINCT FROM v_marker THEN
+                v_verdicts := v_verdicts || 'deferred'::text;
+                v_untils[i] := greatest(v_holder_lease, now()) + interval '1 second';
+                CONTINUE;
+            END IF;
+        END IF;
+
+        IF p_hour_cap > 0 OR p_day_cap > 0 THEN
+            SELECT count(*) FILTER (WHERE s.sent_at > now() - interval '1 hour'), count(*)
+            INTO v_hour, v_day
+            FROM sms.jobs s
+            WHERE s.phone_key = p_phone_keys[i] AND s.state = 'sent' AND s.sent_at > now() - interval '1 day';
+            SELECT v_hour + count(*), v_day + count(*) INTO v_hour, v_day
+            FROM sms.throttle t JOIN sms.jobs j ON j.id = t.job_id
+            WHERE t.phone_key = p_phone_keys[i] AND t.job_id <> p_job_ids[i] AND j.state = 'running';
+            IF p_hour_cap > 0 AND v_hour >= p_hour_cap THEN
+                v_verdicts := v_verdicts || 'capped'::text;
+                v_details[i] := format('per-phone cap reached: %s SMS in the last hour across all channels (caps.per_phone_hour = %s)', v_hour, p_hour_cap);
+                CONTINUE;
+            END IF;
+            IF p_day_cap > 0 AND v_day >= p_day_cap THEN
+                v_verdicts := v_verdicts || 'capped'::text;
+                v_details[i] := format('per-phone cap reached: %s SMS in the last day across all channels (caps.per_phone_day = %s)', v_day, p_day_cap);
+                CONTINUE;
+            END IF;
+        END IF;
+
+        -- The window, and the crash marker: job_id and lease_token say this claim was granted its call,
+        -- so a rescue of this lease knows the SMS may have gone out (it used to be a second rewrite of
+        -- the job row, sms.jobs.sending_at). Only a reservation writes throttle rows, always under the
+        -- phone's advisory lock: a plain update or insert cannot race (no speculative insertion).
+        IF v_until IS NOT NULL THEN
+            UPDATE sms.throttle SET window_until = now() + make_interval(secs => p_window), job_id = p_job_ids[i],
+                                    lease_token = p_tokens[i]
+            WHERE phone_key = p_phone_keys[i] AND channel = p_channels[i];
+        ELSE
+            INSERT INTO sms.throttle (phone_key, channel, window_until, job_id, lease_token)
+            VALUES (p_phone_keys[i], p_channels[i], now() + make_interval(secs => p_window), p_job_ids[i], p_tokens[i]);
+        END IF;
+        v_granted := v_granted || p_job_ids[i];
+        v_granted_keys := v_granted_keys || p_phone_keys[i];
+        v_granted_channels := v_granted_channels || p_channels[i];
+        v_verdicts := v_verdicts || 'granted'::text;
+        v_pos := array_position(v_owned, p_job_ids[i]);
+        -- A job holding its own window was granted before and judged then (its call was held back by a
+        -- pause, or released unsent at a shutdown, or the answer to its reservation was lost): judged
+        -- again it would count twice.
+        IF v_owned_attempts[v_pos] = 0 AND v_holder IS DISTINCT FROM p_job_ids[i] THEN
+            v_judged := v_judged || i;
+            v_judged_keys := v_judged_keys || p_phone_keys[i];
+            v_judged_ips := v_judged_ips || v_owned_ips[v_pos];
+            v_judged_users := v_judged_users || v_owned_users[v_pos];
+        END IF;
+    END LOOP;
+
+    -- The fraud guard, last: only what would be sent is judged and counted.
+    IF p_fraud_mode IN ('enforce', 'monitor') AND cardinality(v_judged) > 0 THEN
+        FOR v_decision IN
+            SELECT * FROM sms.fraud_decide(now(), v_judged_keys, v_judged_ips, v_judged_users,
+                                           p_fraud_mode, p_fraud_limits, p_trust_days)
+        LOOP
+            i := v_judged[v_decision.r_index];
+            v_rules[i] := v_decision.r_rule;
+            v_details[i] := v_decision.r_detail;
+            IF v_decision.r_decision = 'blocked' THEN
+                v_verdicts[i] := 'fraud';
+                v_stopped := v_stopped || p_job_ids[i];
+            END IF;
+        END LOOP;
+        IF cardinality(v_stopped) > 0 THEN
+            -- Stopped: the window taken above goes (a window held by another job would have deferred this one).
+            DELETE FROM sms.throttle t
+            USING unnest(v_granted, v_granted_keys, v_granted_channels) AS g(id, phone_key, channel)
+            WHERE g.id = ANY (v_stopped) AND t.phone_key = g.phone_key AND t.channel = g.channel AND t.job_id = g.id;
+            SELECT coalesce(array_agg(g.id ORDER BY g.n), '{}'), coalesce(array_agg(g.phone_key ORDER BY g.n), '{}'),
+                   coalesce(array_agg(g.channel ORDER BY g.n), '{}')
+            INTO v_granted, v_granted_keys, v_granted_channels
+            FROM unnest(v_granted, v_granted_keys, v_granted_channels) WITH ORDINALITY AS g(id, phone_key, channel, n)
+            WHERE NOT g.id = ANY (v_stopped);
+        END IF;
+    END IF;
+
+    IF cardinality(v_granted) > 0 THEN
+        IF p_rate > 0 THEN
+            -- Slots from the schedule's next free one (or now, if it is in the past), 1/rate apart.
+            -- clock_timestamp(), not now(): the slots are measured against the moment of this row's update.
+            UPDATE sms.rate_schedule SET next_slot = greatest(next_slot, clock_timestamp())
+                                                     + make_interval(secs => cardinality(v_granted) / p_rate)
+            RETURNING extract(epoch FROM next_slot - clock_timestamp())::float8 - cardinality(v_granted) / p_rate
+            INTO v_first;
+            -- A call may wait for its slot: the phone's window must hold from the slot on, not from now.
+            UPDATE sms.throttle t
+            SET window_until = now() + make_interval(secs => p_window + greatest(0, v_first + (g.n - 1) / p_rate))
+            FROM unnest(v_granted_keys, v_granted_channels) WITH ORDINALITY AS g(phone_key, channel, n)
+            WHERE t.phone_key = g.phone_key AND t.channel = g.channel;
+        END IF;
+    END IF;
+
+    RETURN QUERY
+    SELECT v_ids[n], v_verdicts[n], v_untils[n], v_details[n],
+           CASE WHEN v_verdicts[n] = 'granted'
+                THEN greatest(0, v_first + (array_position(v_granted, v_ids[n]) - 1) / NULLIF(p_rate, 0))
+           END,
+           v_rules[n]
+    FROM generate_series(1, cardinality(v_ids)) n;
+END;
+$$;
+
+-- The rescue (version 8's) with the marker read from the throttle row; sending_at is still honoured for
+-- a job granted by a daemon of version 10 or before. The expired rows are locked first, and the marker
+-- is read by a statement of its own, after: a reservation that committed between one statement's
+-- snapshot and its lock on the row (it locks the row to grant it) would be invisible to a subquery of
+-- that statement, which would take a granted job for one never sent. (sending_at was on the row
+-- itself, and the lock's recheck saw it.)
+CREATE OR REPLACE FUNCTION sms.rescue_expired_leases(p_policy text, p_announce boolean DEFAULT true)
+RETURNS TABLE (r_job_id bigint, r_state text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(x.id) INTO v_ids
+    FROM (SELECT j.id FROM sms.jobs j WHERE j.state = 'running' AND j.locked_until < now()
+          FOR UPDATE SKIP LOCKED) x;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH expired AS (
+        SELECT j.id,
+               j.sending_at IS NOT NULL OR EXISTS (
+                   SELECT 1 FROM sms.throttle t
+                   WHERE t.phone_key = j.phone_key AND t.channel = j.channel
+                     AND t.job_id = j.id AND t.lease_token = j.lease_token) AS sending
+        FROM sms.jobs j WHERE j.id = ANY (v_ids) AND j.state = 'running' AND j.locked_until < now()
+    ), rescued AS (
+        UPDATE sms.jobs j SET
+            state = CASE
+                WHEN NOT e.sending THEN 'pending'
+                WHEN p_policy = 'at-most-once' OR j.attempts + 1 >= j.max_attempts THEN 'failed'
+                ELSE 'pending' END,
+            attempts = j.attempts + CASE WHEN e.sending THEN 1 ELSE 0 END,
+            uncertain = j.uncertain OR e.sending,
+            message = CASE
+                WHEN NOT e.sending THEN
+                    'lease of worker ' || j.locked_by || ' expired before its API call; returned to pending'
+                WHEN p_policy = 'at-most-once' THEN
+                    'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; not retried (delivery.policy = at-most-once)'
+                WHEN j.attempts + 1 >= j.max_attempts THEN
+                    'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; attempts exhausted (' || (j.attempts + 1) || ' of ' || j.max_attempts || ')'
+                ELSE
+                    'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; retrying (delivery.policy = at-least-once)'
+                END,
+            finished_at = CASE
+                WHEN e.sending AND (p_policy = 'at-most-once' OR j.attempts + 1 >= j.max_attempts) THEN now()
+                ELSE NULL END,
+            run_at = now(),
+            updated_at = now(),
+            locked_by = NULL,
+            locked_until = NULL,
+            sending_at = NULL
+        FROM expired e
+        WHERE j.id = e.id
+        RETURNING j.id, j.state
+    ), announced AS (
+        SELECT sms.announce(array_agg(id ORDER BY id), array_agg(state ORDER BY id)) AS n FROM rescued
+        WHERE p_announce
+    )
+    SELECT r.id, r.state FROM rescued r, announced a WHERE a.n IS NOT NULL;
+END;
+$$;
+
+-- Version 9's purge, deleting the purged jobs' attempts too (no foreign key cascades any more).
+CREATE OR REPLACE FUNCTION sms.purge_finished(p_older_than double precision, p_batch integer)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_deleted int;
+BEGIN
+    WITH purged AS (
+        DELETE FROM sms.jobs WHERE id IN (
+            SELECT f.id FROM sms.jobs f
+            WHERE f.finished_at < now() - make_interval(secs => p_older_than)
+            ORDER BY f.finished_at LIMIT p_batch)
+        RETURNING id
+    ), calls AS (
+        DELETE FROM sms.attempts a USING purged p WHERE a.job_id = p.id
+    )
+    SELECT count(*) INTO v_deleted FROM purged;
+    RETURN v_deleted;
+END;
+$$;
