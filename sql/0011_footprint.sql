@@ -6,10 +6,14 @@
 --   new row version, with an entry in each of its indexes, per job. A rescue reads the marker.
 -- * sms.jobs leaves room on each page (fillfactor 60) for its updates: a new version on the same page
 --   is logged as the changed bytes only, and needs no extra lock record for the move.
+-- * The daemon claims and reserves in one transaction (one commit, one WAL flush, fewer before the
+--   call); the reservation locks only rows claimed by an earlier transaction.
 -- * sms.attempts loses its identity column (its primary key index) and its foreign key (a KEY SHARE
 --   row lock, logged, on the job for every call): an insert-only log keyed by (job_id, attempt).
 --   sms.purge_finished deletes a purged job's attempts itself.
--- * sms.throttle is reached by its key (phone, channel) alone; its job_id index goes.
+-- * sms.throttle is reached by its key (phone, channel) alone; its job_id index goes. The reservation's
+--   window has a second to spare, so the write-back moves it only for a call slower than that; and
+--   room on each page (fillfactor 70) keeps those updates on their page.
 --
 -- Stop the old daemons before migrating: their write-back reaches throttle rows by job_id.
 
@@ -19,6 +23,7 @@ ALTER TABLE sms.throttle ADD COLUMN lease_token bigint NULL;
 COMMENT ON COLUMN sms.throttle.lease_token IS
     'The claim (sms.jobs.lease_token) whose call this window was granted to: while that job is running under that claim, its SMS may have gone out.';
 DROP INDEX sms.throttle_job_idx;
+ALTER TABLE sms.throttle SET (fillfactor = 70);
 
 ALTER TABLE sms.attempts DROP CONSTRAINT attempts_job_id_fkey;
 ALTER TABLE sms.attempts DROP COLUMN id;
@@ -70,11 +75,20 @@ BEGIN
     SELECT array_agg(j.id ORDER BY j.id), array_agg(j.client_ip ORDER BY j.id), array_agg(j.user_ref ORDER BY j.id),
            array_agg(j.attempts ORDER BY j.id)
     INTO v_owned, v_owned_ips, v_owned_users, v_owned_attempts
-    FROM (SELECT j.id, j.client_ip, j.user_ref, j.attempts
+    FROM (-- Claimed by this very transaction (the daemon claims and reserves in one): its update holds
+          -- the row already, and a lock on the new version would be one more WAL record per job.
+          SELECT j.id, j.client_ip, j.user_ref, j.attempts
           FROM unnest(p_job_ids, p_tokens) AS c(id, token)
           JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
-          ORDER BY j.id
-          FOR UPDATE OF j) j;
+          WHERE j.xmin = pg_current_xact_id_if_assigned()::xid
+          UNION ALL
+          SELECT l.* FROM (
+              SELECT j.id, j.client_ip, j.user_ref, j.attempts
+              FROM unnest(p_job_ids, p_tokens) AS c(id, token)
+              JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
+              WHERE j.xmin IS DISTINCT FROM pg_current_xact_id_if_assigned()::xid
+              ORDER BY j.id
+              FOR UPDATE OF j) l) j;
 
     -- Read after the locks: a pause committed before this point holds for every job of this batch.
     v_paused := sms.paused_channels();
@@ -139,17 +153,20 @@ BEGIN
             END IF;
         END IF;
 
+        -- The window holds from the call's slot (now, without a rate schedule) plus one second: a call
+        -- that ends within that second is covered, and its write-back need not move the window to the
+        -- call's end (one row update per job fewer); a slower call's write-back does.
         -- The window, and the crash marker: job_id and lease_token say this claim was granted its call,
         -- so a rescue of this lease knows the SMS may have gone out (it used to be a second rewrite of
         -- the job row, sms.jobs.sending_at). Only a reservation writes throttle rows, always under the
         -- phone's advisory lock: a plain update or insert cannot race (no speculative insertion).
         IF v_until IS NOT NULL THEN
-            UPDATE sms.throttle SET window_until = now() + make_interval(secs => p_window), job_id = p_job_ids[i],
+            UPDATE sms.throttle SET window_until = now() + make_interval(secs => p_window + 1), job_id = p_job_ids[i],
                                     lease_token = p_tokens[i]
             WHERE phone_key = p_phone_keys[i] AND channel = p_channels[i];
         ELSE
             INSERT INTO sms.throttle (phone_key, channel, window_until, job_id, lease_token)
-            VALUES (p_phone_keys[i], p_channels[i], now() + make_interval(secs => p_window), p_job_ids[i], p_tokens[i]);
+            VALUES (p_phone_keys[i], p_channels[i], now() + make_interval(secs => p_window + 1), p_job_ids[i], p_tokens[i]);
         END IF;
         v_granted := v_granted || p_job_ids[i];
         v_granted_keys := v_granted_keys || p_phone_keys[i];
@@ -204,7 +221,7 @@ BEGIN
             INTO v_first;
             -- A call may wait for its slot: the phone's window must hold from the slot on, not from now.
             UPDATE sms.throttle t
-            SET window_until = now() + make_interval(secs => p_window + greatest(0, v_first + (g.n - 1) / p_rate))
+            SET window_until = now() + make_interval(secs => p_window + 1 + greatest(0, v_first + (g.n - 1) / p_rate))
             FROM unnest(v_granted_keys, v_granted_channels) WITH ORDINALITY AS g(phone_key, channel, n)
             WHERE t.phone_key = g.phone_key AND t.channel = g.channel;
         END IF;

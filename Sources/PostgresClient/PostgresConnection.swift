@@ -128,6 +128,23 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// COMMIT, and throws unless the server says it committed: a transaction that failed is rolled back
+    /// by COMMIT without an error (its tag reads ROLLBACK), and nothing may act as if it were durable.
+    public func commit() async throws {
+        try await run { conn in
+            guard let result = PQexec(conn, "COMMIT") else {
+                throw PostgresError(code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
+                                    message: Self.errorMessage(conn))
+            }
+            let tag = String(cString: PQcmdStatus(result))
+            _ = try Self.consume(result, conn: conn)
+            guard tag == "COMMIT" else {
+                throw PostgresError(code: .queryFailed, sqlState: "25P02",
+                                    message: "COMMIT answered \(tag): the transaction was rolled back")
+            }
+        }
+    }
+
     /// LISTEN on a channel. Notifications are then collected by `waitForNotifications`.
     public func listen(_ channel: String) async throws {
         let quoted = "\"" + channel.replacingOccurrences(of: "\"", with: "\"\"") + "\""

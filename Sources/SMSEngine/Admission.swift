@@ -84,11 +84,13 @@ public struct Admission: Sendable {
     /// default), and fail the same way every round.
     static let reservationChunk = 256
 
-    /// Asks the database for the batch's verdicts, a chunk at a time. A chunk that fails after others
-    /// went through leaves its jobs unanswered (asked again next round) rather than losing the verdicts
-    /// already committed; a first chunk that fails throws, as a single statement would.
+    /// Asks the database for the batch's verdicts, a chunk at a time. Outside a transaction, a chunk
+    /// that fails after others went through leaves its jobs unanswered (asked again next round) rather
+    /// than losing the verdicts already committed (`interrupted` hears of it); a first chunk that
+    /// fails throws, as a single statement would. Inside one (`interrupted` nil) every failure throws:
+    /// the chunks before it are rolled back with it.
     func reserve(_ batch: [ValidJob], on db: PostgresConnection,
-                 interrupted: (any Error) -> Void = { _ in }) async throws -> ReserveSends.Answer {
+                 interrupted: ((any Error) -> Void)?) async throws -> ReserveSends.Answer {
         var answer = ReserveSends.Answer()
         for range in Self.chunks(of: batch.count) {
             let chunk = Array(batch[range])
@@ -99,8 +101,8 @@ public struct Admission: Sendable {
                     fraud: configuration.fraud))
                 answer.verdicts.merge(part.verdicts) { _, new in new }
                 answer.flagged.merge(part.flagged) { _, new in new }
-            } catch where range.lowerBound > 0 {
-                interrupted(error)
+            } catch where range.lowerBound > 0 && interrupted != nil {
+                interrupted?(error)
                 break
             }
         }

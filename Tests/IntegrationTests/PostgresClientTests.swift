@@ -43,6 +43,28 @@ struct PostgresClientTests {
         #expect(PostgresError(code: .connectionLost, message: "gone").disposition == .connection)
     }
 
+    @Test("commit() says so when COMMIT rolled back a failed transaction (its tag reads ROLLBACK, no error)")
+    func commitOfAFailedTransactionThrows() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await PostgresConnection.connect(database.url)
+        try await db.execute("CREATE TABLE t (a int PRIMARY KEY)")
+        try await db.execute("BEGIN")
+        try await db.execute("INSERT INTO t VALUES (1)")
+        try await db.commit()
+        try await db.execute("BEGIN")
+        try await db.execute("INSERT INTO t VALUES (2)")
+        await #expect(throws: PostgresError.self) { try await db.execute("INSERT INTO t VALUES (1)") }
+        do {
+            try await db.commit()
+            Issue.record("the commit of a failed transaction did not throw")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "25P02")
+        }
+        #expect(try await db.query("SELECT count(*)::int AS n FROM t").first?.int("n") == 1)
+        await db.close()
+    }
+
     @Test("session limits: a statement past its timeout is cancelled (57014, transient); keepalives are on")
     func sessionLimits() async throws {
         let database = try await TestDatabase.create(migrated: false)

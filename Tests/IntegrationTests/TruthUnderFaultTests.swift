@@ -330,6 +330,9 @@ struct TruthUnderFaultTests {
         let job = try #require(try await db.run(ClaimJobs(worker: "w", limit: 1, lease: .seconds(30))).first)
         let verdicts = try await db.run(ReserveSends(jobs: [valid(job)], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
         #expect(verdicts.verdicts[job.id] == .granted(slot: .zero))
+        // The reservation's window holds a second past the slot: as if granted long ago, so that the
+        // write-back must move it to the call's end.
+        try await database.query("UPDATE sms.throttle SET window_until = now()")
         // A call that ended 2 s ago (by the monotonic clock) and took 1 s.
         let finished = ContinuousClock.now - .seconds(2)
         let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "r",

@@ -57,6 +57,16 @@ struct ClaimLoopStateMachineTests {
         #expect(machine.candidates.map(\.id) == [2] && machine.inFlight == 1)
     }
 
+    @Test("a claim rolled back is forgotten: its jobs leave the candidates, an earlier claim's stay and hold their slots")
+    func forgetsARolledBackClaim() {
+        var machine = machine(concurrency: 8)
+        machine.claimed([job(1), job(2)])
+        machine.claimed([job(3), job(4)])
+        machine.forget([3, 4])
+        #expect(machine.candidates.map(\.id) == [1, 2])
+        #expect(machine.next(unsettled: 0, now: .now) == .claim(limit: 6, armLinger: false))
+    }
+
     @Test("shutdown: unsent jobs go back first, then the loop waits for calls and the writer, then stops")
     func drains() {
         var machine = machine()

@@ -90,6 +90,9 @@ extension ClaimLoop {
         /// Sendable jobs from this turn's claim: they wait for their reservation with the others.
         mutating func claimed(_ jobs: [ValidJob]) { candidates += jobs }
 
+        /// A claim rolled back: its jobs are no longer this process's to reserve.
+        mutating func forget(_ ids: Set<Int64>) { candidates.removeAll { ids.contains($0.id) } }
+
         /// The reservation went through: `waiting` are still to be reserved (next round, or no verdict
         /// came), `started` calls are in flight.
         mutating func reserved(stillWaiting waiting: [ValidJob], started: Int) {

@@ -111,36 +111,74 @@ public struct ClaimLoop: Sendable {
         let triage = Triage(configuration: live.triage, throttleWindow: live.admission.throttleWindow)
         let admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
         var claimedFullBatch = false
-        if limit > 0 {
-            let claimed = try await db.run(ClaimJobs(worker: identity.id, limit: limit, lease: configuration.lease))
-            claimedFullBatch = claimed.count == limit
-            leases.hold(claimed.map(\.lease))
-            notifier.watchdog()
-            stats.countClaimed(claimed.count)
-            var sendable: [ValidJob] = []
-            for job in claimed {
-                switch triage.decide(job) {
-                case .send(let valid): sendable.append(valid)
-                case .settle(let outcome): settled.append(outcome)
+        // A claim and the reservation of what it claimed commit together: one WAL flush between a job's
+        // insert and its call instead of two, and the reservation need not lock rows its own
+        // transaction holds. Jobs awaiting their reservation from an earlier turn ride along.
+        let transaction = limit > 0
+        var claimedHere: [ClaimedJob] = []
+        var committing = false
+        do {
+            if transaction {
+                try await db.execute("BEGIN")
+                claimedHere = try await db.run(ClaimJobs(worker: identity.id, limit: limit, lease: configuration.lease))
+                claimedFullBatch = claimedHere.count == limit
+                leases.hold(claimedHere.map(\.lease))
+                notifier.watchdog()
+                var sendable: [ValidJob] = []
+                for job in claimedHere {
+                    switch triage.decide(job) {
+                    case .send(let valid): sendable.append(valid)
+                    case .settle(let outcome): settled.append(outcome)
+                    }
+                }
+                machine.claimed(sendable)
+            }
+            try await reserveAndSend(admission, triage: triage, on: db, atomic: transaction, machine: &machine,
+                                     settled: &settled) {
+                if transaction {
+                    committing = true
+                    try await db.commit()
                 }
             }
-            machine.claimed(sendable)
+        } catch {
+            if transaction && !committing {
+                // Rolled back (the session is dropped with it): this turn's claim never happened, and
+                // its jobs are someone else's to claim.
+                let here = Set(claimedHere.map(\.id))
+                for job in claimedHere { leases.release(job.lease) }
+                machine.forget(here)
+                settled.removeAll { here.contains($0.job.id) }
+            }
+            // A COMMIT that failed may have committed: its jobs stay candidates, and the next round's
+            // reservation tells (granted again: their own windows; or lost).
+            throw error
         }
+        stats.countClaimed(claimedHere.count)
+        // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
+        if claimedFullBatch || !machine.candidates.isEmpty { events.send(.again) }
+    }
 
+    /// Reserves the candidates, then `commit`s, then starts the granted calls: no call before its
+    /// grant is durable.
+    private func reserveAndSend(_ admission: Admission, triage: Triage, on db: PostgresConnection, atomic: Bool,
+                                machine: inout StateMachine, settled: inout [JobOutcome],
+                                commit: () async throws -> Void) async throws {
         let plan = admission.plan(machine.candidates)
         // The job holding the half-open breaker's probe, until its call starts: handed back if it makes
         // none (deferred, capped, lost, or the reservation failed).
         var probe = plan.probe
         defer { if probe != nil { breaker.releaseProbe() } }
-        settled += plan.settled
-        stats.count(settled)
         // Until the reservation is through, every candidate is still awaiting it (the breaker's
         // deferrals are settled: their outcomes go to the writer even if the reservation fails).
+        settled += plan.settled
         machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
-        let answer = try await admission.reserve(plan.batch, on: db) { [logger] error in
+        // In the claim's transaction a failed chunk fails them all: no partial answer may be kept.
+        let answer = try await admission.reserve(plan.batch, on: db, interrupted: atomic ? nil : { [logger] error in
             logger.warning("a reservation chunk failed after others went through; its jobs are asked again next round",
                            metadata: ["error": "\(error)"])
-        }
+        })
+        try await commit()
+        stats.count(settled)
         let verdicts = admission.apply(answer.verdicts, to: plan.batch)
         fraud.record(answer)
         var probeCall: Int64? = nil
@@ -160,7 +198,5 @@ public struct ClaimLoop: Sendable {
         machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
         sender.start(verdicts.granted, deciding: triage, probe: probeCall)
         stats.setInFlight(machine.inFlight)
-        // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
-        if claimedFullBatch || !machine.candidates.isEmpty { events.send(.again) }
     }
 }

@@ -85,12 +85,14 @@ public struct CompleteJobs: AnnouncingStatement {
             RETURNING 1
         ), windows AS (
             -- The window runs from the end of the call that sent (or may have sent), so it never closes
-            -- before GenAuth's.
+            -- before GenAuth's. The reservation's already does, with a second to spare, for any call
+            -- that ended within a second of its slot: only a slower call's window is moved.
             UPDATE sms.throttle t SET window_until = now() - make_interval(secs => r.finished_ago)
                                                      + make_interval(secs => $19::float8)
             FROM r JOIN done ON done.id = r.id
             WHERE t.phone_key = done.phone_key AND t.channel = done.channel AND t.job_id = r.id
               AND (r.state = 'sent' OR (r.called = 1 AND r.uncertain = 1))
+              AND t.window_until < now() - make_interval(secs => r.finished_ago) + make_interval(secs => $19::float8)
             RETURNING 1
         ), released AS (
             -- A call certain not to have sent frees its phone+channel slot for the retry.
