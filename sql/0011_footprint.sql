@@ -14,8 +14,24 @@
 -- * sms.throttle is reached by its key (phone, channel) alone; its job_id index goes. The reservation's
 --   window has a second to spare, so the write-back moves it only for a call slower than that; and
 --   room on each page (fillfactor 70) keeps those updates on their page.
+-- * The write-back becomes a HOT update. PostgreSQL updates a row in place, with no new entry in any
+--   index, only when no indexed column changes (partial indexes' predicates included) and the new
+--   version fits on the page. Every index of sms.jobs named `state` (or `finished_at`, `sent_at`,
+--   `locked_until`), so each update of a job wrote an entry into every index. Now only the claim
+--   does, into three (primary key, idempotency key, phone):
+--   - The claim index is on `due_at`, a generated column: run_at while the job is pending, NULL
+--     otherwise. It changes when a job is claimed or made pending again, never from running to done.
+--   - One index on (phone_key, id) for every row, instead of one over open rows and one over sent rows:
+--     the coalescing probes and the per-phone caps read it and filter on the channel and the state.
+--   - sms.attempts is found by job through a block-range index (no WAL per call).
+--   - Leases are found through sms.leases, one row per claim (its token, worker, expiry and job ids),
+--     written by the claim in the same statement, extended with its jobs, deleted by the rescue once
+--     none of its jobs runs under it: not through an index of running rows.
+--   - The purge finds its rows in primary key order, not through an index of finished_at.
 --
--- Stop the old daemons before migrating: their write-back reaches throttle rows by job_id.
+-- The new column rewrites sms.jobs once, under an exclusive lock: on a table of millions of rows,
+-- upgrade in a quiet moment. Stop the old daemons first: their write-back reaches throttle rows by
+-- job_id, and leases are found through sms.leases rows, which this version's claim writes.
 
 ALTER TABLE sms.jobs SET (fillfactor = 60);
 
@@ -237,70 +253,183 @@ BEGIN
 END;
 $$;
 
--- The rescue (version 8's) with the marker read from the throttle row; sending_at is still honoured for
--- a job granted by a daemon of version 10 or before. The expired rows are locked first, and the marker
--- is read by a statement of its own, after: a reservation that committed between one statement's
--- snapshot and its lock on the row (it locks the row to grant it) would be invisible to a subquery of
--- that statement, which would take a granted job for one never sent. (sending_at was on the row
--- itself, and the lock's recheck saw it.)
+ALTER TABLE sms.jobs
+    ADD COLUMN due_at timestamptz GENERATED ALWAYS AS (CASE WHEN state = 'pending' THEN run_at END) STORED;
+COMMENT ON COLUMN sms.jobs.due_at IS
+    'run_at while the job is pending, else NULL: the claim index''s key (no index names state, so the write-back is a HOT update).';
+CREATE INDEX jobs_due_idx ON sms.jobs (priority DESC, due_at, id) WHERE due_at IS NOT NULL;
+DROP INDEX sms.jobs_claim_idx;
+
+-- Without the channel: a phone has few rows, the probes filter the channel on the row, and every entry
+-- is the channel's 14 bytes smaller.
+CREATE INDEX jobs_phone_idx ON sms.jobs (phone_key, id);
+DROP INDEX sms.jobs_phone_channel_open_idx;
+DROP INDEX sms.jobs_phone_sent_idx;
+DROP INDEX sms.jobs_running_idx;
+DROP INDEX sms.jobs_finished_idx;
+
+-- sms.attempts is insert-only and written in about job order: a block-range index finds a job's calls
+-- (and the purge's) by reading a few pages, and costs no WAL per call, unlike a B-tree entry.
+DROP INDEX sms.attempts_job_idx;
+CREATE INDEX attempts_job_brin ON sms.attempts USING brin (job_id) WITH (pages_per_range = 8, autosummarize = on);
+
+CREATE TABLE sms.leases (
+    lease_token bigint PRIMARY KEY,
+    worker text NOT NULL,
+    until timestamptz NOT NULL,
+    job_ids bigint[] NOT NULL
+);
+COMMENT ON TABLE sms.leases IS
+    'One row per claim (sms.jobs.lease_token): the rescue''s way to running jobs whose lease ran out.';
+CREATE INDEX leases_until_idx ON sms.leases (until);
+-- The jobs running now (claimed before this version) get their leases.
+INSERT INTO sms.leases (lease_token, worker, until, job_ids)
+SELECT j.lease_token, min(j.locked_by), max(j.locked_until), array_agg(j.id)
+FROM sms.jobs j WHERE j.state = 'running' AND j.lease_token IS NOT NULL
+GROUP BY j.lease_token;
+-- A running job with no claim token (none since version 7) would have no lease row: give it one.
+UPDATE sms.jobs SET lease_token = nextval('sms.lease_token_seq') WHERE state = 'running' AND lease_token IS NULL;
+INSERT INTO sms.leases (lease_token, worker, until, job_ids)
+SELECT j.lease_token, coalesce(j.locked_by, ''), coalesce(j.locked_until, now()), ARRAY[j.id]
+FROM sms.jobs j WHERE j.state = 'running' AND NOT EXISTS (SELECT 1 FROM sms.leases l WHERE l.lease_token = j.lease_token);
+
+-- Version 8's claim, through the due index, writing its lease row.
+CREATE OR REPLACE FUNCTION sms.claim_jobs(p_worker text, p_limit integer, p_lease double precision)
+RETURNS TABLE (id bigint, lease_token bigint, channel text, phone_number text, phone_country_code text,
+               phone_key text, attempts integer, max_attempts integer, created_epoch double precision,
+               expires_epoch double precision, now_epoch double precision, newer_job bigint, uncertain boolean)
+-- jit off: with sorts disabled, the final sort of the claimed rows (a few dozen) is costed past
+-- jit_above_cost, and compiling the statement took half a second per claim.
+LANGUAGE plpgsql SET enable_sort TO 'off' SET jit TO 'off' AS $$
+DECLARE
+    v_token bigint;
+    v_paused text[];
+    v_until timestamptz;
+BEGIN
+    v_paused := sms.paused_channels();
+    IF '*' = ANY (v_paused) THEN
+        RETURN;
+    END IF;
+    v_token := nextval('sms.lease_token_seq');
+    v_until := now() + make_interval(secs => p_lease);
+    -- See version 6 for why this shape (River's CTE, no sort).
+    RETURN QUERY
+    WITH picked AS (
+        SELECT j.id FROM sms.jobs j
+        WHERE j.due_at <= now()
+          AND (v_paused IS NULL OR j.channel <> ALL (v_paused))
+        ORDER BY j.priority DESC, j.due_at, j.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE sms.jobs j
+        SET state = 'running', locked_by = p_worker, locked_until = v_until, lease_token = v_token, updated_at = now()
+        -- By primary key, whatever the statistics say (a join let the planner hash the whole table).
+        WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))
+        RETURNING j.id, j.channel, j.phone_number, j.phone_country_code, j.phone_key, j.attempts, j.max_attempts,
+                  j.created_at, j.expires_at, j.uncertain, j.priority, j.run_at
+    ), leased AS (
+        INSERT INTO sms.leases (lease_token, worker, until, job_ids)
+        SELECT v_token, p_worker, v_until, array_agg(c.id) FROM claimed c HAVING count(*) > 0
+    )
+    SELECT c.id, v_token, c.channel, c.phone_number, c.phone_country_code, c.phone_key,
+           c.attempts::int, c.max_attempts::int,
+           extract(epoch FROM c.created_at)::float8,
+           extract(epoch FROM c.expires_at)::float8,
+           extract(epoch FROM now())::float8,
+           -- Read as of the statement's start (the claimed rows as they were: pending).
+           (SELECT max(n.id) FROM sms.jobs n
+            WHERE n.phone_key = c.phone_key AND n.channel = c.channel AND n.id > c.id
+              AND n.state IN ('pending', 'running')),
+           c.uncertain
+    FROM claimed c
+    -- In claim order (the reservation hands out rate slots in this order): an update's output has none.
+    ORDER BY c.priority DESC, c.run_at, c.id;
+END;
+$$;
+
+-- The rescue (version 8's) reaching expired leases through sms.leases, and reading the crash marker
+-- from the throttle row (above): sending_at still counts for a job granted by a version 10 daemon. Leases are locked first (a second
+-- rescuer skips them), then their expired running jobs (a row being written back or extended right
+-- now is skipped, and looked at again next round), and the marker is read by a statement of its own
+-- after those locks: a reservation that committed between one statement's snapshot and its lock on the
+-- row (it locks the row to grant it) would be invisible to a subquery of that statement, which would
+-- take a granted job for one never sent (sending_at was on the row itself, and the lock's recheck saw
+-- it). A lease row goes once none of its jobs runs under it.
 CREATE OR REPLACE FUNCTION sms.rescue_expired_leases(p_policy text, p_announce boolean DEFAULT true)
 RETURNS TABLE (r_job_id bigint, r_state text)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_tokens bigint[];
     v_ids bigint[];
 BEGIN
-    SELECT array_agg(x.id) INTO v_ids
-    FROM (SELECT j.id FROM sms.jobs j WHERE j.state = 'running' AND j.locked_until < now()
-          FOR UPDATE SKIP LOCKED) x;
-    IF v_ids IS NULL THEN
+    SELECT array_agg(l.lease_token) INTO v_tokens
+    FROM (SELECT s.lease_token FROM sms.leases s WHERE s.until < now() FOR UPDATE SKIP LOCKED) l;
+    IF v_tokens IS NULL THEN
         RETURN;
     END IF;
-    RETURN QUERY
-    WITH expired AS (
-        SELECT j.id,
-               j.sending_at IS NOT NULL OR EXISTS (
-                   SELECT 1 FROM sms.throttle t
-                   WHERE t.phone_key = j.phone_key AND t.channel = j.channel
-                     AND t.job_id = j.id AND t.lease_token = j.lease_token) AS sending
-        FROM sms.jobs j WHERE j.id = ANY (v_ids) AND j.state = 'running' AND j.locked_until < now()
-    ), rescued AS (
-        UPDATE sms.jobs j SET
-            state = CASE
-                WHEN NOT e.sending THEN 'pending'
-                WHEN p_policy = 'at-most-once' OR j.attempts + 1 >= j.max_attempts THEN 'failed'
-                ELSE 'pending' END,
-            attempts = j.attempts + CASE WHEN e.sending THEN 1 ELSE 0 END,
-            uncertain = j.uncertain OR e.sending,
-            message = CASE
-                WHEN NOT e.sending THEN
-                    'lease of worker ' || j.locked_by || ' expired before its API call; returned to pending'
-                WHEN p_policy = 'at-most-once' THEN
-                    'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; not retried (delivery.policy = at-most-once)'
-                WHEN j.attempts + 1 >= j.max_attempts THEN
-                    'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; attempts exhausted (' || (j.attempts + 1) || ' of ' || j.max_attempts || ')'
-                ELSE
-                    'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; retrying (delivery.policy = at-least-once)'
-                END,
-            finished_at = CASE
-                WHEN e.sending AND (p_policy = 'at-most-once' OR j.attempts + 1 >= j.max_attempts) THEN now()
-                ELSE NULL END,
-            run_at = now(),
-            updated_at = now(),
-            locked_by = NULL,
-            locked_until = NULL,
-            sending_at = NULL
-        FROM expired e
-        WHERE j.id = e.id
-        RETURNING j.id, j.state
-    ), announced AS (
-        SELECT sms.announce(array_agg(id ORDER BY id), array_agg(state ORDER BY id)) AS n FROM rescued
-        WHERE p_announce
-    )
-    SELECT r.id, r.state FROM rescued r, announced a WHERE a.n IS NOT NULL;
+    SELECT array_agg(x.id) INTO v_ids
+    FROM (SELECT j.id
+          FROM sms.leases l CROSS JOIN LATERAL unnest(l.job_ids) AS u(id)
+          JOIN sms.jobs j ON j.id = u.id AND j.lease_token = l.lease_token
+          WHERE l.lease_token = ANY (v_tokens) AND j.state = 'running' AND j.locked_until < now()
+          FOR UPDATE OF j SKIP LOCKED) x;
+    IF v_ids IS NOT NULL THEN
+        RETURN QUERY
+        WITH expired AS (
+            SELECT j.id,
+                   j.sending_at IS NOT NULL OR EXISTS (
+                       SELECT 1 FROM sms.throttle t
+                       WHERE t.phone_key = j.phone_key AND t.channel = j.channel
+                         AND t.job_id = j.id AND t.lease_token = j.lease_token) AS sending
+            FROM sms.jobs j WHERE j.id = ANY (v_ids) AND j.state = 'running' AND j.locked_until < now()
+        ), rescued AS (
+            UPDATE sms.jobs j SET
+                state = CASE
+                    WHEN NOT e.sending THEN 'pending'
+                    WHEN p_policy = 'at-most-once' OR j.attempts + 1 >= j.max_attempts THEN 'failed'
+                    ELSE 'pending' END,
+                attempts = j.attempts + CASE WHEN e.sending THEN 1 ELSE 0 END,
+                uncertain = j.uncertain OR e.sending,
+                message = CASE
+                    WHEN NOT e.sending THEN
+                        'lease of worker ' || j.locked_by || ' expired before its API call; returned to pending'
+                    WHEN p_policy = 'at-most-once' THEN
+                        'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; not retried (delivery.policy = at-most-once)'
+                    WHEN j.attempts + 1 >= j.max_attempts THEN
+                        'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; attempts exhausted (' || (j.attempts + 1) || ' of ' || j.max_attempts || ')'
+                    ELSE
+                        'delivery unknown: worker ' || j.locked_by || ' stopped during the API call; retrying (delivery.policy = at-least-once)'
+                    END,
+                finished_at = CASE
+                    WHEN e.sending AND (p_policy = 'at-most-once' OR j.attempts + 1 >= j.max_attempts) THEN now()
+                    ELSE NULL END,
+                run_at = now(),
+                updated_at = now(),
+                locked_by = NULL,
+                locked_until = NULL,
+                sending_at = NULL
+            FROM expired e
+            WHERE j.id = e.id
+            RETURNING j.id, j.state
+        ), announced AS (
+            SELECT sms.announce(array_agg(id ORDER BY id), array_agg(state ORDER BY id)) AS n FROM rescued
+            WHERE p_announce
+        )
+        SELECT r.id, r.state FROM rescued r, announced a WHERE a.n IS NOT NULL;
+    END IF;
+    DELETE FROM sms.leases l
+    WHERE l.lease_token = ANY (v_tokens)
+      AND NOT EXISTS (SELECT 1 FROM sms.jobs j
+                      WHERE j.id = ANY (l.job_ids) AND j.lease_token = l.lease_token AND j.state = 'running');
 END;
 $$;
 
--- Version 9's purge, deleting the purged jobs' attempts too (no foreign key cascades any more).
+-- Version 9's purge, deleting the purged jobs' attempts too (no foreign key cascades any more),
+-- in primary key order (no index on finished_at: the write-back changes it, and
+-- an index on it would keep the write-back from being a HOT update). Old rows have the lowest ids, so a
+-- batch is found near the start of the index; the last batch of a run, which finds fewer, reads the
+-- rest of the table once (every retention.interval, by one daemon).
 CREATE OR REPLACE FUNCTION sms.purge_finished(p_older_than double precision, p_batch integer)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -311,7 +440,7 @@ BEGIN
         DELETE FROM sms.jobs WHERE id IN (
             SELECT f.id FROM sms.jobs f
             WHERE f.finished_at < now() - make_interval(secs => p_older_than)
-            ORDER BY f.finished_at LIMIT p_batch)
+            ORDER BY f.id LIMIT p_batch)
         RETURNING id
     ), calls AS (
         DELETE FROM sms.attempts a USING purged p WHERE a.job_id = p.id
@@ -320,3 +449,56 @@ BEGIN
     RETURN v_deleted;
 END;
 $$;
+
+-- Version 8's paused-job expiry, reaching pending jobs through the due index.
+CREATE OR REPLACE FUNCTION sms.expire_paused_jobs(p_limit integer, p_announce boolean DEFAULT true)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_paused text[];
+    v_ids bigint[];
+    v_control sms.controls;
+BEGIN
+    v_paused := sms.paused_channels();
+    IF v_paused IS NULL THEN
+        RETURN 0;
+    END IF;
+    WITH due AS (
+        SELECT j.id FROM sms.jobs j LEFT JOIN sms.channel_settings s ON s.channel = j.channel
+        WHERE j.due_at IS NOT NULL AND j.state = 'pending' AND ('*' = ANY (v_paused) OR j.channel = ANY (v_paused))
+          AND NOT (j.uncertain AND j.lease_token IS NOT NULL)
+          AND (j.expires_at <= now()
+               OR (s.ttl_seconds > 0 AND j.created_at + make_interval(secs => s.ttl_seconds) <= now()))
+        LIMIT p_limit
+        FOR UPDATE OF j SKIP LOCKED
+    ), expired AS (
+        UPDATE sms.jobs j SET state = 'expired', finished_at = now(), updated_at = now(),
+            message = CASE WHEN j.expires_at <= now()
+                           THEN 'expires_at passed while its channel was paused'
+                           ELSE 'older than ' || j.channel || '''s TTL while its channel was paused' END
+        FROM due WHERE j.id = due.id
+        RETURNING j.id
+    )
+    SELECT array_agg(id) INTO v_ids FROM expired;
+    FOR v_control IN SELECT * FROM sms.controls c WHERE c.channel = ANY (v_paused)
+                     ORDER BY c.channel = '*' DESC LOOP
+        UPDATE sms.jobs j SET message = sms.pause_message(v_control), updated_at = now()
+        WHERE j.id IN (SELECT p.id FROM sms.jobs p
+                       WHERE p.due_at IS NOT NULL AND p.state = 'pending'
+                         AND (v_control.channel = '*' OR p.channel = v_control.channel)
+                         AND p.message IS DISTINCT FROM sms.pause_message(v_control)
+                         AND (p.message IS NULL OR p.message NOT LIKE 'paused: %' OR v_control.channel = '*')
+                       LIMIT p_limit FOR UPDATE SKIP LOCKED);
+    END LOOP;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF p_announce THEN
+        PERFORM sms.announce(v_ids, array_fill('expired'::text, ARRAY[cardinality(v_ids)]));
+    END IF;
+    RETURN cardinality(v_ids);
+END;
+$$;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON sms.leases TO sms_dispatcher;
+GRANT SELECT ON sms.leases TO sms_monitor;

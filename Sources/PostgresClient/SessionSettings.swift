@@ -4,11 +4,17 @@ public struct SessionSettings: Sendable, Equatable {
     public var statementTimeout: Duration?
     public var lockTimeout: Duration?
     public var idleInTransactionTimeout: Duration?
+    /// `jit = off`: short statements run thousands of times gain nothing from compiling, and a cost
+    /// estimate past `jit_above_cost` (a big table's statistics, a disabled plan node) made one
+    /// statement compile on every run, half a second each.
+    public var jit: Bool?
 
-    public init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil) {
+    public init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,
+                jit: Bool? = nil) {
         self.statementTimeout = statementTimeout
         self.lockTimeout = lockTimeout
         self.idleInTransactionTimeout = idleInTransactionTimeout
+        self.jit = jit
     }
 
     public static let none = SessionSettings()
@@ -24,6 +30,7 @@ public struct SessionSettings: Sendable, Equatable {
         if let idleInTransactionTimeout {
             statements.append("SET idle_in_transaction_session_timeout = \(milliseconds(idleInTransactionTimeout))")
         }
+        if let jit { statements.append("SET jit = \(jit ? "on" : "off")") }
         return statements.isEmpty ? nil : statements.joined(separator: "; ")
     }
 }

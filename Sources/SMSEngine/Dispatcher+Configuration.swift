@@ -32,7 +32,7 @@ extension Dispatcher {
         public var sessionSettings: SessionSettings {
             let statement = min(.seconds(10), max(.seconds(1), claims.lease / 3))
             return SessionSettings(statementTimeout: statement, lockTimeout: statement / 2,
-                                   idleInTransactionTimeout: .seconds(60))
+                                   idleInTransactionTimeout: .seconds(60), jit: false)
         }
 
         /// The configured values that only make sense together; the message names the key to change.

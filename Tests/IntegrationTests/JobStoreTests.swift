@@ -205,6 +205,31 @@ struct JobStoreTests {
         await db.close()
     }
 
+    @Test("a held lease is extended with its claim's lease row, so the rescue leaves it; a lease not extended is rescued")
+    func extendedLeasesAreNotRescued() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        let held = try await db.run(ClaimJobs(worker: "w", limit: 1, lease: .milliseconds(300)))
+        let dropped = try await db.run(ClaimJobs(worker: "w", limit: 1, lease: .milliseconds(300)))
+        #expect(held.count == 1 && dropped.count == 1)
+        #expect(try await db.run(ExtendLeases(held: held.map(\.lease), lease: .seconds(30))) == 1)
+        let lease = try await database.query("""
+            SELECT extract(epoch FROM l.until - now())::float8 AS left_s FROM sms.leases l WHERE l.lease_token = $1
+            """, [String(held[0].lease.token)]).first?.double("left_s") ?? 0
+        #expect(lease > 25)
+        try await Task.sleep(for: .milliseconds(400))
+        let rescued = try await db.run(RescueExpiredLeases(policy: .atLeastOnce))
+        #expect(rescued.map(\.id) == dropped.map(\.id))
+        let states = try await database.query("SELECT id, state FROM sms.jobs ORDER BY id").rows
+            .map { "\(try $0.requiredInt("id")):\(try $0.requiredString("state"))" }
+        #expect(states.contains("\(held[0].id):running") && states.contains("\(dropped[0].id):pending"))
+        // The rescued claim's lease row is gone; the held one's stays.
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.leases").first?.int("n") == 1)
+        await db.close()
+    }
+
     @Test("retention deletes for at most its time budget and says when more is left")
     func retentionHasATimeBudget() async throws {
         let database = try await TestDatabase.create()

@@ -270,6 +270,9 @@ struct RoleTests {
             INSERT INTO sms.jobs (channel, phone_number, state, locked_by, locked_until, lease_token, metadata)
                 VALUES ('CHANNEL_LOGIN', '13900000002', 'running', 'dead-worker', now() - interval '1 minute', 1,
                         '{"rescue": true}');
+            -- Its claim's lease row, as the claim writes it: the rescue finds leases through these.
+            INSERT INTO sms.leases (lease_token, worker, until, job_ids)
+                SELECT 1, 'dead-worker', now() - interval '1 minute', ARRAY[id] FROM sms.jobs WHERE metadata ? 'rescue';
             SELECT sms.pause('CHANNEL_BIND_PHONE', 'fraud review', NULL);
             """)
         let producing = try await producer.connect()

@@ -106,10 +106,8 @@ public struct CompleteJobs: AnnouncingStatement {
             -- phone and channel, whatever the statistics say. OFFSET 0 keeps the LATERAL probe a
             -- per-row lookup: without it the planner flattened it and, on statistics taken before a
             -- burst, joined every open job with every other (84 s for one 64-job batch with 30,000
-            -- jobs pending). The probe's state test is spelt so that only the (phone, channel) index
-            -- matches it (`state = 'pending'` would let the planner walk the whole claim index for
-            -- each row, as it did with a million finished rows); o's matches no partial index at all,
-            -- so o is reached by its key.
+            -- jobs pending). The probe reads the (phone, channel, id) index and filters on the state
+            -- (since version 11 no index names the state, so the write-back is a HOT update).
             UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
                 message = 'superseded by job ' || older.sent_by || ', sent to the same phone and channel'
             FROM (

@@ -4,7 +4,7 @@ import PostgresClient
 public struct CountDueJobs: Statement {
     public init() {}
 
-    public static let sql = "SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'pending' AND run_at <= now()"
+    public static let sql = "SELECT count(*)::int AS n FROM sms.jobs WHERE due_at <= now()"
 
     public var bindings: [String?] { [] }
 

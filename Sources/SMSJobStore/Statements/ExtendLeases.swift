@@ -21,9 +21,16 @@ public struct ExtendLeases: Statement {
             SELECT j.id FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
             JOIN sms.jobs j ON j.id = h.id AND j.lease_token = h.token AND j.state IS NOT DISTINCT FROM 'running'
             FOR UPDATE OF j SKIP LOCKED
+        ), extended AS (
+            UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $3::float8)
+            FROM mine WHERE j.id = mine.id
+            RETURNING j.lease_token
+        ), leases AS (
+            -- The rescue finds expired leases through their claims' rows: those extend with their jobs.
+            UPDATE sms.leases l SET until = greatest(l.until, now() + make_interval(secs => $3::float8))
+            WHERE l.lease_token IN (SELECT DISTINCT e.lease_token FROM extended e)
         )
-        UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $3::float8)
-        FROM mine WHERE j.id = mine.id
+        SELECT count(*)::int AS extended FROM extended
         """
 
     public var bindings: [String?] {
@@ -32,5 +39,5 @@ public struct ExtendLeases: Statement {
     }
 
     /// Leases extended.
-    public func decode(_ rows: PostgresRows) throws -> Int { rows.affectedRows }
+    public func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("extended") ?? 0 }
 }
