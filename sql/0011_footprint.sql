@@ -27,7 +27,8 @@
 --   - Leases are found through sms.leases, one row per claim (its token, worker, expiry and job ids),
 --     written by the claim in the same statement, extended with its jobs, deleted by the rescue once
 --     none of its jobs runs under it: not through an index of running rows.
---   - The purge finds its rows in primary key order, not through an index of finished_at.
+--   - The purge finds its rows in primary key order (a bounded read), not through an index of
+--     finished_at.
 --
 -- The new column rewrites sms.jobs once, under an exclusive lock: on a table of millions of rows,
 -- upgrade in a quiet moment. Stop the old daemons first: their write-back reaches throttle rows by
@@ -180,7 +181,9 @@ BEGIN
             UPDATE sms.throttle SET window_until = now() + make_interval(secs => p_window + 1), job_id = p_job_ids[i],
                                     lease_token = p_tokens[i]
             WHERE phone_key = p_phone_keys[i] AND channel = p_channels[i];
-        ELSE
+        END IF;
+        -- (Retention deletes day-old windows without the phone's lock: the row read above may be gone.)
+        IF v_until IS NULL OR NOT FOUND THEN
             INSERT INTO sms.throttle (phone_key, channel, window_until, job_id, lease_token)
             VALUES (p_phone_keys[i], p_channels[i], now() + make_interval(secs => p_window + 1), p_job_ids[i], p_tokens[i]);
         END IF;
@@ -425,28 +428,40 @@ BEGIN
 END;
 $$;
 
--- Version 9's purge, deleting the purged jobs' attempts too (no foreign key cascades any more),
--- in primary key order (no index on finished_at: the write-back changes it, and
--- an index on it would keep the write-back from being a HOT update). Old rows have the lowest ids, so a
--- batch is found near the start of the index; the last batch of a run, which finds fewer, reads the
--- rest of the table once (every retention.interval, by one daemon).
+-- Version 9's purge, deleting the purged jobs' attempts too (no foreign key cascades any more), in
+-- primary key order (no index on finished_at: the write-back changes it, and an index on it would keep
+-- the write-back from being a HOT update). Old rows have the lowest ids, so a batch is found at the
+-- start of the primary key; a statement reads at most p_batch × 20 rows (at least 20,000) of it, so a
+-- table with nothing to purge costs a few milliseconds, not a scan. (Finished rows behind that many
+-- unfinished ones at the start wait until those finish.) Sorts off: the order is the index's.
 CREATE OR REPLACE FUNCTION sms.purge_finished(p_older_than double precision, p_batch integer)
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_sort TO 'off' SET jit TO 'off' AS $$
 DECLARE
-    v_deleted int;
+    v_ids bigint[];
 BEGIN
+    SELECT array_agg(f.id) INTO v_ids
+    FROM (SELECT c.id FROM (SELECT j.id, j.finished_at FROM sms.jobs j ORDER BY j.id
+                            LIMIT greatest(p_batch * 20, 20000)) c
+          WHERE c.finished_at < now() - make_interval(secs => p_older_than)
+          LIMIT p_batch) f;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- Checked again: a job requeued meanwhile is not finished any more.
     WITH purged AS (
-        DELETE FROM sms.jobs WHERE id IN (
-            SELECT f.id FROM sms.jobs f
-            WHERE f.finished_at < now() - make_interval(secs => p_older_than)
-            ORDER BY f.id LIMIT p_batch)
-        RETURNING id
-    ), calls AS (
-        DELETE FROM sms.attempts a USING purged p WHERE a.job_id = p.id
+        DELETE FROM sms.jobs j WHERE j.id = ANY (v_ids) AND j.finished_at < now() - make_interval(secs => p_older_than)
+        RETURNING j.id
     )
-    SELECT count(*) INTO v_deleted FROM purged;
-    RETURN v_deleted;
+    SELECT array_agg(id) INTO v_ids FROM purged;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- The range lets the block-range index find the attempts.
+    DELETE FROM sms.attempts a
+    WHERE a.job_id BETWEEN (SELECT min(x) FROM unnest(v_ids) x) AND (SELECT max(x) FROM unnest(v_ids) x)
+      AND a.job_id = ANY (v_ids);
+    RETURN cardinality(v_ids);
 END;
 $$;
 

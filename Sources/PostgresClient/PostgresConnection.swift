@@ -121,7 +121,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Runs a script of one or more statements without parameters (the simple query protocol):
-    /// migrations, BEGIN/COMMIT, LISTEN.
+    /// migrations, BEGIN, LISTEN. (COMMIT: `commit()`, which checks that it committed.)
     public func execute(_ sql: String) async throws {
         try await run { conn in
             _ = try Self.consume(PQexec(conn, sql), conn: conn)
@@ -139,7 +139,7 @@ public final class PostgresConnection: @unchecked Sendable {
             let tag = String(cString: PQcmdStatus(result))
             _ = try Self.consume(result, conn: conn)
             guard tag == "COMMIT" else {
-                throw PostgresError(code: .queryFailed, sqlState: "25P02",
+                throw PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
                                     message: "COMMIT answered \(tag): the transaction was rolled back")
             }
         }

@@ -24,6 +24,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         /// program_limit_exceeded: among others, what a NOTIFY gets at commit when the notification
         /// queue is full.
         public static let programLimitExceeded = "54000"
+        /// in_failed_transaction: `PostgresConnection.commit()` when COMMIT rolled the transaction back.
+        public static let inFailedTransaction = "25P02"
     }
     /// The five-character SQLSTATE, when the server sent one (e.g. `23505` unique violation).
     public var sqlState: String?

@@ -1,12 +1,14 @@
-/// Limits set on a session right after it connects, so that no call on it can wait forever: a
-/// statement that runs too long, a lock an operator's open transaction holds, a transaction left open.
+/// Settings made on a session right after it connects: limits, so that no call on it can wait forever
+/// (a statement that runs too long, a lock an operator's open transaction holds, a transaction left
+/// open), and whether PostgreSQL may JIT-compile its statements.
 public struct SessionSettings: Sendable, Equatable {
     public var statementTimeout: Duration?
     public var lockTimeout: Duration?
     public var idleInTransactionTimeout: Duration?
-    /// `jit = off`: short statements run thousands of times gain nothing from compiling, and a cost
-    /// estimate past `jit_above_cost` (a big table's statistics, a disabled plan node) made one
-    /// statement compile on every run, half a second each.
+    /// `jit = off` for the daemon: its short statements, run thousands of times, gain nothing from
+    /// compiling, and any cost estimate past `jit_above_cost` (a table of millions of finished rows, a
+    /// disabled plan node as in the claim, which also sets it) makes a statement compile on every run,
+    /// half a second each.
     public var jit: Bool?
 
     public init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,

@@ -15,16 +15,16 @@ extension Bench {
         var roundTrips = 0.0
         /// Every statement PostgreSQL executed for them, the ones inside the daemon's SQL functions too.
         var statements = 0.0
-        /// Transactions committed in the database (the bench's few polls included): each one a WAL
-        /// flush on a durable cluster.
-        var commits = 0.0
+        /// Transactions committed in the database (`pg_stat_database.xact_commit`: the bench's few
+        /// polls and the daemon's read-only ones included, which flush no WAL).
+        var transactions = 0.0
         /// User + system CPU of the daemon's backends (`/proc/<pid>/stat`), seconds.
         var cpuSeconds = 0.0
 
         func perJob(_ jobs: Int) -> String {
             let n = Double(max(jobs, 1))
-            return String(format: "WAL %.0f B, %.2f round trips, %.1f statements, %.3f commits, PostgreSQL CPU %.0f µs",
-                          walBytes / n, roundTrips / n, statements / n, commits / n, cpuSeconds / n * 1e6)
+            return String(format: "WAL %.0f B, %.2f round trips, %.1f statements, %.3f transactions, PostgreSQL CPU %.0f µs",
+                          walBytes / n, roundTrips / n, statements / n, transactions / n, cpuSeconds / n * 1e6)
         }
     }
 
@@ -38,7 +38,8 @@ extension Bench {
         func sample(_ db: PostgresConnection, database: String? = nil, cpu: (Int32) -> Double) async throws {
             let pids = try await db.query("""
                 SELECT pid FROM pg_stat_activity
-                WHERE CASE WHEN $2::text IS NULL THEN usename = $1 ELSE datname = $2 AND pid <> pg_backend_pid() END
+                WHERE backend_type = 'client backend'
+                  AND CASE WHEN $2::text IS NULL THEN usename = $1 ELSE datname = $2 AND pid <> pg_backend_pid() END
                 """, [Bench.daemonRole, database]).rows.compactMap { try $0.int("pid").map(Int32.init) }
             lock.withLock {
                 for pid in pids { seconds[pid] = max(seconds[pid] ?? 0, cpu(pid)) }
@@ -52,7 +53,7 @@ extension Bench {
         var lsn: String
         var toplevel: Double
         var all: Double
-        var commits: Double
+        var transactions: Double
 
         static func take(_ db: PostgresConnection) async throws -> LoadSnapshot {
             // Without pg_stat_statements (the cluster does not preload it) only the statement counts are 0.
@@ -71,16 +72,16 @@ extension Bench {
                        (SELECT xact_commit::float8 FROM pg_stat_database WHERE datname = current_database()) AS commits
                 """, [Bench.daemonRole]).first
             return LoadSnapshot(lsn: try row?.string("lsn") ?? "0/0", toplevel: try row?.double("toplevel") ?? 0,
-                                all: try row?.double("all_calls") ?? 0, commits: try row?.double("commits") ?? 0)
+                                all: try row?.double("all_calls") ?? 0, transactions: try row?.double("commits") ?? 0)
         }
 
         /// `pg_stat_database` is updated when a backend reports (at most every 0.5 s, and at its end):
-        /// read after the daemon stopped, or wait that long first.
+        /// take `later` that long after the work.
         func load(to later: LoadSnapshot, cpu: BackendCPU, _ db: PostgresConnection) async throws -> DatabaseLoad {
             let wal = try await db.query("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::float8 AS bytes", [later.lsn, lsn])
                 .first?.double("bytes") ?? 0
             return DatabaseLoad(walBytes: wal, roundTrips: later.toplevel - toplevel, statements: later.all - all,
-                                commits: later.commits - commits, cpuSeconds: cpu.total)
+                                transactions: later.transactions - transactions, cpuSeconds: cpu.total)
         }
     }
 }

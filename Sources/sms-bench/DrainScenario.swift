@@ -98,9 +98,9 @@ extension Bench {
             }
             guard daemon.isRunning else { throw ValidationError("the daemon died") }
         }
+        guard ContinuousClock.now - started < .seconds(1800) else { throw ValidationError("the drain did not finish within 30 minutes") }
         let cpuAfter = cpuSeconds(daemon.processIdentifier)
         try await backends.sample(db, cpu: cpuSeconds)
-        let after = try await LoadSnapshot.take(db)
         // First call to last write-back, by the database's clock (both ends by index: the history
         // rows have no attempts and finished days ago).
         let span = try await db.query("""
@@ -108,10 +108,9 @@ extension Bench {
                                       - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
             """).first?.double("seconds") ?? 1
         let rejected = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'rejected'").first?.int("n") ?? 0
-        // The commit counter is reported by each backend every 0.5 s at most.
+        // The transaction counter is reported by each backend every 0.5 s at most.
         try await Task.sleep(for: .milliseconds(600))
-        var load = try await before.load(to: after, cpu: backends, db)
-        load.commits = (try await LoadSnapshot.take(db)).commits - before.commits
+        let load = try await before.load(to: try await LoadSnapshot.take(db), cpu: backends, db)
         await db.close()
         let wall = (ContinuousClock.now - started)
         let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18

@@ -12,7 +12,7 @@ extension Bench {
     }
 
     /// `../shared/bench/peer_pgqueuer.py` (PgQueuer 1.6, asyncpg) in a venv of its own, made here if
-    /// missing. nil, with a line on stderr, when the script or the package registry is not there.
+    /// missing. nil, with a line in the output, when the script or the package registry is not there.
     func peerPython() -> String? {
         guard FileManager.default.fileExists(atPath: peerScript) else {
             print("peer: \(peerScript) not found; scenario skipped")
@@ -59,13 +59,15 @@ extension Bench {
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
         let output = Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }
         let started = ContinuousClock.now
         while process.isRunning, ContinuousClock.now - started < .seconds(1800) {
             try await backends.sample(db, database: name, cpu: cpuSeconds)
             try await Task.sleep(for: .milliseconds(250))
         }
-        if process.isRunning { process.terminate() }
+        guard !process.isRunning else { throw ValidationError("the peer did not finish within 30 minutes") }
+        try await backends.sample(db, database: name, cpu: cpuSeconds)
         process.waitUntilExit()
         let text = String(decoding: await output.value, as: UTF8.self)
         let after = try await LoadSnapshot.take(db)

@@ -230,6 +230,46 @@ struct JobStoreTests {
         await db.close()
     }
 
+    @Test("a claim's lease row keeps its expiry while one of its jobs is not extended: that job alone is rescued on time")
+    func aJobLeftOutOfAnExtensionIsRescued() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "w", limit: 2, lease: .milliseconds(300)))
+        #expect(claimed.count == 2)
+        // The writer let go of the second (its outcome could not be written): only the first is held.
+        #expect(try await db.run(ExtendLeases(held: [claimed[0].lease], lease: .seconds(30))) == 1)
+        try await Task.sleep(for: .milliseconds(400))
+        let rescued = try await db.run(RescueExpiredLeases(policy: .atLeastOnce))
+        #expect(rescued.map(\.id) == [claimed[1].id])
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.leases").first?.int("n") == 1)
+        await db.close()
+    }
+
+    @Test("retention forgets day-old windows, but not one that is still a running job's crash marker")
+    func retentionKeepsLiveMarkers() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "dead", limit: 2, lease: .milliseconds(100)))
+        let verdicts = try await db.run(ReserveSends(jobs: claimed.map(valid), window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+        #expect(verdicts.verdicts.values.allSatisfy { $0 == .granted(slot: .zero) })
+        // The second job's outcome was written (its window is history); the first's holder is gone
+        // and the database was away for a day and more.
+        try await database.query("UPDATE sms.jobs SET state = 'sent', lease_token = NULL, locked_by = NULL WHERE id = \(claimed[1].id)")
+        try await database.query("UPDATE sms.throttle SET window_until = now() - interval '2 days'")
+        let forgotten = try await db.run(ForgetStaleRows())
+        #expect(forgotten.windows == 1)
+        try await Task.sleep(for: .milliseconds(150))
+        let rescued = try await db.run(RescueExpiredLeases(policy: .atLeastOnce))
+        #expect(rescued.map(\.id) == [claimed[0].id])
+        let row = try #require(try await database.query("SELECT uncertain, attempts FROM sms.jobs WHERE id = \(claimed[0].id)").first)
+        #expect(try row.bool("uncertain") == true && row.int("attempts") == 1, "the rescue read the marker: the SMS may have gone out")
+        await db.close()
+    }
+
     @Test("retention deletes for at most its time budget and says when more is left")
     func retentionHasATimeBudget() async throws {
         let database = try await TestDatabase.create()

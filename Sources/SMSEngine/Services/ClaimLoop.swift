@@ -97,6 +97,8 @@ public struct ClaimLoop: Sendable {
                     // is logged once, and a fresh session (maybe on a new primary) is tried with backoff.
                     await session.failed(error)
                 }
+                // Counted here, once, as they go to the writer (a claim rolled back took its own out).
+                stats.count(settled)
                 writes.submit(settled)
             }
         }
@@ -141,7 +143,7 @@ public struct ClaimLoop: Sendable {
                 }
             }
         } catch {
-            if transaction && !committing {
+            if transaction && (!committing || (error as? PostgresError)?.sqlState == PostgresError.SQLState.inFailedTransaction) {
                 // Rolled back (the session is dropped with it): this turn's claim never happened, and
                 // its jobs are someone else's to claim.
                 let here = Set(claimedHere.map(\.id))
@@ -149,8 +151,8 @@ public struct ClaimLoop: Sendable {
                 machine.forget(here)
                 settled.removeAll { here.contains($0.job.id) }
             }
-            // A COMMIT that failed may have committed: its jobs stay candidates, and the next round's
-            // reservation tells (granted again: their own windows; or lost).
+            // Any other failed COMMIT may have committed: its jobs stay candidates, and the next
+            // round's reservation tells (granted again: their own windows; or lost).
             throw error
         }
         stats.countClaimed(claimedHere.count)
@@ -172,13 +174,16 @@ public struct ClaimLoop: Sendable {
         // deferrals are settled: their outcomes go to the writer even if the reservation fails).
         settled += plan.settled
         machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
-        // In the claim's transaction a failed chunk fails them all: no partial answer may be kept.
-        let answer = try await admission.reserve(plan.batch, on: db, interrupted: atomic ? nil : { [logger] error in
+        // In the claim's transaction one chunk only: its advisory locks are held until COMMIT, and
+        // more chunks would hold more (the lock table) in no order across chunks (deadlocks). The rest
+        // get no verdict, so they are asked again next round. And a failed chunk fails it all: no
+        // partial answer may be kept.
+        let asked = atomic ? Array(plan.batch.prefix(Admission.reservationChunk)) : plan.batch
+        let answer = try await admission.reserve(asked, on: db, interrupted: atomic ? nil : { [logger] error in
             logger.warning("a reservation chunk failed after others went through; its jobs are asked again next round",
                            metadata: ["error": "\(error)"])
         })
         try await commit()
-        stats.count(settled)
         let verdicts = admission.apply(answer.verdicts, to: plan.batch)
         fraud.record(answer)
         var probeCall: Int64? = nil
@@ -194,7 +199,6 @@ public struct ClaimLoop: Sendable {
             logger.warning("job's lease passed on before its call; not sending it", metadata: ["job": "\(job.id)"])
         }
         settled += verdicts.settled
-        stats.count(verdicts.settled)
         machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
         sender.start(verdicts.granted, deciding: triage, probe: probeCall)
         stats.setInFlight(machine.inFlight)

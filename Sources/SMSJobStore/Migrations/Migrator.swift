@@ -74,7 +74,7 @@ public struct Migrator: Sendable {
                     try await connection.query(
                         "INSERT INTO sms.schema_migrations (version, name) VALUES ($1, $2)",
                         [String(migration.version), migration.name])
-                    try await connection.execute("COMMIT")
+                    try await connection.commit()
                 } catch {
                     try? await connection.execute("ROLLBACK")
                     throw MigrationError(code: .failed, "migration \(migration.version) (\(migration.name)) failed and was rolled back: \(error)")

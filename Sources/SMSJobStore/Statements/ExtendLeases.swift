@@ -24,11 +24,18 @@ public struct ExtendLeases: Statement {
         ), extended AS (
             UPDATE sms.jobs j SET locked_until = now() + make_interval(secs => $3::float8)
             FROM mine WHERE j.id = mine.id
-            RETURNING j.lease_token
+            RETURNING j.id, j.lease_token
         ), leases AS (
-            -- The rescue finds expired leases through their claims' rows: those extend with their jobs.
+            -- The rescue finds expired leases through their claims' rows: a row extends with its jobs,
+            -- only when every job still running under it was extended. One left out (let go of by this
+            -- process, or locked right now) keeps the row's expiry, so that the rescue looks at the
+            -- claim once that job's own lease runs out (it rescues job by job).
             UPDATE sms.leases l SET until = greatest(l.until, now() + make_interval(secs => $3::float8))
             WHERE l.lease_token IN (SELECT DISTINCT e.lease_token FROM extended e)
+              AND NOT EXISTS (SELECT 1 FROM unnest(l.job_ids) AS u(id)
+                              JOIN sms.jobs j ON j.id = u.id AND j.lease_token = l.lease_token
+                                             AND j.state IS NOT DISTINCT FROM 'running'
+                              WHERE u.id NOT IN (SELECT e.id FROM extended e))
         )
         SELECT count(*)::int AS extended FROM extended
         """

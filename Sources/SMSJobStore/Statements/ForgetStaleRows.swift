@@ -1,12 +1,19 @@
 import PostgresClient
 
-/// Retention's housekeeping: throttle windows closed for a day and worker rows silent for a day.
+/// Retention's housekeeping: throttle windows closed for a day (unless still a running job's crash
+/// marker) and worker rows silent for a day.
 public struct ForgetStaleRows: Statement {
     public init() {}
 
     public static let isPrepared = false
     public static let sql = """
-        WITH windows AS (DELETE FROM sms.throttle WHERE window_until < now() - interval '1 day' RETURNING 1),
+        WITH windows AS (
+            -- Not a window that is still a crash marker: its job runs under the claim it was granted
+            -- to (the database or every daemon away for a day), and its rescue must read it.
+            DELETE FROM sms.throttle t WHERE t.window_until < now() - interval '1 day'
+              AND NOT EXISTS (SELECT 1 FROM sms.jobs j
+                              WHERE j.id = t.job_id AND j.lease_token = t.lease_token AND j.state = 'running')
+            RETURNING 1),
              workers AS (DELETE FROM sms.workers WHERE heartbeat_at < now() - interval '1 day' RETURNING 1)
         SELECT (SELECT count(*) FROM windows)::int AS windows, (SELECT count(*) FROM workers)::int AS workers
         """
