@@ -97,13 +97,14 @@ BEGIN
           SELECT j.id, j.client_ip, j.user_ref, j.attempts
           FROM unnest(p_job_ids, p_tokens) AS c(id, token)
           JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
-          WHERE j.xmin = pg_current_xact_id_if_assigned()::xid
+          -- j.id = ANY: a primary key lookup whatever the statistics say (not a hash join over a scan).
+          WHERE j.id = ANY (p_job_ids) AND j.xmin = pg_current_xact_id_if_assigned()::xid
           UNION ALL
           SELECT l.* FROM (
               SELECT j.id, j.client_ip, j.user_ref, j.attempts
               FROM unnest(p_job_ids, p_tokens) AS c(id, token)
               JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
-              WHERE j.xmin IS DISTINCT FROM pg_current_xact_id_if_assigned()::xid
+              WHERE j.id = ANY (p_job_ids) AND j.xmin IS DISTINCT FROM pg_current_xact_id_if_assigned()::xid
               ORDER BY j.id
               FOR UPDATE OF j) l) j;
 
