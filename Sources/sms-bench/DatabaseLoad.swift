@@ -6,7 +6,7 @@ extension Bench {
     /// statements and its backends' CPU can be told from the bench's own polling connection.
     static let daemonRole = "smsd_bench_daemon"
 
-    /// What a run cost the shared PostgreSQL: WAL, statements and round trips, commits and the CPU of
+    /// What a run cost the shared PostgreSQL: WAL, statements and round trips, transactions and the CPU of
     /// the daemon's own backends. Taken as a difference of two `Snapshot`s.
     struct DatabaseLoad {
         var walBytes = 0.0
