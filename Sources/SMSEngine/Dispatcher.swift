@@ -74,8 +74,13 @@ public final class Dispatcher: Service, Sendable {
     }
 
     /// A session for one service, named in `pg_stat_activity` after this worker.
-    private func session(_ what: String, quiet: Bool = false) -> DatabaseSession {
-        DatabaseSession(url: configuration.databaseURL, settings: configuration.sessionSettings,
+    /// `keyLookups`: the claim loop's and the writer's sessions, whose statements all find their rows by
+    /// key (see `SessionSettings.Plans`); the others keep the server's planning (the fraud watch's
+    /// aggregates may want a scan).
+    private func session(_ what: String, quiet: Bool = false, keyLookups: Bool = false) -> DatabaseSession {
+        var settings = configuration.sessionSettings
+        if keyLookups { settings.plans = .keyLookups }
+        return DatabaseSession(url: configuration.databaseURL, settings: settings,
                         applicationName: "sms-dispatcher \(identity.id)", what: what, logger: logger, quiet: quiet)
     }
 
@@ -95,7 +100,7 @@ public final class Dispatcher: Service, Sendable {
         let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
         let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
                                    smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
-                                   leases: leases, events: events, session: session("write-back"), logger: logger)
+                                   leases: leases, events: events, session: session("write-back", keyLookups: true), logger: logger)
         let heartbeat = HeartbeatService(
             configuration: configuration.heartbeat, identity: identity, lease: configuration.claims.lease,
             settings: settings, leases: leases, stats: stats, writes: writes, pauses: pauses,
@@ -114,7 +119,7 @@ public final class Dispatcher: Service, Sendable {
             sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
                                writes: writes, events: events, pauses: pauses, logger: logger),
             events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, fraud: fraud,
-            notifier: notifier, logger: logger, session: session("database"))
+            notifier: notifier, logger: logger, session: session("database", keyLookups: true))
         let listenSession = session("LISTEN connection", quiet: true)
 
         await withGracefulShutdownHandler {

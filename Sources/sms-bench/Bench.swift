@@ -22,9 +22,12 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("growth-jobs"), help: "Jobs in the memory-growth drain.") var growthJobs = 1_000_000
     @Option(name: .customLong("history-rows"), help: "Finished rows in the table for the history drain.") var historyRows = 5_000_000
     @Option(name: .customLong("latency-seconds"), help: "How long the 500/s latency run lasts.") var latencySeconds = 10
+    @Option(name: .customLong("latency-rate"), help: "Inserts per second in the latency run.") var latencyRate = 500
     @Option(help: "Runs of drain and ceiling, alternated; the median is reported (this VM's figures vary by ±10%).")
     var repeats = 3
     @Flag(help: "Small numbers, for a CI smoke run.") var quick = false
+    @Option(name: .customLong("daemon-env"), help: "KEY=VALUE for every daemon the bench starts (repeatable), e.g. SMSD_FRAUD_MODE=off.")
+    var daemonEnvironment: [String] = []
 
     mutating func run() async throws {
         if quick {
@@ -33,6 +36,9 @@ struct Bench: AsyncParsableCommand {
             growthJobs = min(growthJobs, 20_000)
             repeats = 1
             latencySeconds = min(latencySeconds, 3)
+        }
+        if let bad = daemonEnvironment.first(where: { !$0.hasPrefix("SMSD_") || !$0.contains("=") }) {
+            throw ValidationError("--daemon-env takes SMSD_KEY=VALUE, not \(bad)")
         }
         guard let admin = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"] else {
             throw ValidationError("run under scripts/with-postgres.sh (make bench)")
@@ -121,13 +127,13 @@ struct Bench: AsyncParsableCommand {
                                 floor.microseconds)])
         }
         if wanted.contains("latency") {
-            let latency = try await latencyRun(admin: admin, perSecond: 500, seconds: latencySeconds)
+            let latency = try await latencyRun(admin: admin, perSecond: latencyRate, seconds: latencySeconds)
             var fastLatency: LatencyFigures? = nil
-            if let fast { fastLatency = try await latencyRun(admin: fast, perSecond: 500, seconds: latencySeconds) }
+            if let fast { fastLatency = try await latencyRun(admin: fast, perSecond: latencyRate, seconds: latencySeconds) }
             func second(_ figures: ((p50: Double, p99: Double, max: Double))?) -> String {
                 figures.map { String(format: "; fsync off: p50 %.1f, p99 %.1f, max %.1f ms", $0.p50, $0.p99, $0.max) } ?? ""
             }
-            rows.append(["latency", "one INSERT at a time, 500/s for \(latencySeconds) s", String(format: "p50 %.1f ms", latency.call.p50),
+            rows.append(["latency", "one INSERT at a time, \(latencyRate)/s for \(latencySeconds) s", String(format: "p50 %.1f ms", latency.call.p50),
                          String(format: "p99 %.1f ms, max %.1f ms (insert → API call)", latency.call.p99, latency.call.max)
                             + second(fastLatency?.call)])
             rows.append(["result events", "same run: a producer LISTENing on sms_job_events", String(format: "p50 %.1f ms", latency.event.p50),

@@ -35,6 +35,10 @@ extension Bench {
             "SMSD_CAPS_PER_PHONE_HOUR": "0", "SMSD_CAPS_PER_PHONE_DAY": "0", "SMSD_LOG_LEVEL": "warning",
         ]) { _, new in new }
         environment.merge(extra) { _, new in new }
+        for setting in daemonEnvironment {
+            guard let equals = setting.firstIndex(of: "=") else { continue }  // checked in run()
+            environment[String(setting[..<equals])] = String(setting[setting.index(after: equals)...])
+        }
         process.environment = environment
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.standardError

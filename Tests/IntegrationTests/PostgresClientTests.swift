@@ -70,7 +70,7 @@ struct PostgresClientTests {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
         let db = try await PostgresConnection.connect(database.url, session: SessionSettings(
-            statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150), jit: false))
+            statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150), jit: false, plans: .keyLookups))
         do {
             try await db.query("SELECT pg_sleep(2)")
             Issue.record("pg_sleep(2) outlived a 200 ms statement timeout")
@@ -81,6 +81,8 @@ struct PostgresClientTests {
         #expect(try await db.query("SHOW lock_timeout").first?.string("lock_timeout") == "150ms")
         #expect(try await db.query("SHOW statement_timeout").first?.string("statement_timeout") == "200ms")
         #expect(try await db.query("SHOW jit").first?.string("jit") == "off")
+        #expect(try await db.query("SHOW plan_cache_mode").first?.string("plan_cache_mode") == "force_generic_plan")
+        #expect(try await db.query("SHOW enable_seqscan").first?.string("enable_seqscan") == "off")
         #expect(try await db.query("SHOW idle_in_transaction_session_timeout").first?
             .string("idle_in_transaction_session_timeout") == "0")
         // Client-side socket options: `SHOW tcp_user_timeout` is the server's own socket, so ask libpq.

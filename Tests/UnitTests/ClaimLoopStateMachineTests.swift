@@ -28,7 +28,34 @@ struct ClaimLoopStateMachineTests {
         machine.reserved(stillWaiting: [], started: 60)
         _ = machine.receive([.callsFinished(20)], now: start + .seconds(1))
         #expect(machine.inFlight == 40)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false),
+                "calls answered free slots, but nothing said jobs are due")
+        _ = machine.receive([.outcomesWritten], now: start + .seconds(1))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false))
+        _ = machine.receive([.tick], now: start + .seconds(1))
         #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 24, armLinger: false))
+    }
+
+    @Test("a due signal that finds no free slot waits for one; a failed claim asks again")
+    func dueSignalWaitsForASlot() {
+        var machine = machine(concurrency: 4)
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 4, armLinger: false))
+        machine.claimed([])
+        machine.reserved(stillWaiting: [], started: 4)
+        _ = machine.receive([.jobsAvailable], now: start + .seconds(1))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.mayBeDue)
+        _ = machine.receive([.callsFinished(4)], now: start + .seconds(2))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(2)) == .claim(limit: 4, armLinger: false))
+        #expect(!machine.mayBeDue)
+        // The claim never ran (no session) or rolled back: the jobs may still be due.
+        machine.claimFailed()
+        #expect(machine.next(unsettled: 0, now: start + .seconds(3)) == .claim(limit: 4, armLinger: false))
+        // Back-pressure: the writer a full round behind holds the due signal until it catches up.
+        _ = machine.receive([.jobsAvailable], now: start + .seconds(4))
+        #expect(machine.next(unsettled: 4, now: start + .seconds(4)) == .claim(limit: 0, armLinger: false))
+        _ = machine.receive([.outcomesWritten], now: start + .seconds(4))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(4)) == .claim(limit: 4, armLinger: false))
     }
 
     @Test("a few free slots right after a claim wait for company, once armed; then they are claimed")
@@ -36,7 +63,8 @@ struct ClaimLoopStateMachineTests {
         var machine = machine()
         #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
         machine.reserved(stillWaiting: [], started: 64)
-        _ = machine.receive([.callsFinished(3)], now: start + .milliseconds(1))
+        // The claim came back full: more may be due.
+        _ = machine.receive([.again, .callsFinished(3)], now: start + .milliseconds(1))
         #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: true))
         _ = machine.receive([.callsFinished(1)], now: start + .milliseconds(1))
         #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: false),
@@ -62,7 +90,7 @@ struct ClaimLoopStateMachineTests {
         var machine = machine(concurrency: 8)
         machine.claimed([job(1), job(2)])
         machine.claimed([job(3), job(4)])
-        machine.forget([3, 4])
+        machine.claimFailed(forgetting: [3, 4])
         #expect(machine.candidates.map(\.id) == [1, 2])
         #expect(machine.next(unsettled: 0, now: .now) == .claim(limit: 6, armLinger: false))
     }

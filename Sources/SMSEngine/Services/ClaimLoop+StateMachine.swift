@@ -19,6 +19,11 @@ extension ClaimLoop {
         private var lastClaim: ContinuousClock.Instant
         /// A `.lingerElapsed` is on its way.
         private var lingerArmed = false
+        /// Something said jobs may be due (a notification, the poll tick, a full claim, a linger that
+        /// ran out) and no claim has looked since. A call answered or an outcome written frees a slot
+        /// but says nothing of the queue: claiming on each would be a statement per job for nothing
+        /// at a few hundred jobs a second. A due signal that found no free slot stays up until one frees.
+        private(set) var mayBeDue = true
 
         init(concurrency: Int, shutdownGrace: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
             self.concurrency = concurrency
@@ -54,7 +59,10 @@ extension ClaimLoop {
                     beganDraining = true
                 case .lingerElapsed:
                     lingerArmed = false
-                case .jobsAvailable, .tick, .outcomesWritten, .again, .shutdownRequested:
+                    mayBeDue = true
+                case .jobsAvailable, .tick, .again:
+                    mayBeDue = true
+                case .outcomesWritten, .shutdownRequested:
                     break
                 }
             }
@@ -74,6 +82,8 @@ extension ClaimLoop {
                 return .waitForDrain
             }
             let free = unsettled >= concurrency ? 0 : max(0, concurrency - inFlight - candidates.count)
+            // Jobs awaiting their reservation still get their turn (a claim of none).
+            guard mayBeDue else { return .claim(limit: 0, armLinger: false) }
             // Under load, calls finish one by one and each wakes the loop: claiming each single free
             // slot would cost a statement per job. A few free slots wait for company; a quiet queue
             // (many free slots) claims at once.
@@ -82,6 +92,7 @@ extension ClaimLoop {
             if armLinger { lingerArmed = true }
             if free > 0 && !lingering {
                 lastClaim = now
+                mayBeDue = false
                 return .claim(limit: free, armLinger: armLinger)
             }
             return .claim(limit: 0, armLinger: armLinger)
@@ -90,8 +101,12 @@ extension ClaimLoop {
         /// Sendable jobs from this turn's claim: they wait for their reservation with the others.
         mutating func claimed(_ jobs: [ValidJob]) { candidates += jobs }
 
-        /// A claim rolled back: its jobs are no longer this process's to reserve.
-        mutating func forget(_ ids: Set<Int64>) { candidates.removeAll { ids.contains($0.id) } }
+        /// A claim failed (no session, or rolled back): its jobs (`ids`) are no longer this process's
+        /// to reserve, and the jobs it was to claim may still be due.
+        mutating func claimFailed(forgetting ids: Set<Int64> = []) {
+            candidates.removeAll { ids.contains($0.id) }
+            mayBeDue = true
+        }
 
         /// The reservation went through: `waiting` are still to be reserved (next round, or no verdict
         /// came), `started` calls are in flight.

@@ -81,7 +81,10 @@ public struct ClaimLoop: Sendable {
                 }
                 // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to
                 // its timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
-                guard let db = await session.connect() else { continue }
+                guard let db = await session.connect() else {
+                    if limit > 0 { machine.claimFailed() }
+                    continue
+                }
                 notifier.watchdog()
                 // Outcomes decided in this turn, handed to the writer together at its end.
                 var settled: [JobOutcome] = []
@@ -148,7 +151,7 @@ public struct ClaimLoop: Sendable {
                 // its jobs are someone else's to claim.
                 let here = Set(claimedHere.map(\.id))
                 for job in claimedHere { leases.release(job.lease) }
-                machine.forget(here)
+                machine.claimFailed(forgetting: here)
                 settled.removeAll { here.contains($0.job.id) }
             }
             // Any other failed COMMIT may have committed: its jobs stay candidates, and the next
