@@ -26,14 +26,28 @@ struct ClaimLoopStateMachineTests {
         _ = machine.receive([.jobsAvailable], now: start)
         #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
         machine.reserved(stillWaiting: [], started: 60)
-        _ = machine.receive([.callsFinished(20)], now: start + .seconds(1))
+        _ = machine.receive([.callsFinished(20)], now: start + .milliseconds(10))
         #expect(machine.inFlight == 40)
-        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false),
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false),
                 "calls answered free slots, but nothing said jobs are due")
-        _ = machine.receive([.outcomesWritten], now: start + .seconds(1))
-        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false))
-        _ = machine.receive([.tick], now: start + .seconds(1))
-        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 24, armLinger: false))
+        _ = machine.receive([.outcomesWritten], now: start + .milliseconds(10))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false))
+        _ = machine.receive([.tick], now: start + .milliseconds(10))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 24, armLinger: false))
+    }
+
+    @Test("a busy loop looks for jobs that fell due unannounced at least every recheck interval")
+    func busyLoopRechecks() {
+        var machine = machine()
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        machine.claimed([])
+        machine.reserved(stillWaiting: [], started: 40)
+        let soon = start + ClaimLoop.StateMachine.recheck / 2
+        _ = machine.receive([.callsFinished(10), .outcomesWritten], now: soon)
+        #expect(machine.next(unsettled: 0, now: soon) == .claim(limit: 0, armLinger: false))
+        let later = start + ClaimLoop.StateMachine.recheck
+        _ = machine.receive([.callsFinished(10)], now: later)
+        #expect(machine.next(unsettled: 0, now: later) == .claim(limit: 44, armLinger: false))
     }
 
     @Test("a due signal that finds no free slot waits for one; a failed claim asks again")

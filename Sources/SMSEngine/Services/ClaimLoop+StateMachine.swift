@@ -25,6 +25,12 @@ extension ClaimLoop {
         /// at a few hundred jobs a second. A due signal that found no free slot stays up until one frees.
         private(set) var mayBeDue = true
 
+        /// Some jobs fall due with no notification: a retry or deferral reaching its time, a job
+        /// rescued or released by another daemon, rows a claim skipped while another held them. An
+        /// idle loop finds them on the poll tick; a busy one (calls answering) looks at least this
+        /// often, as it did when every answer led to a claim.
+        static let recheck = Duration.milliseconds(100)
+
         init(concurrency: Int, shutdownGrace: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
             self.concurrency = concurrency
             self.shutdownGrace = shutdownGrace
@@ -54,6 +60,7 @@ extension ClaimLoop {
                 switch event {
                 case .callsFinished(let count):
                     inFlight -= count
+                    if now - lastClaim >= Self.recheck { mayBeDue = true }
                 case .shutdownRequested where drainingSince == nil:
                     drainingSince = now
                     beganDraining = true
@@ -62,7 +69,9 @@ extension ClaimLoop {
                     mayBeDue = true
                 case .jobsAvailable, .tick, .again:
                     mayBeDue = true
-                case .outcomesWritten, .shutdownRequested:
+                case .outcomesWritten:
+                    if now - lastClaim >= Self.recheck { mayBeDue = true }
+                case .shutdownRequested:
                     break
                 }
             }

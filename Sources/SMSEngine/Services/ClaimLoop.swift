@@ -153,9 +153,12 @@ public struct ClaimLoop: Sendable {
                 for job in claimedHere { leases.release(job.lease) }
                 machine.claimFailed(forgetting: here)
                 settled.removeAll { here.contains($0.job.id) }
+            } else if transaction {
+                // Any other failed COMMIT may have committed: its jobs stay candidates, and the next
+                // round's reservation tells (granted again: their own windows; or lost). Either way
+                // the jobs it was to claim may still be due.
+                machine.claimFailed()
             }
-            // Any other failed COMMIT may have committed: its jobs stay candidates, and the next
-            // round's reservation tells (granted again: their own windows; or lost).
             throw error
         }
         stats.countClaimed(claimedHere.count)

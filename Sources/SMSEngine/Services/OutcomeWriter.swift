@@ -60,9 +60,10 @@ struct OutcomeWriter: Sendable {
                 }
                 // Written or fenced out: no longer this process's to hold (even when a later row failed).
                 for outcome in settled { leases.release(outcome.job) }
-                // A job put back to pending (a retry, a release) may be due now: the claim loop claims
-                // on a due signal, not on every write.
-                if settled.contains(where: { $0.state == .pending }) { events.send(.jobsAvailable) }
+                // A job put back to pending and due now (released, retried at once) is a due signal:
+                // the claim loop claims on those, not on every write. Later retries and deferrals are
+                // found by the loop's periodic look (see `ClaimLoop.StateMachine.recheck`).
+                if settled.contains(where: { $0.isDueAgainNow }) { events.send(.jobsAvailable) }
             } else if writes.stuckSince == nil {
                 writes.stuckSince = .now
             }
@@ -120,5 +121,12 @@ struct OutcomeWriter: Sendable {
                 settled.append(unwritten.removeFirst())
             }
         }
+    }
+}
+
+extension JobOutcome {
+    /// Back to pending with nothing to wait for.
+    fileprivate var isDueAgainNow: Bool {
+        state == .pending && deferredUntil == nil && (retryIn ?? .zero) <= .zero
     }
 }
