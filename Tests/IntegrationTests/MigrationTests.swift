@@ -25,6 +25,50 @@ struct MigrationTests {
         #expect(try versions.rows.map { try $0.requiredInt("version") } == Array(1...SchemaVersion.required))
     }
 
+    @Test("version 12's helpers answer as the SQL functions they replace (phone key, pauses, announcements)")
+    func helpersKeepTheirAnswers() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        // The phone key as version 7 spelt it, next to the inlined one: a short number, an empty and a
+        // given country code, and a key past 200 bytes (its md5 form).
+        let long = String(repeating: "9", count: 240)
+        let keys = try await database.query("""
+            SELECT n, sms.phone_key(cc, num) AS got,
+                   (SELECT CASE WHEN octet_length(k) <= 200 THEN k ELSE 'md5:' || md5(k) END
+                    FROM (SELECT COALESCE(NULLIF(cc, ''), '+86') || ' ' || num AS k) key) AS want
+            FROM (VALUES (1, NULL, '13800138000'), (2, '', '13800138000'), (3, '+1', '4155550100'),
+                         (4, '+44', $1)) AS v(n, cc, num) ORDER BY n
+            """, [long])
+        #expect(keys.rows.count == 4)
+        for row in keys.rows {
+            let n = try row.requiredInt("n")
+            #expect(try row.string("got") == row.string("want"), "case \(n)")
+        }
+        #expect(try keys.rows[3].requiredString("got").hasPrefix("md5:"))
+        // Pauses: none, then one channel, then all (the '*' row wins).
+        let unpaused = try await database.query("SELECT sms.paused_channels() IS NULL AS none, sms.pause_of('CHANNEL_LOGIN') IS NULL AS free").first
+        #expect(try unpaused?.bool("none") == true)
+        #expect(try unpaused?.bool("free") == true)
+        try await database.execute("""
+            INSERT INTO sms.controls (channel, paused_by, reason) VALUES ('CHANNEL_LOGIN', 'test', 'one');
+            INSERT INTO sms.controls (channel, paused_by, reason) VALUES ('*', 'test', 'all')
+            """)
+        let paused = try await database.query("""
+            SELECT array_to_string(ARRAY(SELECT unnest(sms.paused_channels()) ORDER BY 1), ',') AS channels,
+                   (sms.pause_of('CHANNEL_LOGIN')).channel AS login, (sms.pause_of('CHANNEL_REGISTER')).reason AS register
+            """).first
+        #expect(try paused?.string("channels") == "*,CHANNEL_LOGIN")
+        #expect(try paused?.string("login") == "*")
+        #expect(try paused?.string("register") == "all")
+        // One notification per 7,900 bytes of payload.
+        let announced = try await database.query("""
+            SELECT sms.announce(ARRAY(SELECT g FROM generate_series(1, 2000) g), array_fill('sent'::text, ARRAY[2000])) AS n,
+                   sms.announce('{}', '{}') AS none
+            """).first
+        #expect(try announced?.int("n") == 3)
+        #expect(try announced?.int("none") == 0)
+    }
+
     @Test func concurrentMigrationsTakeTurns() async throws {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
