@@ -193,7 +193,84 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// One query of a `pipeline`.
+    public struct PipelinedQuery: Sendable {
+        public var sql: String
+        public var parameters: [String?]
+        /// Prepared once per connection and executed by name after (as `query(_:_:prepared:)`).
+        public var prepared: Bool
+
+        public init(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) {
+            self.sql = sql
+            self.parameters = parameters
+            self.prepared = prepared
+        }
+    }
+
+    /// Sends `queries` together and waits once (libpq's pipeline mode): one round trip, and one trip to
+    /// this connection's thread, instead of one each. Returns each query's rows, in order. The first
+    /// that fails throws its error, with its `pipelineStep`; PostgreSQL skips the rest (inside a
+    /// transaction block the transaction is then failed, as after any error). A `COMMIT` among them is
+    /// checked as `commit()` checks it. A connection lost meanwhile throws `connectionLost`: any query
+    /// sent may have run (a COMMIT too).
+    public func pipeline(_ queries: [PipelinedQuery]) async throws -> [PostgresRows] {
+        try await run { [self] conn in
+            // Outside pipeline mode: PQprepare waits for its answer.
+            let names = try queries.map { query -> String? in
+                query.prepared ? try preparedName(for: query.sql, parameterCount: Int32(query.parameters.count), conn: conn) : nil
+            }
+            guard PQenterPipelineMode(conn) == 1 else {
+                throw PostgresError(code: .queryFailed, message: "cannot enter pipeline mode: \(Self.errorMessage(conn))")
+            }
+            defer { PQexitPipelineMode(conn) }
+            for (step, query) in queries.enumerated() {
+                let sent = withOptionalCStrings(query.parameters) { pointers -> Int32 in
+                    let count = Int32(query.parameters.count)
+                    if let name = names[step] { return PQsendQueryPrepared(conn, name, count, pointers, nil, nil, 0) }
+                    return PQsendQueryParams(conn, query.sql, count, nil, pointers, nil, nil, 0)
+                }
+                guard sent == 1 else { throw Self.lost(conn, step: step) }
+            }
+            guard PQpipelineSync(conn) == 1, PQflush(conn) == 0 else { throw Self.lost(conn, step: 0) }
+            var rows: [PostgresRows] = []
+            var failure: PostgresError? = nil
+            for (step, query) in queries.enumerated() {
+                guard let result = PQgetResult(conn) else { throw Self.lost(conn, step: step) }
+                if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                    PQclear(result)  // skipped after an earlier failure
+                } else {
+                    let tag = String(cString: PQcmdStatus(result))
+                    do {
+                        rows.append(try Self.consume(result, conn: conn))
+                        if query.sql == "COMMIT" && tag != "COMMIT" && failure == nil {
+                            failure = PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
+                                                    message: "COMMIT answered \(tag): the transaction was rolled back",
+                                                    pipelineStep: step)
+                        }
+                    } catch var error as PostgresError {
+                        error.pipelineStep = step
+                        if failure == nil { failure = error }
+                        if error.isConnectionProblem { throw error }
+                    }
+                }
+                // Each query's results end with a NULL.
+                while let extra = PQgetResult(conn) { PQclear(extra) }
+            }
+            guard let sync = PQgetResult(conn) else { throw Self.lost(conn, step: queries.count - 1) }
+            let status = PQresultStatus(sync)
+            PQclear(sync)
+            guard status == PGRES_PIPELINE_SYNC else { throw Self.lost(conn, step: queries.count - 1) }
+            if let failure { throw failure }
+            return rows
+        }
+    }
+
     // MARK: - On the connection's thread only
+
+    private static func lost(_ conn: OpaquePointer, step: Int) -> PostgresError {
+        PostgresError(code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
+                      message: errorMessage(conn), pipelineStep: step)
+    }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws -> T) async throws -> T {
         do {

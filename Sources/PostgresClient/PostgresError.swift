@@ -31,12 +31,15 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public var sqlState: String?
     public var message: String
     public var detail: String?
+    /// In `PostgresConnection.pipeline`: which query (0-based) failed; the ones after it did not run.
+    public var pipelineStep: Int?
 
-    public init(code: Code, sqlState: String? = nil, message: String, detail: String? = nil) {
+    public init(code: Code, sqlState: String? = nil, message: String, detail: String? = nil, pipelineStep: Int? = nil) {
         self.code = code
         self.sqlState = sqlState
         self.message = message
         self.detail = detail
+        self.pipelineStep = pipelineStep
     }
 
     /// Whether the failure is about the connection rather than the statement: the caller should reconnect.

@@ -88,17 +88,20 @@ public struct Admission: Sendable {
     /// that fails after others went through leaves its jobs unanswered (asked again next round) rather
     /// than losing the verdicts already committed (`interrupted` hears of it); a first chunk that
     /// fails throws, as a single statement would. Inside one (`interrupted` nil) every failure throws:
-    /// the chunks before it are rolled back with it.
-    func reserve(_ batch: [ValidJob], on db: PostgresConnection,
+    /// the chunks before it are rolled back with it. `committing`: the open transaction commits right
+    /// after the (single) chunk, in the same round trip (`runAndCommit`).
+    func reserve(_ batch: [ValidJob], on db: PostgresConnection, committing: Bool = false,
                  interrupted: ((any Error) -> Void)?) async throws -> ReserveSends.Answer {
+        precondition(!committing || batch.count <= Self.reservationChunk, "one chunk commits with its transaction")
         var answer = ReserveSends.Answer()
         for range in Self.chunks(of: batch.count) {
             let chunk = Array(batch[range])
             do {
-                let part = try await db.run(ReserveSends(
+                let statement = ReserveSends(
                     jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
                     dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
-                    fraud: configuration.fraud))
+                    fraud: configuration.fraud)
+                let part = committing ? try await db.runAndCommit(statement) : try await db.run(statement)
                 answer.verdicts.merge(part.verdicts) { _, new in new }
                 answer.flagged.merge(part.flagged) { _, new in new }
             } catch where range.lowerBound > 0 && interrupted != nil {

@@ -29,6 +29,20 @@ extension PostgresConnection {
     public func run<S: Statement>(_ statement: S) async throws -> S.Output {
         try statement.decode(try await query(S.sql, statement.bindings, prepared: S.isPrepared))
     }
+
+    /// BEGIN, then `statement`, in one round trip (`pipeline`): its answer, in a transaction left open.
+    public func begin<S: Statement>(with statement: S) async throws -> S.Output {
+        let rows = try await pipeline([.init("BEGIN"), .init(S.sql, statement.bindings, prepared: S.isPrepared)])
+        return try statement.decode(rows[1])
+    }
+
+    /// `statement`, then COMMIT, in one round trip (`pipeline`): its answer once committed. A failure of
+    /// the statement (`pipelineStep` 0) skipped the COMMIT: the transaction did not commit. A failed
+    /// COMMIT throws as `commit()` does.
+    public func runAndCommit<S: Statement>(_ statement: S) async throws -> S.Output {
+        let rows = try await pipeline([.init(S.sql, statement.bindings, prepared: S.isPrepared), .init("COMMIT")])
+        return try statement.decode(rows[0])
+    }
 }
 
 extension PostgresRows {

@@ -65,6 +65,46 @@ struct PostgresClientTests {
         await db.close()
     }
 
+    @Test("a pipeline runs its queries in one round trip, in order, prepared or not, and stops at the first failure")
+    func pipelineRunsInOrderAndStopsAtAFailure() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await PostgresConnection.connect(database.url)
+        let other = try await PostgresConnection.connect(database.url)
+        try await db.execute("CREATE TABLE t (a int PRIMARY KEY)")
+        // BEGIN + a prepared insert, then the same insert and COMMIT: one transaction, committed.
+        let insert = "INSERT INTO t VALUES ($1::int) RETURNING a, pg_current_xact_id()::text AS x"
+        let first = try await db.pipeline([.init("BEGIN"), .init(insert, ["1"], prepared: true)])
+        #expect(first.count == 2)
+        #expect(try first[1].first?.int("a") == 1)
+        #expect(try await other.query("SELECT count(*)::int AS n FROM t").first?.int("n") == 0, "still open")
+        let second = try await db.pipeline([.init(insert, ["2"], prepared: true), .init("COMMIT")])
+        let firstTransaction = try first[1].first?.string("x")
+        #expect(try second[0].first?.string("x") == firstTransaction, "the same transaction")
+        #expect(try await other.query("SELECT count(*)::int AS n FROM t").first?.int("n") == 2)
+
+        // A failing first query: the COMMIT after it is skipped, the transaction never commits.
+        _ = try await db.pipeline([.init("BEGIN"), .init(insert, ["3"], prepared: true)])
+        do {
+            _ = try await db.pipeline([.init(insert, ["1"], prepared: true), .init("COMMIT")])
+            Issue.record("a duplicate key did not fail the pipeline")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "23505" && error.pipelineStep == 0)
+        }
+        // The transaction is failed; its COMMIT (alone, in a pipeline) answers ROLLBACK and says so.
+        do {
+            _ = try await db.pipeline([.init("COMMIT")])
+            Issue.record("the commit of a failed transaction did not throw")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "25P02" && error.pipelineStep == 0)
+        }
+        #expect(try await other.query("SELECT array_agg(a ORDER BY a)::text AS a FROM t").first?.string("a") == "{1,2}")
+        // The connection is usable after both failures, outside pipeline mode.
+        #expect(try await db.query("SELECT 1 AS one").first?.int("one") == 1)
+        await db.close()
+        await other.close()
+    }
+
     @Test("session limits: a statement past its timeout is cancelled (57014, transient); keepalives are on")
     func sessionLimits() async throws {
         let database = try await TestDatabase.create(migrated: false)

@@ -1,3 +1,4 @@
+import PostgresClient
 @testable import SMSEngine
 @testable import SMSModel
 import Testing
@@ -97,6 +98,21 @@ struct ClaimLoopStateMachineTests {
         #expect(machine.candidates.map(\.id) == [1, 2])
         machine.reserved(stillWaiting: [job(2)], started: 1)
         #expect(machine.candidates.map(\.id) == [2] && machine.inFlight == 1)
+    }
+
+    @Test("a failure once the COMMIT was sent is a rollback only when the server says so")
+    func rolledBackOnlyWhenCertain() {
+        let rollback = PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
+                                     message: "COMMIT answered ROLLBACK", pipelineStep: 1)
+        let reservationFailed = PostgresError(code: .queryFailed, sqlState: "40P01", message: "deadlock", pipelineStep: 0)
+        let commitFailed = PostgresError(code: .queryFailed, sqlState: "40001", message: "serialization", pipelineStep: 1)
+        let lost = PostgresError(code: .connectionLost, message: "server closed the connection", pipelineStep: 0)
+        let shutDown = PostgresError(code: .queryFailed, sqlState: "57P01", message: "admin shutdown", pipelineStep: 0)
+        #expect(ClaimLoop.rolledBack(rollback))
+        #expect(ClaimLoop.rolledBack(reservationFailed), "the COMMIT after it was skipped")
+        #expect(!ClaimLoop.rolledBack(commitFailed), "the COMMIT's own error: not certain")
+        #expect(!ClaimLoop.rolledBack(lost), "the COMMIT may have gone through")
+        #expect(!ClaimLoop.rolledBack(shutDown), "the connection went with it")
     }
 
     @Test("a claim rolled back is forgotten: its jobs leave the candidates, an earlier claim's stay and hold their slots")

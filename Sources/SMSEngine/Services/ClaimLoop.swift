@@ -124,8 +124,7 @@ public struct ClaimLoop: Sendable {
         var committing = false
         do {
             if transaction {
-                try await db.execute("BEGIN")
-                claimedHere = try await db.run(ClaimJobs(worker: identity.id, limit: limit, lease: configuration.lease))
+                claimedHere = try await db.begin(with: ClaimJobs(worker: identity.id, limit: limit, lease: configuration.lease))
                 claimedFullBatch = claimedHere.count == limit
                 leases.hold(claimedHere.map(\.lease))
                 notifier.watchdog()
@@ -139,14 +138,14 @@ public struct ClaimLoop: Sendable {
                 machine.claimed(sendable)
             }
             try await reserveAndSend(admission, triage: triage, on: db, atomic: transaction, machine: &machine,
-                                     settled: &settled) {
+                                     settled: &settled) { withReservation in
                 if transaction {
                     committing = true
-                    try await db.commit()
+                    if !withReservation { try await db.commit() }
                 }
             }
         } catch {
-            if transaction && (!committing || (error as? PostgresError)?.sqlState == PostgresError.SQLState.inFailedTransaction) {
+            if transaction && (!committing || Self.rolledBack(error)) {
                 // Rolled back (the session is dropped with it): this turn's claim never happened, and
                 // its jobs are someone else's to claim.
                 let here = Set(claimedHere.map(\.id))
@@ -166,11 +165,21 @@ public struct ClaimLoop: Sendable {
         if claimedFullBatch || !machine.candidates.isEmpty { events.send(.again) }
     }
 
+    /// Whether a failure once the COMMIT was sent says for certain that the transaction did not commit:
+    /// COMMIT answered ROLLBACK, or the reservation sent with it failed on the server (PostgreSQL then
+    /// skips the COMMIT). A lost connection says nothing: the COMMIT may have gone through.
+    static func rolledBack(_ error: any Error) -> Bool {
+        guard let error = error as? PostgresError else { return false }
+        if error.sqlState == PostgresError.SQLState.inFailedTransaction { return true }
+        return error.pipelineStep == 0 && error.sqlState != nil && !error.isConnectionProblem
+    }
+
     /// Reserves the candidates, then `commit`s, then starts the granted calls: no call before its
-    /// grant is durable.
+    /// grant is durable. In the claim's transaction (`atomic`) the reservation and its COMMIT go in one
+    /// round trip: `commit(true)` is told so beforehand (it only marks the commit as under way).
     private func reserveAndSend(_ admission: Admission, triage: Triage, on db: PostgresConnection, atomic: Bool,
                                 machine: inout StateMachine, settled: inout [JobOutcome],
-                                commit: () async throws -> Void) async throws {
+                                commit: (_ withReservation: Bool) async throws -> Void) async throws {
         let plan = admission.plan(machine.candidates)
         // The job holding the half-open breaker's probe, until its call starts: handed back if it makes
         // none (deferred, capped, lost, or the reservation failed).
@@ -185,11 +194,13 @@ public struct ClaimLoop: Sendable {
         // get no verdict, so they are asked again next round. And a failed chunk fails it all: no
         // partial answer may be kept.
         let asked = atomic ? Array(plan.batch.prefix(Admission.reservationChunk)) : plan.batch
-        let answer = try await admission.reserve(asked, on: db, interrupted: atomic ? nil : { [logger] error in
+        let together = atomic && !asked.isEmpty
+        if together { try await commit(true) }
+        let answer = try await admission.reserve(asked, on: db, committing: together, interrupted: atomic ? nil : { [logger] error in
             logger.warning("a reservation chunk failed after others went through; its jobs are asked again next round",
                            metadata: ["error": "\(error)"])
         })
-        try await commit()
+        if !together { try await commit(false) }
         let verdicts = admission.apply(answer.verdicts, to: plan.batch)
         fraud.record(answer)
         var probeCall: Int64? = nil
