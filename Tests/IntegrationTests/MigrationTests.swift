@@ -69,6 +69,78 @@ struct MigrationTests {
         #expect(try announced?.int("none") == 0)
     }
 
+    @Test("version 13's fraud guard decides and counts as version 10's (a passing batch, a limit, an allow-listed number, a block, monitor mode)")
+    func guardKeepsItsAnswers() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        // Version 10's guard, as it was written, under another name.
+        let source = try String(contentsOfFile: TestEnvironment.sqlDirectory + "/0010_fraud.sql", encoding: .utf8)
+        guard let start = source.range(of: "CREATE FUNCTION sms.fraud_decide("),
+              let end = source.range(of: "\n$$;", range: start.upperBound..<source.endIndex) else {
+            throw TestSetupError("no sms.fraud_decide in 0010_fraud.sql")
+        }
+        try await database.execute(String(source[start.lowerBound..<end.upperBound])
+            .replacingOccurrences(of: "sms.fraud_decide(", with: "sms.fraud_decide_v10("))
+        // One IP with 9 sends ten minutes ago (per_ip_hour 10: one more passes), an allow-listed range.
+        try await database.execute("""
+            INSERT INTO sms.fraud_counts (scope, key, minute, requests, sends)
+            VALUES ('ip', '198.51.100.7', '2026-01-01 11:50:00+00', 9, 9);
+            INSERT INTO sms.fraud_allowed (prefix) VALUES ('+4470090')
+            """)
+        let connection = try await database.connect()
+        // Each function in a transaction of its own, rolled back: its rows, then every counter.
+        func decide(_ function: String, _ arguments: String, setup: String) async throws -> String {
+            try await connection.execute("BEGIN; SET LOCAL TimeZone = 'UTC'; " + setup)
+            let rows = try await connection.query("""
+                SELECT string_agg(concat_ws('/', r_index, r_decision, r_rule, r_detail), ';' ORDER BY r_index) AS d
+                FROM \(function)('2026-01-01 12:00:00+00', \(arguments))
+                """)
+            let counts = try await connection.query("""
+                SELECT string_agg(concat_ws('/', scope, key, minute, requests, sends, limited), ';' ORDER BY scope, key, minute) AS c
+                FROM sms.fraud_counts
+                """)
+            try await connection.execute("ROLLBACK")
+            return "\(try rows.first?.string("d") ?? "-") | \(try counts.first?.string("c") ?? "-")"
+        }
+        let block = """
+            INSERT INTO sms.fraud_blocks (scope, key, since, until, reason)
+            VALUES ('prefix', '+86 1380000', '2026-01-01 11:00:00+00', '2026-01-01 13:00:00+00', 'test burst');
+            INSERT INTO sms.fraud_trusted (user_ref, verified_at) VALUES ('known', '2026-01-01 10:00:00+00');
+            """
+        let cases: [(arguments: String, setup: String)] = [
+            // Passing batches: distinct keys; a shared user; no IP and an empty user; no limits at all.
+            ("ARRAY['+86 13800000001', '+86 13900000002'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u2'], 'enforce', '{10,10,50,0}', 30", ""),
+            ("ARRAY['+86 13800000001', '+86 13800000002'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u1'], 'enforce', '{10,10,50,0}', 30", ""),
+            ("ARRAY['+86 13800000001'], ARRAY[NULL]::inet[], ARRAY[''], 'enforce', '{10,10,50,0}', 30", ""),
+            ("ARRAY['+86 13800000001'], ARRAY['10.0.0.1']::inet[], ARRAY['u1'], 'enforce', '{0,0,0,0}', 30", ""),
+            // The IP's tenth send passes, its eleventh is stopped (or flagged).
+            ("ARRAY['+86 13800000001', '+86 13900000002', '+1 4155550100'], ARRAY['198.51.100.7', '198.51.100.7', '10.0.0.3']::inet[], ARRAY['a', 'b', 'c'], 'enforce', '{10,10,50,0}', 30", ""),
+            ("ARRAY['+86 13800000001', '+86 13900000002'], ARRAY['198.51.100.7', '198.51.100.7']::inet[], ARRAY['a', 'b'], 'monitor', '{10,10,50,0}', 30", ""),
+            // An allow-listed number among others.
+            ("ARRAY['+44 7009001234', '+86 13800000001'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u2'], 'enforce', '{10,10,50,0}', 30", ""),
+            // A blocked prefix: a stranger is stopped, a known user passes.
+            ("ARRAY['+86 13800001234', '+86 13800005678', '+86 13900000002'], ARRAY['10.0.0.1', '10.0.0.2', '10.0.0.3']::inet[], ARRAY['stranger', 'known', 'u3'], 'enforce', '{10,10,50,0}', 30", block),
+            ("ARRAY['+86 13900000002'], ARRAY['10.0.0.3']::inet[], ARRAY['u3'], 'enforce', '{10,10,50,0}', 30", block),
+            ("ARRAY['+86 13800000001'], ARRAY['10.0.0.1']::inet[], ARRAY['u1'], 'off', '{10,10,50,0}', 30", ""),
+        ]
+        var answers: [String] = []
+        for (n, test) in cases.enumerated() {
+            let now = try await decide("sms.fraud_decide", test.arguments, setup: test.setup)
+            let was = try await decide("sms.fraud_decide_v10", test.arguments, setup: test.setup)
+            #expect(now == was, "case \(n): \(test.arguments)")
+            answers.append(now)
+        }
+        await connection.close()
+        // The cases reach every path: a pass, a stop by a limit, a flag, an allow, a block and a trusted user.
+        #expect(answers[0].hasPrefix("1/pass;2/pass |"))
+        #expect(answers[4].contains("2/blocked/per_ip_hour/"))
+        #expect(answers[5].contains("2/flagged/per_ip_hour/"))
+        #expect(answers[6].hasPrefix("1/allowed;2/pass |"))
+        #expect(answers[7].hasPrefix("1/blocked/prefix_block/"))
+        #expect(answers[7].contains(";2/pass;3/pass |"))
+        #expect(answers[9] == "- | ip/198.51.100.7/2026-01-01 11:50:00+00/9/9/0")
+    }
+
     @Test func concurrentMigrationsTakeTurns() async throws {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
