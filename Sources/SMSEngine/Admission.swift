@@ -84,32 +84,38 @@ public struct Admission: Sendable {
     /// default), and fail the same way every round.
     static let reservationChunk = 256
 
-    /// Asks the database for the batch's verdicts, a chunk at a time. Outside a transaction, a chunk
-    /// that fails after others went through leaves its jobs unanswered (asked again next round) rather
-    /// than losing the verdicts already committed (`interrupted` hears of it); a first chunk that
-    /// fails throws, as a single statement would. Inside one (`interrupted` nil) every failure throws:
-    /// the chunks before it are rolled back with it. `committing`: the open transaction commits right
-    /// after the (single) chunk, in the same round trip (`runAndCommit`).
-    func reserve(_ batch: [ValidJob], on db: PostgresConnection, committing: Bool = false,
-                 interrupted: ((any Error) -> Void)?) async throws -> ReserveSends.Answer {
-        precondition(!committing || batch.count <= Self.reservationChunk, "one chunk commits with its transaction")
+    /// Asks the database for the batch's verdicts, a chunk at a time, each committing on its own
+    /// (outside a transaction). A chunk that fails after others went through leaves its jobs unanswered
+    /// (asked again next round) rather than losing the verdicts already committed (`interrupted` hears
+    /// of it); a first chunk that fails throws, as a single statement would.
+    func reserve(_ batch: [ValidJob], on db: PostgresConnection, interrupted: (any Error) -> Void) async throws
+        -> ReserveSends.Answer
+    {
         var answer = ReserveSends.Answer()
         for range in Self.chunks(of: batch.count) {
-            let chunk = Array(batch[range])
             do {
-                let statement = ReserveSends(
-                    jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
-                    dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
-                    fraud: configuration.fraud)
-                let part = committing ? try await db.runAndCommit(statement) : try await db.run(statement)
+                let part = try await db.run(statement(for: Array(batch[range])))
                 answer.verdicts.merge(part.verdicts) { _, new in new }
                 answer.flagged.merge(part.flagged) { _, new in new }
-            } catch where range.lowerBound > 0 && interrupted != nil {
-                interrupted?(error)
+            } catch where range.lowerBound > 0 {
+                interrupted(error)
                 break
             }
         }
         return answer
+    }
+
+    /// Asks for one chunk's verdicts in the open transaction and commits it, in one round trip
+    /// (`runAndCommit`), from the connection's thread. A failure throws: nothing of it may be kept.
+    func reserveAndCommit(_ chunk: [ValidJob], on session: PostgresConnection.Session) throws -> ReserveSends.Answer {
+        precondition(chunk.count <= Self.reservationChunk, "one chunk commits with its transaction")
+        return try session.runAndCommit(statement(for: chunk))
+    }
+
+    private func statement(for chunk: [ValidJob]) -> ReserveSends {
+        ReserveSends(jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
+                     dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
+                     fraud: configuration.fraud)
     }
 
     /// The reservation statements for `count` jobs: consecutive ranges of at most `reservationChunk`.

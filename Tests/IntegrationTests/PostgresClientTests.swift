@@ -105,6 +105,40 @@ struct PostgresClientTests {
         await other.close()
     }
 
+    @Test("withSession: several pipelines and the work between them in one trip to the connection's thread; a failure comes out as thrown")
+    func sessionRunsPipelinesBackToBack() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let db = try await PostgresConnection.connect(database.url)
+        try await db.execute("CREATE TABLE t (a int PRIMARY KEY)")
+        // The second pipeline uses what the first answered, in the first one's transaction.
+        let inserted = try await db.withSession { session -> Int in
+            let first = try session.pipeline([.init("BEGIN"), .init("INSERT INTO t VALUES (1) RETURNING a + 1 AS next")])
+            let next = try first[1].first?.int("next") ?? 0
+            _ = try session.pipeline([.init("INSERT INTO t VALUES ($1::int)", [String(next)], prepared: true), .init("COMMIT")])
+            return next
+        }
+        #expect(inserted == 2)
+        #expect(try await db.query("SELECT array_agg(a ORDER BY a)::text AS a FROM t").first?.string("a") == "{1,2}")
+        // A failed COMMIT inside the session throws out of it, with its step.
+        do {
+            try await db.withSession { session in
+                _ = try session.pipeline([.init("BEGIN"), .init("INSERT INTO t VALUES (1)")])
+            }
+            Issue.record("a duplicate key did not fail the session")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "23505" && error.pipelineStep == 1)
+        }
+        do {
+            try await db.withSession { try $0.commit() }
+            Issue.record("the commit of a failed transaction did not throw")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "25P02")
+        }
+        #expect(try await db.query("SELECT count(*)::int AS n FROM t").first?.int("n") == 2)
+        await db.close()
+    }
+
     @Test("session limits: a statement past its timeout is cancelled (57014, transient); keepalives are on")
     func sessionLimits() async throws {
         let database = try await TestDatabase.create(migrated: false)
