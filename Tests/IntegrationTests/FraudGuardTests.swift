@@ -317,7 +317,7 @@ struct FraudGuardTests {
 
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
-        let port = 20000 + Int.random(in: 0..<20000)
+        let port = try freeLocalPort()
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.guardOn([
             "SMSD_METRICS_LISTEN": "127.0.0.1:\(port)", "SMSD_FRAUD_PER_PREFIX_HOUR": "100",
         ]))

@@ -90,7 +90,7 @@ struct OperationsTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
-        let port = 20000 + Int.random(in: 0..<20000)
+        let port = try freeLocalPort()
         let secret = "app-secret-\(UUID().uuidString)"
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
             "SMSD_METRICS_LISTEN": "127.0.0.1:\(port)", "SMSD_LOG_LEVEL": "debug", "SMSD_GENAUTH_APP_SECRET": secret,

@@ -20,7 +20,7 @@ struct PauseTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
-        let port = 20000 + Int.random(in: 0..<20000)
+        let port = try freeLocalPort()
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: ["SMSD_METRICS_LISTEN": "127.0.0.1:\(port)"])
         defer { Task { await daemon.stop() } }
         let environment = ["SMSD_DATABASE_URL": database.url]

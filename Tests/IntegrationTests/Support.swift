@@ -116,6 +116,26 @@ let quietLogger: Logger = {
     return logger
 }()
 
+/// A TCP port on 127.0.0.1 nothing listens on now, for a daemon's metrics endpoint: bound to port 0 (the
+/// kernel picks one it has not handed out lately) and closed again. A random pick from the ephemeral
+/// range could be a connection's local port or another test's listener (a daemon once exited on
+/// EADDRINUSE that way).
+func freeLocalPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestSetupError("socket() failed: errno \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let named = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard named else { throw TestSetupError("no free port on 127.0.0.1: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
 /// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
 func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + timeout
@@ -150,16 +170,20 @@ final class ChildProcess: Sendable {
         process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
         self.process = process
-        pipe.fileHandleForReading.readabilityHandler = { [captured] handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                captured.ended.withLock { $0 = true }
-                return
-            }
-            captured.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
-        }
         try process.run()
+        // A thread of its own reads the pipe to its end, with blocking reads: no dispatch source on the
+        // descriptor. With `readabilityHandler`, libdispatch on Linux crashed the whole test process
+        // once (a bad pointer in `_dispatch_event_loop_drain`): a finished child's pipe was closed while
+        // its source was still being torn down, and the descriptor's number came back for another.
+        let reading = pipe.fileHandleForReading
+        Thread { [captured] in
+            while true {
+                let data = reading.availableData
+                if data.isEmpty { break }
+                captured.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
+            captured.ended.withLock { $0 = true }
+        }.start()
     }
 
     var isRunning: Bool { process.isRunning }
@@ -171,7 +195,7 @@ final class ChildProcess: Sendable {
     func waitForExit(timeout: Duration = .seconds(30)) async -> Int32? {
         let exited = await eventually(timeout: timeout) { !process.isRunning }
         guard exited else { return nil }
-        // The readability handler may still be draining the pipe: wait for its end (bounded, as a
+        // The reader may still be draining the pipe: wait for its end (bounded, as a
         // grandchild may hold the pipe open).
         _ = await eventually(timeout: .seconds(3)) { captured.ended.withLock { $0 } }
         return process.terminationStatus
