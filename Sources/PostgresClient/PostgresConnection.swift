@@ -131,17 +131,22 @@ public final class PostgresConnection: @unchecked Sendable {
     /// COMMIT, and throws unless the server says it committed: a transaction that failed is rolled back
     /// by COMMIT without an error (its tag reads ROLLBACK), and nothing may act as if it were durable.
     public func commit() async throws {
-        try await run { conn in
-            guard let result = PQexec(conn, "COMMIT") else {
-                throw PostgresError(code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
-                                    message: Self.errorMessage(conn))
-            }
-            let tag = String(cString: PQcmdStatus(result))
-            _ = try Self.consume(result, conn: conn)
-            guard tag == "COMMIT" else {
-                throw PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
-                                    message: "COMMIT answered \(tag): the transaction was rolled back")
-            }
+        try await run { conn in try Self.commit(on: conn) }
+    }
+
+    /// COMMIT alone, outside pipeline mode: its error carries no `pipelineStep` (a step 0 would read as
+    /// "a statement before the COMMIT failed, so it was skipped": certain, where a COMMIT's own error
+    /// other than ROLLBACK may have committed).
+    private static func commit(on conn: OpaquePointer) throws {
+        guard let result = PQexec(conn, "COMMIT") else {
+            throw PostgresError(code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
+                                message: Self.errorMessage(conn))
+        }
+        let tag = String(cString: PQcmdStatus(result))
+        _ = try Self.consume(result, conn: conn)
+        guard tag == "COMMIT" else {
+            throw PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
+                                message: "COMMIT answered \(tag): the transaction was rolled back")
         }
     }
 
@@ -230,7 +235,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
         /// As `PostgresConnection.commit()`, from the connection's thread.
         public func commit() throws {
-            _ = try pipeline([PipelinedQuery("COMMIT")])
+            try PostgresConnection.commit(on: conn)
         }
     }
 

@@ -3,9 +3,13 @@
 enum DispatchEvent: Sendable, Equatable {
     /// `NOTIFY sms_jobs` (an insert, a requeue), or a LISTEN session (re)started: jobs may be due.
     case jobsAvailable
-    /// The poll interval passed: the fallback for a lost notification, the watchdog's and a draining
-    /// shutdown's clock.
+    /// The poll interval passed: the fallback for a lost notification.
     case tick
+    /// The loop's clock, at least every `WakeSource.clockInterval` whatever the poll interval: it
+    /// feeds systemd's watchdog (`WatchdogSec=30s`; a `poll_interval` of a minute once starved it
+    /// and got an idle daemon restarted) and lets a draining shutdown see its deadline. It says
+    /// nothing of the queue.
+    case clock
     /// This many calls answered (or failed); their outcomes are with the writer.
     case callsFinished(Int)
     /// The writer wrote (or gave up on) a batch: jobs it held may be claimable, a shutdown may be done.

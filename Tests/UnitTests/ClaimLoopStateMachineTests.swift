@@ -140,6 +140,20 @@ struct ClaimLoopStateMachineTests {
         #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .stop(inFlight: 0))
     }
 
+    @Test("the loop's clock makes no jobs due, and ends a drain past its grace period")
+    func clockSaysNothingOfTheQueue() {
+        var machine = machine()
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        machine.claimed([])
+        machine.reserved(stillWaiting: [], started: 5)
+        let later = start + .seconds(10)
+        _ = machine.receive([.clock], now: later)
+        #expect(machine.next(unsettled: 0, now: later) == .claim(limit: 0, armLinger: false), "a clock is not a poll")
+        _ = machine.receive([.shutdownRequested], now: later)
+        _ = machine.receive([.clock], now: later + .seconds(11))
+        #expect(machine.next(unsettled: 0, now: later + .seconds(11)) == .stop(inFlight: 5))
+    }
+
     @Test func theGracePeriodEndsADrainThatDoesNotFinish() {
         var machine = machine()
         machine.reserved(stillWaiting: [], started: 5)

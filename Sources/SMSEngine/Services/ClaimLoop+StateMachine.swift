@@ -71,7 +71,7 @@ extension ClaimLoop {
                     mayBeDue = true
                 case .outcomesWritten:
                     if now - lastClaim >= Self.recheck { mayBeDue = true }
-                case .shutdownRequested:
+                case .shutdownRequested, .clock:
                     break
                 }
             }

@@ -12,13 +12,40 @@ struct WakeSource: Sendable {
     let pollInterval: Duration
     let events: DispatchEvents
     let pauses: PauseBoard
+    /// How often the loop hears `.clock` at least: well inside systemd's `WatchdogSec` (30 s), which
+    /// the loop feeds on every turn, and a draining shutdown's deadline is seen within it.
+    var clockInterval = Duration.seconds(10)
 
-    /// The ticker: also feeds systemd's watchdog through the loop (if the loop stops coming round, the
-    /// watchdog goes hungry) and lets a draining shutdown notice its deadline.
+    /// The ticker: `.tick` every poll interval, and `.clock` in between so that the loop comes round
+    /// at least every `clockInterval` (if it stops coming round, the watchdog goes hungry).
     func tick() async {
+        var ticker = Ticker(pollInterval: pollInterval, clockInterval: clockInterval)
         while !Task.isCancelled {
-            try? await Task.sleep(for: pollInterval)
-            events.send(.tick)
+            let (wait, event) = ticker.next()
+            try? await Task.sleep(for: wait)
+            events.send(event)
+        }
+    }
+
+    /// The ticker's schedule, pure: how long to sleep before its next event, and which.
+    struct Ticker: Sendable {
+        let pollInterval: Duration
+        let clockInterval: Duration
+        private var sincePoll = Duration.zero
+
+        init(pollInterval: Duration, clockInterval: Duration) {
+            self.pollInterval = pollInterval
+            self.clockInterval = clockInterval
+        }
+
+        mutating func next() -> (wait: Duration, event: DispatchEvent) {
+            let untilPoll = pollInterval - sincePoll
+            if untilPoll <= clockInterval {
+                sincePoll = .zero
+                return (untilPoll, .tick)
+            }
+            sincePoll += clockInterval
+            return (clockInterval, .clock)
         }
     }
 
