@@ -6,8 +6,8 @@ enum DispatchEvent: Sendable, Equatable {
     /// The poll interval passed: the fallback for a lost notification.
     case tick
     /// The loop's clock, at least every `WakeSource.clockInterval` whatever the poll interval: it
-    /// feeds systemd's watchdog (`WatchdogSec=30s`; a `poll_interval` of a minute once starved it
-    /// and got an idle daemon restarted) and lets a draining shutdown see its deadline. It says
+    /// feeds systemd's watchdog (`WatchdogSec=30s`: with ticks alone, a `poll_interval` of a minute
+    /// would starve it and get an idle daemon restarted) and lets a draining shutdown see its deadline. It says
     /// nothing of the queue.
     case clock
     /// This many calls answered (or failed); their outcomes are with the writer.
