@@ -16,6 +16,8 @@ enum DispatchEvent: Sendable, Equatable {
     case outcomesWritten
     /// A few free call slots waited for company long enough (see `ClaimLoop.claimLinger`).
     case lingerElapsed
+    /// A busy loop's recheck interval passed (see `ClaimLoop.StateMachine.recheck`).
+    case recheckElapsed
     /// SIGTERM/SIGINT: stop claiming, drain.
     case shutdownRequested
     /// The loop asked to go round again at once (a full claim, jobs waiting for their reservation).

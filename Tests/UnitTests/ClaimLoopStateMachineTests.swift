@@ -140,6 +140,34 @@ struct ClaimLoopStateMachineTests {
         #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .stop(inFlight: 0))
     }
 
+    @Test("the recheck timer: armed once after a claim with calls in flight; run out, it makes jobs possibly due")
+    func recheckTimer() {
+        var machine = machine()
+        let armed1 = machine.armRecheck()
+        #expect(!armed1, "nothing in flight, a claim due anyway")
+        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        machine.claimed([])
+        machine.reserved(stillWaiting: [], started: 10)
+        let armed2 = machine.armRecheck()
+        #expect(armed2)
+        let armed3 = machine.armRecheck()
+        #expect(!armed3, "one timer at a time")
+        // Every answer and outcome within the recheck interval of the claim: no look by themselves.
+        _ = machine.receive([.callsFinished(5), .outcomesWritten], now: start + .milliseconds(40))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(40)) == .claim(limit: 0, armLinger: false))
+        let later = start + ClaimLoop.StateMachine.recheck
+        _ = machine.receive([.recheckElapsed], now: later)
+        #expect(machine.next(unsettled: 0, now: later) == .claim(limit: 59, armLinger: false))
+        let armed4 = machine.armRecheck()
+        #expect(armed4, "calls still in flight: armed again after that claim")
+        // A timer that runs out soon after a later claim makes nothing due; the next one will.
+        _ = machine.receive([.recheckElapsed], now: later + .milliseconds(10))
+        #expect(machine.next(unsettled: 0, now: later + .milliseconds(10)) == .claim(limit: 0, armLinger: false))
+        _ = machine.receive([.shutdownRequested], now: later + .milliseconds(20))
+        let armed5 = machine.armRecheck()
+        #expect(!armed5, "not while draining")
+    }
+
     @Test("the loop's clock makes no jobs due, and ends a drain past its grace period")
     func clockSaysNothingOfTheQueue() {
         var machine = machine()

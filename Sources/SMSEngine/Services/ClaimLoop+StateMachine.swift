@@ -19,6 +19,8 @@ extension ClaimLoop {
         private var lastClaim: ContinuousClock.Instant
         /// A `.lingerElapsed` is on its way.
         private var lingerArmed = false
+        /// A `.recheckElapsed` is on its way.
+        private var recheckArmed = false
         /// Something said jobs may be due (a notification, the poll tick, a full claim, a linger that
         /// ran out) and no claim has looked since. A call answered or an outcome written frees a slot
         /// but says nothing of the queue: claiming on each would be a statement per job for nothing
@@ -27,8 +29,9 @@ extension ClaimLoop {
 
         /// Some jobs fall due with no notification: a retry or deferral reaching its time, a job
         /// rescued or released by another daemon, rows a claim skipped while another held them. An
-        /// idle loop finds them on the poll tick; a busy one (calls answering) looks at least this
-        /// often, as it did when every answer led to a claim.
+        /// idle loop finds them on the poll tick; a busy one (calls in flight) looks again once this
+        /// long has passed since its last claim (an answered call, a written outcome or the recheck
+        /// timer, `armRecheck`, tells it so), as it did when every answer led to a claim.
         static let recheck = Duration.milliseconds(100)
 
         init(concurrency: Int, shutdownGrace: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
@@ -67,6 +70,9 @@ extension ClaimLoop {
                 case .lingerElapsed:
                     lingerArmed = false
                     mayBeDue = true
+                case .recheckElapsed:
+                    recheckArmed = false
+                    if now - lastClaim >= Self.recheck { mayBeDue = true }
                 case .jobsAvailable, .tick, .again:
                     mayBeDue = true
                 case .outcomesWritten:
@@ -105,6 +111,15 @@ extension ClaimLoop {
                 return .claim(limit: free, armLinger: armLinger)
             }
             return .claim(limit: 0, armLinger: armLinger)
+        }
+
+        /// Whether to start the recheck timer now (a `.recheckElapsed` after `recheck`): calls are in
+        /// flight, no claim is due yet and none is on its way. Without it a busy loop whose calls and
+        /// outcomes all came within `recheck` of its last claim would look again only on the poll tick.
+        mutating func armRecheck() -> Bool {
+            guard drainingSince == nil, inFlight > 0, !mayBeDue, !recheckArmed else { return false }
+            recheckArmed = true
+            return true
         }
 
         /// Sendable jobs from this turn's claim: they wait for their reservation with the others.

@@ -103,6 +103,13 @@ public struct ClaimLoop: Sendable {
                 // Counted here, once, as they go to the writer (a claim rolled back took its own out).
                 stats.count(settled)
                 writes.submit(settled)
+                if machine.armRecheck() {
+                    let events = self.events
+                    Task {
+                        try? await Task.sleep(for: StateMachine.recheck)
+                        events.send(.recheckElapsed)
+                    }
+                }
             }
         }
         if machine.inFlight > 0 {
