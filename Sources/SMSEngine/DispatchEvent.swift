@@ -7,8 +7,8 @@ enum DispatchEvent: Sendable, Equatable {
     case tick
     /// The loop's clock, at least every `WakeSource.clockInterval` whatever the poll interval: it
     /// feeds systemd's watchdog (`WatchdogSec=30s`: with ticks alone, a `poll_interval` of a minute
-    /// would starve it and get an idle daemon restarted) and lets a draining shutdown see its deadline. It says
-    /// nothing of the queue.
+    /// would starve it and get an idle daemon restarted) and lets a draining shutdown see its
+    /// deadline. It says nothing of the queue.
     case clock
     /// This many calls answered (or failed); their outcomes are with the writer.
     case callsFinished(Int)
@@ -60,6 +60,14 @@ final class DispatchEvents: Sendable {
             state.finishedCalls = 0
             return events
         } ?? nil
+    }
+
+    /// Sends `event` once `delay` has passed (the claim loop's linger and recheck timers).
+    func send(_ event: DispatchEvent, after delay: Duration) {
+        Task { [self] in
+            try? await Task.sleep(for: delay)
+            send(event)
+        }
     }
 
     func close() { inbox.update { $0.closed = true } }

@@ -29,28 +29,18 @@ extension PostgresConnection {
     public func run<S: Statement>(_ statement: S) async throws -> S.Output {
         try statement.decode(try await query(S.sql, statement.bindings, prepared: S.isPrepared))
     }
-
-    /// BEGIN, then `statement`, in one round trip (`pipeline`): its answer, in a transaction left open.
-    public func begin<S: Statement>(with statement: S) async throws -> S.Output {
-        try await withSession { try $0.begin(with: statement) }
-    }
-
-    /// `statement`, then COMMIT, in one round trip (`pipeline`): its answer once committed. A failure of
-    /// the statement (`pipelineStep` 0) skipped the COMMIT: the transaction did not commit. A failed
-    /// COMMIT throws as `commit()` does.
-    public func runAndCommit<S: Statement>(_ statement: S) async throws -> S.Output {
-        try await withSession { try $0.runAndCommit(statement) }
-    }
 }
 
 extension PostgresConnection.Session {
-    /// As `PostgresConnection.begin(with:)`, on the connection's thread.
+    /// BEGIN, then `statement`, in one round trip (`pipeline`): its answer, in a transaction left open.
     public func begin<S: Statement>(with statement: S) throws -> S.Output {
         let rows = try pipeline([.init("BEGIN"), .init(S.sql, statement.bindings, prepared: S.isPrepared)])
         return try statement.decode(rows[1])
     }
 
-    /// As `PostgresConnection.runAndCommit(_:)`, on the connection's thread.
+    /// `statement`, then COMMIT, in one round trip (`pipeline`): its answer once committed. A failure of
+    /// the statement (`pipelineStep` 0) skipped the COMMIT: the transaction did not commit. A failed
+    /// COMMIT throws as `commit()` does.
     public func runAndCommit<S: Statement>(_ statement: S) throws -> S.Output {
         let rows = try pipeline([.init(S.sql, statement.bindings, prepared: S.isPrepared), .init("COMMIT")])
         return try statement.decode(rows[0])

@@ -72,13 +72,7 @@ public struct ClaimLoop: Sendable {
                 })
                 events.send(.again)
             case .claim(let limit, let armLinger):
-                if armLinger {
-                    let events = self.events
-                    Task {
-                        try? await Task.sleep(for: Self.claimLinger)
-                        events.send(.lingerElapsed)
-                    }
-                }
+                if armLinger { events.send(.lingerElapsed, after: Self.claimLinger) }
                 // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to
                 // its timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
                 guard let db = await session.connect() else {
@@ -103,13 +97,7 @@ public struct ClaimLoop: Sendable {
                 // Counted here, once, as they go to the writer (a claim rolled back took its own out).
                 stats.count(settled)
                 writes.submit(settled)
-                if machine.armRecheck() {
-                    let events = self.events
-                    Task {
-                        try? await Task.sleep(for: StateMachine.recheck)
-                        events.send(.recheckElapsed)
-                    }
-                }
+                if machine.armRecheck() { events.send(.recheckElapsed, after: StateMachine.recheck) }
             }
         }
         if machine.inFlight > 0 {
@@ -164,8 +152,7 @@ public struct ClaimLoop: Sendable {
             throw failure
         }
         if let plan = turn.plan {
-            send(turn.answer ?? ReserveSends.Answer(), for: plan, by: admission, machine: &machine, settled: &settled,
-                 probe: &probe)
+            send(turn.answer, for: plan, by: admission, machine: &machine, settled: &settled, probe: &probe)
         }
         stats.countClaimed(turn.claimed.count)
         // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
@@ -187,7 +174,8 @@ public struct ClaimLoop: Sendable {
         var plan: Admission.Plan? = nil
         /// The COMMIT was sent (with the reservation, or alone): a failure from then on may have committed.
         var committing = false
-        var answer: ReserveSends.Answer? = nil
+        /// The reservation's verdicts (none when nothing was asked).
+        var answer = ReserveSends.Answer()
         var failure: (any Error)? = nil
 
         static func run(worker: String, limit: Int, lease: Duration, candidates: [ValidJob], triage: Triage,
