@@ -6,11 +6,16 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     case accepted
     /// Body 4xx other than 429: the caller's fault (bad number, channel, app); sending again cannot help.
     case callerFault
-    /// HTTP 4xx without GenAuth's body (other than 408 and 429): the request itself is wrong.
+    /// HTTP 4xx without GenAuth's body (other than 408 and 429): the request itself is wrong (a proxy's
+    /// answer, most likely; nothing of GenAuth's says it was not sent).
     case requestRefused
-    /// HTTP 429 (the QPS limit) or body 429 ("sent too frequently"): GenAuth working, asking to wait.
+    /// `byHTTP`: HTTP 429, GenAuth's QPS limit (a refusal at the gate, with or without its body): the
+    /// request was not processed. Otherwise body 429 on an HTTP 2xx: GenAuth's answer that this phone
+    /// already had an SMS on this channel within its window ("sent too frequently"), the one answer that
+    /// proves an earlier unanswered call went out.
     case rateLimited(byHTTP: Bool)
-    /// HTTP 5xx.
+    /// HTTP 5xx without GenAuth's body: a gateway's or server's failure (a proxy's 502/504 comes after it
+    /// forwarded the request, so GenAuth may have accepted it).
     case serverError
     /// Body 5xx (or a code above 699): GenAuth failing.
     case genauthFault
@@ -54,6 +59,17 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
         switch self {
         case .serverError, .genauthFault, .providerFault, .unanswered, .notSent: return true
         case .accepted, .callerFault, .requestRefused, .rateLimited, .unrecognised: return false
+        }
+    }
+
+    /// The request was written and nothing GenAuth answered says it was not accepted: the SMS may have
+    /// gone out. Only a request never written (`notSent`) and GenAuth's own answers refusing it (its JSON
+    /// body with a code other than 200, or its QPS limit's HTTP 429) are certain. Such a call keeps the
+    /// phone's window, marks the job uncertain and starts its proof window (`ProofWindow`).
+    public var mayHaveSent: Bool {
+        switch self {
+        case .unanswered, .serverError, .requestRefused, .unrecognised: return true
+        case .accepted, .callerFault, .rateLimited, .genauthFault, .providerFault, .notSent: return false
         }
     }
 

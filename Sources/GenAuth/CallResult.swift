@@ -19,15 +19,17 @@ extension CallResult {
         case .notSent: return .notSent
         case .unanswered: return .unanswered
         case .answered(let http, let body, _):
-            // GenAuth answers HTTP 200 for most errors: the body decides whenever there is one, except
-            // that a rate limit or a server error at the HTTP level is what it says whatever the body.
+            // GenAuth answers HTTP 200 for most errors: its body decides whenever there is one, except
+            // that its QPS limit is HTTP 429 whatever the body. "Sent too frequently" (body 429) is the
+            // phone-window answer only on an HTTP 2xx.
             if http == 429 { return .rateLimited(byHTTP: true) }
-            if body?.statusCode == 429 { return .rateLimited(byHTTP: false) }
-            if http >= 500 { return .serverError }
+            if body?.statusCode == 429 { return .rateLimited(byHTTP: !(200..<300).contains(http)) }
             guard let code = body?.statusCode else {
-                // No GenAuth body. 408 is a timeout by another name; any other 4xx means the request
-                // itself is wrong (path, method, headers), which a retry will not change. A 2xx/3xx
-                // without GenAuth's JSON: nobody can say whether it went out.
+                // No GenAuth body: a gateway's or server's answer, which proves nothing was sent. 5xx: a
+                // failure; 408 is a timeout by another name; any other 4xx means the request itself is
+                // wrong (path, method, headers), which a retry will not change. A 2xx/3xx without
+                // GenAuth's JSON: nobody can say whether it went out.
+                if http >= 500 { return .serverError }
                 return (400..<500).contains(http) && http != 408 ? .requestRefused : .unrecognised
             }
             switch code {

@@ -23,6 +23,13 @@ public struct SandboxFaults: Sendable, Codable, Equatable {
     /// out, the window is set) and then answered `lateAnswerMs` later, past a client's timeout.
     public var lateAnswerMs: Int = 0
     public var lateAnswerRate: Double = 1
+    /// Share of send-sms calls whose connection is closed without an answer (a connection dropped on
+    /// the way back). With `dropAfterAccept` the SMS is accepted and recorded first (it went out).
+    public var rateDrop: Double = 0
+    public var dropAfterAccept = false
+    /// Share of accepted sends answered by a gateway in front of GenAuth instead: HTTP 502 or 504
+    /// without GenAuth's body (the SMS went out; the answer is a proxy's).
+    public var rateGatewayAfterAccept: Double = 0
 
     public init() {}
 
@@ -38,6 +45,10 @@ public struct SandboxFaults: Sendable, Codable, Equatable {
         retryAfterSeconds = try container.decodeIfPresent(Int.self, forKey: .retryAfterSeconds) ?? defaults.retryAfterSeconds
         lateAnswerMs = try container.decodeIfPresent(Int.self, forKey: .lateAnswerMs) ?? defaults.lateAnswerMs
         lateAnswerRate = try container.decodeIfPresent(Double.self, forKey: .lateAnswerRate) ?? defaults.lateAnswerRate
+        rateDrop = try container.decodeIfPresent(Double.self, forKey: .rateDrop) ?? defaults.rateDrop
+        dropAfterAccept = try container.decodeIfPresent(Bool.self, forKey: .dropAfterAccept) ?? defaults.dropAfterAccept
+        rateGatewayAfterAccept = try container.decodeIfPresent(Double.self, forKey: .rateGatewayAfterAccept)
+            ?? defaults.rateGatewayAfterAccept
     }
 }
 
@@ -185,7 +196,8 @@ public final class GenAuthSandbox: Sendable {
                 state.qpsCount += 1
                 return state.qpsCount > options.qps
             }
-            if over { return httpError(429, "Too Many Requests: QPS limit \(options.qps)", retryAfter: 1, requestId: requestId) }
+            // GenAuth's QPS limit is a real HTTP 429 that carries its JSON body (statusCode 429) too.
+            if over { return qpsLimited(requestId: requestId) }
         }
         if faults.latencyMs > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMs)) }
         let roll = Double.random(in: 0..<1)
@@ -197,6 +209,8 @@ public final class GenAuthSandbox: Sendable {
             try await Task.sleep(for: .milliseconds(Int64(faults.hangSeconds * 1000)))
             return httpError(504, "Gateway Timeout", retryAfter: nil, requestId: requestId)
         }
+        let dropped = Double.random(in: 0..<1) < faults.rateDrop
+        if dropped && !faults.dropAfterAccept { return droppedConnection() }
 
         let appID = request.headers[HTTPField.Name("x-genauth-app-id")!] ?? request.headers[HTTPField.Name("x-authing-app-id")!]
         guard let appID, !appID.isEmpty else {
@@ -251,8 +265,12 @@ public final class GenAuthSandbox: Sendable {
         if let wait = verdict {
             return body(429, apiCode: 2021, "SMS sent too frequently: one per phone per channel per \(Int(options.windowSeconds)) s; retry in \(Int(wait.rounded(.up))) s", requestId)
         }
+        if dropped { return droppedConnection() }
         if faults.lateAnswerMs > 0, Double.random(in: 0..<1) < faults.lateAnswerRate {
             try await Task.sleep(for: .milliseconds(faults.lateAnswerMs))
+        }
+        if Double.random(in: 0..<1) < faults.rateGatewayAfterAccept {
+            return httpError(Bool.random() ? 502 : 504, "Bad Gateway", retryAfter: nil, requestId: requestId)
         }
         if let script = scripted(phone: phone, countryCode: countryCode), script.kind == 6,
            script.failures == 0 || callNumber <= script.failures {
@@ -376,6 +394,25 @@ public final class GenAuthSandbox: Sendable {
         text += "}"
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+
+    /// GenAuth's QPS limit: HTTP 429 with `Retry-After`, and its JSON body saying 429 as well.
+    private func qpsLimited(requestId: String) -> Response {
+        state.withLock { $0.answers["http-429", default: 0] += 1 }
+        let data = (try? Self.encoder.encode(Answer(apiCode: nil, message: "Too Many Requests: QPS limit \(options.qps)",
+                                                     requestId: requestId, statusCode: 429))) ?? Data()
+        return Response(status: .tooManyRequests, headers: [.contentType: "application/json", .retryAfter: "1"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// The connection closes with no answer: a head promising a body, then a body that fails, which
+    /// makes the server drop the connection mid-answer.
+    private func droppedConnection() -> Response {
+        state.withLock { $0.answers["dropped", default: 0] += 1 }
+        return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: "100"],
+                        body: ResponseBody { _ in throw DroppedConnection() })
+    }
+
+    private struct DroppedConnection: Error {}
 
     private func httpError(_ status: Int, _ text: String, retryAfter: Int?, requestId: String) -> Response {
         state.withLock { $0.answers["http-\(status)", default: 0] += 1 }

@@ -56,14 +56,15 @@ public final class PostgresConnection: @unchecked Sendable {
         // Later keywords override earlier ones, and `dbname` is expanded as a full conninfo/URI
         // (expand_dbname = 1), so the caller's string wins over these defaults. Keepalives and
         // tcp_user_timeout: a peer that vanished silently (no FIN, no RST) must fail a blocked libpq call
-        // within about 30 s; the kernel alone would wait ~2 h for an idle socket (first keepalive probe)
-        // and ~15 min for unacknowledged data.
+        // within 15 s (keepalives: 5 s idle, then 3 probes 2 s apart; unacknowledged data: 15 s), half of
+        // systemd's WatchdogSec (30 s), which a loop blocked that long must not starve; the kernel alone
+        // would wait ~2 h for an idle socket (first keepalive probe) and ~15 min for unacknowledged data.
         // gssencmode=disable unless the caller asks for GSS: libpq's default ("prefer") calls into
         // Kerberos on every connect, and Kerberos's library aborted a process that was connecting
         // while it exited (k5_mutex_lock assertion); sites using GSS say so in their URL.
         let keywords = ["connect_timeout", "fallback_application_name", "keepalives", "keepalives_idle",
                         "keepalives_interval", "keepalives_count", "tcp_user_timeout", "gssencmode", "dbname"]
-        let values = ["10", applicationName, "1", "10", "5", "3", "30000", "disable", conninfo]
+        let values = ["10", applicationName, "1", "5", "2", "3", "15000", "disable", conninfo]
         let conn: OpaquePointer? = withCStrings(keywords) { keywordPointers in
             withCStrings(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
@@ -175,6 +176,12 @@ public final class PostgresConnection: @unchecked Sendable {
             received = try Self.drainNotifications(conn)
             return received
         }
+    }
+
+    /// The server process id libpq was given when it connected (BackendKeyData). A connection pooler in
+    /// between (PgBouncer) gives its own, so it differs from what `SELECT pg_backend_pid()` answers.
+    public func reportedBackendPID() async throws -> Int32 {
+        try await run { conn in PQbackendPID(conn) }
     }
 
     /// The value libpq uses for one of this connection's options (`PQconninfo`), e.g. `tcp_user_timeout`

@@ -26,6 +26,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         public static let programLimitExceeded = "54000"
         /// in_failed_transaction: `PostgresConnection.commit()` when COMMIT rolled the transaction back.
         public static let inFailedTransaction = "25P02"
+        /// lock_not_available: a lock wait ran past `lock_timeout` (or NOWAIT found it held).
+        public static let lockNotAvailable = "55P03"
     }
     /// The five-character SQLSTATE, when the server sent one (e.g. `23505` unique violation).
     public var sqlState: String?

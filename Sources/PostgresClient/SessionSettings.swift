@@ -12,6 +12,11 @@ public struct SessionSettings: Sendable, Equatable {
     public var jit: Bool?
     /// How the session's statements are planned; nil leaves the server's settings.
     public var plans: Plans?
+    /// `search_path = pg_catalog, pg_temp`: every name in the session's statements is written with its
+    /// schema, and none may resolve to an object another role created in `public` (before PostgreSQL 15
+    /// anyone could, and upgraded databases keep that): a `public.unnest(text[])` would otherwise run,
+    /// with the session's rights, in place of pg_catalog's.
+    public var pinnedSearchPath: Bool
 
     /// The planning a session's statements get.
     public enum Plans: Sendable, Equatable {
@@ -27,12 +32,13 @@ public struct SessionSettings: Sendable, Equatable {
     }
 
     public init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,
-                jit: Bool? = nil, plans: Plans? = nil) {
+                jit: Bool? = nil, plans: Plans? = nil, pinnedSearchPath: Bool = false) {
         self.statementTimeout = statementTimeout
         self.lockTimeout = lockTimeout
         self.idleInTransactionTimeout = idleInTransactionTimeout
         self.jit = jit
         self.plans = plans
+        self.pinnedSearchPath = pinnedSearchPath
     }
 
     public static let none = SessionSettings()
@@ -49,6 +55,7 @@ public struct SessionSettings: Sendable, Equatable {
             statements.append("SET idle_in_transaction_session_timeout = \(milliseconds(idleInTransactionTimeout))")
         }
         if let jit { statements.append("SET jit = \(jit ? "on" : "off")") }
+        if pinnedSearchPath { statements.append("SET search_path = pg_catalog, pg_temp") }
         switch plans {
         case .keyLookups?:
             statements.append("SET plan_cache_mode = force_generic_plan")

@@ -57,24 +57,60 @@ public struct Admission: Sendable {
                 plan.nextRound.append(job)
             }
         }
-        let deferred: ArraySlice<ValidJob>
+        let held: ArraySlice<ValidJob>
+        let retryIn: Duration
         switch breaker.admit(plan.batch.count) {
         case .all:
-            deferred = []
-        case .probe(let count, let retryIn):
+            return plan
+        case .probe(let count, let wait):
+            // Not a job whose earlier call may have gone out, if there is another: those are claimed
+            // first, and as the probe every time they would spend their attempts on a failing GenAuth.
+            if let sure = plan.batch.firstIndex(where: { !$0.uncertain }), sure > 0 {
+                plan.batch.insert(plan.batch.remove(at: sure), at: 0)
+            }
             plan.probe = plan.batch.first?.id
-            deferred = plan.batch.dropFirst(count)
+            held = plan.batch.dropFirst(count)
             plan.batch = Array(plan.batch.prefix(count))
-            plan.settled = deferred.map { breakerDeferral($0, retryIn: retryIn) }
-        case .none(let retryIn):
-            plan.settled = plan.batch.map { breakerDeferral($0, retryIn: retryIn) }
+            retryIn = wait
+        case .none(let wait):
+            held = plan.batch[...]
             plan.batch = []
+            retryIn = wait
+        }
+        // The breaker holds calls that can wait. A retry of a call that may have gone out cannot wait
+        // past its proof window (GenAuth could no longer tell whether that call went out): it comes back
+        // before the window closes, and then goes whatever the breaker says, one call per such job.
+        let now = ContinuousClock.now
+        for job in held {
+            guard let latest = Self.latestProofCall(job) else {
+                plan.settled.append(breakerDeferral(job, until: job.claimed.databaseTime(of: now + retryIn)))
+                continue
+            }
+            let back = job.claimed.databaseTime(of: now + retryIn)
+            if back < latest {
+                plan.settled.append(breakerDeferral(job, until: back))
+            } else if job.claimed.databaseTime(of: now) < latest {
+                plan.batch.append(job)
+            } else {
+                plan.settled.append(breakerDeferral(job, until: latest))
+            }
         }
         return plan
     }
 
-    private func breakerDeferral(_ job: ValidJob, retryIn: Duration) -> JobOutcome {
-        triage.deferral(job, until: job.claimed.now + retryIn.seconds, reason:
+    /// A retry needs this long before its proof window closes: its claim, reservation and call.
+    static let proofLead = ProofWindow.margin + .seconds(1)
+
+    /// The latest moment (database clock) to start the claim of a retry that may prove an earlier call
+    /// went out; nil for a job with no such call, or whose window has closed already.
+    static func latestProofCall(_ job: ValidJob) -> Double? {
+        guard job.uncertain, let until = job.proofUntil else { return nil }
+        let latest = until - proofLead.seconds
+        return latest > job.claimed.now ? latest : nil
+    }
+
+    private func breakerDeferral(_ job: ValidJob, until: Double) -> JobOutcome {
+        triage.deferral(job, until: until, reason:
             "GenAuth is failing: circuit breaker open after \(breaker.configuration.threshold) consecutive transient failures (breaker.*)")
     }
 
@@ -115,7 +151,7 @@ public struct Admission: Sendable {
     private func statement(for chunk: [ValidJob]) -> ReserveSends {
         ReserveSends(jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
                      dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
-                     fraud: configuration.fraud)
+                     fraud: configuration.fraud, proofMargin: Self.proofLead)
     }
 
     /// The reservation statements for `count` jobs: consecutive ranges of at most `reservationChunk`.
@@ -146,6 +182,11 @@ public struct Admission: Sendable {
             case .fraud(_, let message): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: message))
             case .paused(let message):
                 result.settled.append(JobOutcome(job: job.lease, state: .pending, message: message, retryIn: .zero))
+            case .busy(let retryIn):
+                // Another session held the job's row or one of its keys for a moment: this job alone waits.
+                result.settled.append(JobOutcome(job: job.lease, state: .pending, message:
+                    "waiting: another session held this job's phone or row for a moment; next try in \(retryIn.seconds) s",
+                    retryIn: retryIn))
             case nil: result.unanswered.append(job)
             }
         }

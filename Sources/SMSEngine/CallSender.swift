@@ -16,12 +16,21 @@ struct CallSender: Sendable {
     let events: DispatchEvents
     /// Asked again when a call's slot is far off: a pause that came meanwhile holds it back.
     let pauses: PauseBoard
+    /// Every call started, until its end: no slot is held past its call's timeout (`CallBook`).
+    let book: CallBook
+    /// `genauth.timeout`.
+    let timeout: Duration
     let logger: Logger
 
     /// A call whose slot is further off than this is looked at again when its slot comes: a pause may
     /// have come in the meantime (the reservation checked for one, and a pause must hold within 2 s).
     /// Nearer slots go straight to the client's timers, without a Swift task per call.
     static let recheckBeyond = Duration.seconds(1)
+
+    /// No call waits longer than this for its slot in the cluster's rate schedule: a slot further off
+    /// (a schedule run far ahead, whatever the cause) would hold a call slot that long. Its job goes back
+    /// to pending until then instead, no call, no attempt.
+    static let longestSlotWait = Duration.seconds(60)
 
     /// `triage`: the batch's (the live settings it was claimed under), so a reload during a call does
     /// not change what its answer means (retry delays, attempts). `probe`: the job carrying the
@@ -32,6 +41,14 @@ struct CallSender: Sendable {
         var direct: [GenAuthClient.PendingCall] = []
         for (job, slot) in jobs {
             let started = now + slot
+            if slot > Self.longestSlotWait {
+                if job.id == probe { breaker.releaseProbe() }
+                logger.warning("call slot too far off in the cluster's rate schedule; the job waits for it unsent",
+                               metadata: ["job": "\(job.id)", "slot_s": "\(Int(slot.seconds))"])
+                withhold(job, "released unsent: the cluster's rate schedule (rate_limit.requests_per_second) had no slot for \(Int(slot.seconds)) s", retryIn: slot)
+                continue
+            }
+            book.open(job, triage: triage, startingAt: started, timeout: timeout)
             if slot > Self.recheckBeyond {
                 Task { await startAtSlot(job, at: started, triage: triage, holdsProbe: job.id == probe) }
             } else {
@@ -46,7 +63,7 @@ struct CallSender: Sendable {
         return GenAuthClient.PendingCall(request: SendSMSRequest(job), notBefore: notBefore) { result in
             let outcome = finish(job, result: result, started: started, finished: .now, triage: triage)
             writes.submit(outcome)
-            events.send(.callsFinished(1))
+            if book.finish(job.id) { events.send(.callsFinished(1)) }
         }
     }
 
@@ -69,10 +86,33 @@ struct CallSender: Sendable {
             return
         }
         if holdsProbe { breaker.releaseProbe() }
-        let outcome = JobOutcome(job: job.lease, state: .pending, message: withheld, retryIn: .zero)
+        guard book.finish(job.id) else { return }
+        withhold(job, withheld, retryIn: .zero)
+    }
+
+    /// A granted job that makes no call: back to pending, no attempt used; its call slot is free.
+    private func withhold(_ job: ValidJob, _ message: String, retryIn: Duration) {
+        let outcome = JobOutcome(job: job.lease, state: .pending, message: message, retryIn: retryIn)
         stats.count([outcome])
         writes.submit(outcome)
         events.send(.callsFinished(1))
+    }
+
+    /// Calls whose end never came by their deadline: each job is written as unanswered (its SMS may have
+    /// gone out; a retry within GenAuth's window finds out) and its call slot freed. A call's own end, if
+    /// it ever comes, is written too: it is the truth.
+    func reclaimOverdue() {
+        for call in book.overdue() {
+            logger.error("a call's end never came within its timeout and margin; its job is written as unanswered and its slot freed",
+                         metadata: ["job": "\(call.job.id)", "started_s_ago": "\(Int((ContinuousClock.now - call.started).seconds))"])
+            let now = ContinuousClock.now
+            let outcome = call.triage.outcome(
+                for: call.job, result: .unanswered("no end of this call reached the daemon within \(Int((timeout + CallBook.margin).seconds)) s"),
+                answer: .unanswered, started: min(call.started, now), finished: now)
+            stats.count(outcome)
+            writes.submit(outcome)
+            events.send(.callsFinished(1))
+        }
     }
 
     /// One call's result, recorded (metrics, breaker, counters) and turned into the job's outcome.
@@ -81,6 +121,11 @@ struct CallSender: Sendable {
         let answer = result.answerClass
         metrics.call(answer, duration: max(.zero, finished - started))
         let outcome = triage.outcome(for: job, result: result, answer: answer, started: started, finished: finished)
+        if outcome.possibleDuplicate {
+            metrics.possibleDuplicates.increment()
+            logger.warning("sent after GenAuth's window to prove an earlier unanswered call: a second SMS is possible",
+                           metadata: ["job": "\(job.id)", "phone": "\(ValidatedPhone.masked(job.phone.number))"])
+        }
         if let phase = breaker.record(isServerFault: answer.isServerFault) {
             metrics.breaker(phase)
             logger.log(level: phase == .open ? .error : .notice, "GenAuth circuit breaker \(phase.rawValue)",

@@ -5,8 +5,10 @@ import Synchronization
 ///
 /// Closed: calls go out; `threshold` consecutive transient failures (no answer, 5xx and 60x answers)
 /// open it. Open: no calls for the cool-down; the dispatcher defers jobs until then. Half-open: one
-/// probe call goes out; success closes the breaker, failure opens it again for twice the previous
-/// cool-down (capped at `maximumCoolDown`).
+/// probe call goes out; success closes the breaker, failure opens it again for the same cool-down.
+/// The cool-down does not grow: codes go stale in minutes, and a breaker that doubled it after each
+/// failed probe (up to 5 minutes) held every OTP for minutes after GenAuth had healed. A probe is one
+/// call per cool-down per daemon; sending resumes within a cool-down (and one call) of GenAuth healing.
 ///
 /// The probe is a loan: the job it was given to may make no call (its phone's window was held, a cap,
 /// a lost lease, a database error, shutdown). The dispatcher then hands it back (`releaseProbe`), and
@@ -31,25 +33,17 @@ public final class CircuitBreaker: Sendable {
 
     public struct State: Sendable, Equatable {
         public private(set) var threshold: Int
-        public private(set) var baseCoolDown: Duration
-        public private(set) var maximumCoolDown: Duration
-        /// The ceiling as configured (`maximumCoolDown` is never below the base cool-down).
-        private var coolDownCeiling: Duration
+        public private(set) var coolDown: Duration
         public let probeTimeout: Duration
         public private(set) var phase = Phase.closed
         var consecutiveFailures = 0
-        var coolDown: Duration
         var reopensAt: ContinuousClock.Instant
         /// When the probe was handed out, while one is out.
         var probeSince: ContinuousClock.Instant? = nil
         public private(set) var timesOpened = 0
 
-        public init(threshold: Int, coolDown: Duration, maximumCoolDown: Duration = .seconds(300), probeTimeout: Duration,
-                    now: ContinuousClock.Instant) {
+        public init(threshold: Int, coolDown: Duration, probeTimeout: Duration, now: ContinuousClock.Instant) {
             self.threshold = threshold
-            self.baseCoolDown = coolDown
-            self.maximumCoolDown = max(coolDown, maximumCoolDown)
-            self.coolDownCeiling = maximumCoolDown
             self.probeTimeout = probeTimeout
             self.coolDown = coolDown
             self.reopensAt = now
@@ -94,12 +88,10 @@ public final class CircuitBreaker: Sendable {
                 // An answer that is not GenAuth failing (sent, or the caller's fault): it is up.
                 consecutiveFailures = 0
                 phase = .closed
-                coolDown = baseCoolDown
                 probeSince = nil
             } else {
                 consecutiveFailures += 1
                 if before == .halfOpen {
-                    coolDown = min(maximumCoolDown, coolDown * 2)
                     open(now: now)
                 } else if before == .closed && consecutiveFailures >= threshold {
                     open(now: now)
@@ -110,18 +102,15 @@ public final class CircuitBreaker: Sendable {
 
         /// A reload's new threshold and cool-down. The phase and the failures counted so far stay: an
         /// open breaker ends its current cool-down (GenAuth was failing a moment ago whatever the file
-        /// says), and later cool-downs start from the new one. Turned off (threshold 0), it closes.
+        /// says), and later cool-downs are the new one. Turned off (threshold 0), it closes.
         public mutating func reconfigure(threshold: Int, coolDown: Duration) {
             self.threshold = threshold
-            baseCoolDown = coolDown
-            maximumCoolDown = max(coolDown, coolDownCeiling)
+            self.coolDown = coolDown
             if threshold == 0 {
                 phase = .closed
                 consecutiveFailures = 0
                 probeSince = nil
             }
-            // Closed, the next opening uses the new cool-down; open, a doubled one stays within the new bounds.
-            self.coolDown = phase == .closed ? coolDown : min(maximumCoolDown, max(coolDown, self.coolDown))
         }
 
         private mutating func open(now: ContinuousClock.Instant) {
@@ -136,7 +125,7 @@ public final class CircuitBreaker: Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Consecutive transient failures that open it; 0 turns the breaker off.
         public var threshold = 10
-        /// How long it stays open before a probe call (doubling after each failed probe).
+        /// How long it stays open before a probe call (and again after each failed probe).
         public var coolDown = Duration.seconds(10)
         public init() {}
     }
@@ -155,7 +144,7 @@ public final class CircuitBreaker: Sendable {
         state.withLock { state in
             var configuration = Configuration()
             configuration.threshold = state.threshold
-            configuration.coolDown = state.baseCoolDown
+            configuration.coolDown = state.coolDown
             return configuration
         }
     }

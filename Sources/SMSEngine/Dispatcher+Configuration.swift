@@ -32,7 +32,7 @@ extension Dispatcher {
         public var sessionSettings: SessionSettings {
             let statement = min(.seconds(10), max(.seconds(1), claims.lease / 3))
             return SessionSettings(statementTimeout: statement, lockTimeout: statement / 2,
-                                   idleInTransactionTimeout: .seconds(60), jit: false)
+                                   idleInTransactionTimeout: .seconds(60), jit: false, pinnedSearchPath: true)
         }
 
         /// The configured values that only make sense together; the message names the key to change.
@@ -43,6 +43,16 @@ extension Dispatcher {
             if claims.lease <= heartbeat.interval * 2 {
                 return ("lease.duration",
                         "must exceed twice heartbeat.interval (\(heartbeat.interval.seconds) s), or live daemons lose their leases")
+            }
+            // A daemon that dies during a call: its job is back within the call's timeout, the lease and a
+            // rescue round, and its retry must still reach GenAuth inside the proof window, or every such
+            // retry may be a second SMS (at-least-once; at-most-once never retries it).
+            let proof = ProofWindow(throttleWindow: admission.throttleWindow)
+            let rescued = genauth.timeout + claims.lease + rescuer.interval + Admission.proofLead
+            if triage.policy == .atLeastOnce && rescued >= proof.length {
+                return ("lease.duration", String(format:
+                    "genauth.timeout + lease.duration + lease.rescue_interval (%.1f s), plus %.0f s to claim and call again, must be less than %.1f s (throttle.window, at most GenAuth's 60 s): a job whose daemon died during its call must be retried while GenAuth can still prove that call (delivery.policy = at-least-once)",
+                    (genauth.timeout + claims.lease + rescuer.interval).seconds, Admission.proofLead.seconds, proof.length.seconds))
             }
             return nil
         }

@@ -71,6 +71,7 @@ public final class Dispatcher: Service, Sendable {
             throw StartupError(code: .databaseUnavailable, message:
                 "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`")
         }
+        try await PoolerCheck.run(url)
     }
 
     /// A session for one service, named in `pg_stat_activity` after this worker.
@@ -108,16 +109,20 @@ public final class Dispatcher: Service, Sendable {
                                      publishesQueueDepth: configuration.publishesQueueDepth),
             session: session("heartbeat"), logger: logger)
         let rescuer = LeaseRescuer(configuration: configuration.rescuer, policy: configuration.triage.policy,
+                                   throttleWindow: configuration.admission.throttleWindow,
                                    expirer: PausedJobExpirer(configuration: .init(), logger: logger),
                                    session: session("lease rescue", quiet: true), logger: logger)
         let fraudWatch = FraudWatch(configuration: configuration.fraudWatch, settings: settings, board: fraud,
                                     session: session("fraud watch", quiet: true), logger: logger)
         let retention = RetentionService(configuration: configuration.retention,
                                          session: session("retention", quiet: true), logger: logger)
+        var claims = configuration.claims
+        claims.callTimeout = configuration.genauth.timeout
         var loop = ClaimLoop(
-            configuration: configuration.claims, identity: identity, settings: settings,
+            configuration: claims, identity: identity, settings: settings,
             sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
-                               writes: writes, events: events, pauses: pauses, logger: logger),
+                               writes: writes, events: events, pauses: pauses, book: CallBook(),
+                               timeout: configuration.genauth.timeout, logger: logger),
             events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, fraud: fraud,
             notifier: notifier, logger: logger, session: session("database", keyLookups: true))
         let listenSession = session("LISTEN connection", quiet: true)
@@ -145,11 +150,10 @@ public final class Dispatcher: Service, Sendable {
                     var fraudWatch = fraudWatch
                     await fraudWatch.run()
                 }
-                if configuration.retention.maxAge > .zero {
-                    group.addTask {
-                        var retention = retention
-                        await retention.run()
-                    }
+                // Also with retention.max_age_days 0 (jobs kept): its housekeeping forgets stale rows.
+                group.addTask {
+                    var retention = retention
+                    await retention.run()
                 }
                 await loop.run()
                 events.close()

@@ -10,6 +10,9 @@ struct DispatcherMetrics: Sendable {
     let queueDepth = Gauge(label: "smsd_queue_due_jobs")
     let breakerOpen = Gauge(label: "smsd_breaker_state")
     let apiLatency = Metrics.Timer(label: "smsd_api_latency_seconds")
+    /// Calls GenAuth accepted after its window to prove an earlier unanswered call of the same job had
+    /// closed: a second SMS is possible for each (the row says so).
+    let possibleDuplicates = Metrics.Counter(label: "smsd_possible_duplicates_total")
 
     /// Counters made once: the per-job path only looks them up.
     private let outcomes: [String: Metrics.Counter] = Dictionary(uniqueKeysWithValues:

@@ -5,6 +5,9 @@ public struct StartupError: Error, CustomStringConvertible {
         private init(_ name: String) { self.name = name }
         public static let databaseUnavailable = Code("databaseUnavailable")
         public static let apiUnavailable = Code("apiUnavailable")
+        /// `database.url` leads to a connection pooler that shares server sessions between clients
+        /// (PgBouncer's transaction or statement pooling): a configuration error (exit 78).
+        public static let sharedSessions = Code("sharedSessions")
     }
     public let code: Code
     public let message: String

@@ -18,6 +18,8 @@ public struct Triage: Sendable {
     /// One SMS per phone per channel in this window (`throttle.window`): for messages, and so that the
     /// retry after an unanswered call comes while GenAuth's own window still holds.
     public let throttleWindow: Duration
+    /// How long GenAuth can prove an earlier call went out (`throttle.window`, at most GenAuth's minute).
+    public var proofWindow: ProofWindow { ProofWindow(throttleWindow: throttleWindow) }
 
     public init(configuration: Configuration, throttleWindow: Duration) {
         self.configuration = configuration
@@ -68,7 +70,10 @@ public struct Triage: Sendable {
                     "country code \(code) is not allowed (countries.allow = \(rules.allowedCountryCodes.joined(separator: ", ")))")
             }
         }
-        if rule.coalesce, let newer = job.newerJob {
+        // A job whose earlier call may have gone out is not superseded while GenAuth can still prove that
+        // call: its retry finds out (and sends nothing if it went out). Past that, superseded, its row
+        // says the earlier call may have been delivered (the write-back adds it to every unsent end).
+        if rule.coalesce, let newer = job.newerJob, !(job.uncertain && job.proofOpen(at: job.claimedAt)) {
             return settle(.superseded, "superseded by job \(newer), a newer request for the same phone and channel")
         }
         let valid = ValidJob(claimed: job, channel: channel, phone: phone, rule: rule)
@@ -109,49 +114,61 @@ public struct Triage: Sendable {
         }
         let attempt = job.attempts + 1
         let coalesce = job.rule.coalesce
-        // An earlier call of this job may have gone out unseen (a crash, or no answer). GenAuth now says
-        // this phone already had an SMS on this channel within the window, and no other job of ours can
-        // have sent it (the cluster-wide throttle held the slot for this job): that call went through.
-        // Sending again would be a duplicate.
-        if job.uncertain, answer == .rateLimited(byHTTP: false), case .answered(200, let body?, _) = result {
+        // Whether this call left while GenAuth could still prove the job's earlier unanswered call.
+        let proofOpen = job.claimed.proofOpen(at: started)
+        // An earlier call of this job may have gone out unseen (no answer, or its worker died). GenAuth
+        // now says this phone already had an SMS on this channel within its window, and no other job of
+        // ours can have sent it (the cluster-wide throttle held the slot for this job): that call went
+        // through. Sending again would be a duplicate. Only GenAuth's phone-window answer proves it (HTTP
+        // 2xx, body 429; its QPS limit is an HTTP 429 and proves nothing), and only inside the window.
+        if job.uncertain, proofOpen, answer == .rateLimited(byHTTP: false) {
             return JobOutcome(job: job.lease, state: .sent, message:
-                "presumed sent: an earlier call whose answer never came went through (GenAuth: \(body.message ?? "429"))",
+                "presumed sent: an earlier call whose answer never came went through (GenAuth: \(call.message ?? "429"))",
                 call: call, coalesce: coalesce)
         }
-        // Uncertain from now on if this call was written and not answered, or still from an earlier one.
-        let uncertain = answer == .unanswered || job.uncertain
-        if answer == .unanswered {
+        // Uncertain from now on if this call may have gone out unseen, or still from an earlier one.
+        let uncertain = answer.mayHaveSent || job.uncertain
+        if answer.mayHaveSent {
             if configuration.policy == .atMostOnce {
                 return JobOutcome(job: job.lease, state: .failed, message:
-                    "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once)",
-                    call: call, coalesce: coalesce, uncertain: true)
+                    "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once); the SMS may have been delivered",
+                    call: call, coalesce: coalesce, uncertain: true, callMayHaveSent: true)
             }
             if attempt >= job.maxAttempts {
                 return JobOutcome(job: job.lease, state: .failed, message:
                     "delivery unknown: attempts exhausted (\(attempt) of \(job.maxAttempts)) and GenAuth never answered the last (\(call.message ?? "no answer")); the SMS may have been delivered",
-                    call: call, coalesce: coalesce, uncertain: true)
+                    call: call, coalesce: coalesce, uncertain: true, callMayHaveSent: true)
             }
         }
         switch answer.verdict {
+        case .sent where job.uncertain && !proofOpen:
+            // Accepted after GenAuth's window to prove the earlier call had closed: if that call went out
+            // too, the phone had two SMS for this job. The row says so.
+            return JobOutcome(job: job.lease, state: .sent, message:
+                "sent; a second SMS is possible: an earlier call whose answer never came may have been delivered too, and this call came after GenAuth's \(Int(proofWindow.length.seconds)) s window to prove it",
+                call: call, coalesce: coalesce, possibleDuplicate: true)
         case .sent:
             return JobOutcome(job: job.lease, state: .sent, message: call.message, call: call, coalesce: coalesce)
         case .permanentFailure:
-            return JobOutcome(job: job.lease, state: .failed, message: call.message, call: call, coalesce: coalesce)
+            return JobOutcome(job: job.lease, state: .failed, message: call.message, call: call, coalesce: coalesce,
+                              uncertain: uncertain, callMayHaveSent: answer.mayHaveSent)
         case .transientFailure:
             if attempt >= job.maxAttempts {
                 return JobOutcome(job: job.lease, state: .failed,
                                   message: "attempts exhausted (\(attempt) of \(job.maxAttempts)); last: \(call.message ?? "no message")",
-                                  call: call, coalesce: coalesce, uncertain: uncertain)
+                                  call: call, coalesce: coalesce, uncertain: uncertain, callMayHaveSent: answer.mayHaveSent)
             }
             var delay = configuration.backoff.delay(afterAttempt: attempt, retryAfter: retryAfter)
             if uncertain {
-                // The retry must reach GenAuth while its window for the unseen call is still open, so
-                // that a "too frequent" answer can prove that call went out (and nothing goes out twice).
-                let callTime = max(.zero, finished - started)
-                delay = min(delay, max(.milliseconds(500), (throttleWindow - callTime) / 2))
+                // The retry must reach GenAuth while it can still prove the earliest call that may have
+                // gone out, so that its "too frequent" answer tells (and nothing goes out twice): halfway
+                // to the window's close, leaving time for one more try. Past the close, the usual backoff.
+                let closes = job.proofUntil ?? proofWindow.closes(afterCallAt: job.claimed.databaseTime(of: started))
+                let left = Duration.seconds(double: closes - job.claimed.databaseTime(of: finished)) - ProofWindow.margin
+                if left > .zero { delay = min(delay, max(.milliseconds(200), left / 2)) }
             }
             return JobOutcome(job: job.lease, state: .pending, message: call.message, call: call, retryIn: delay,
-                              coalesce: coalesce, uncertain: uncertain)
+                              coalesce: coalesce, uncertain: uncertain, callMayHaveSent: answer.mayHaveSent)
         }
     }
 }

@@ -19,9 +19,16 @@ public struct JobOutcome: Sendable, Equatable {
     /// written, no answer came): its phone+channel window stays held, and a retry that GenAuth calls
     /// "too frequent" proves that call went out.
     public var uncertain: Bool
+    /// This outcome's own call may have gone out unseen (the request was written, and no answer of
+    /// GenAuth's said it was not accepted): the write-back starts the job's proof window from it.
+    public var callMayHaveSent: Bool
+    /// GenAuth accepted this call after its window to prove an earlier unanswered call had closed: the
+    /// phone may have had two SMS for this job. Counted (`smsd_possible_duplicates_total`) and said on the row.
+    public var possibleDuplicate: Bool
 
     public init(job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Duration? = nil,
-                deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false) {
+                deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false,
+                callMayHaveSent: Bool = false, possibleDuplicate: Bool = false) {
         self.job = job
         self.state = state
         self.message = message
@@ -30,6 +37,8 @@ public struct JobOutcome: Sendable, Equatable {
         self.deferredUntil = deferredUntil
         self.coalesce = coalesce
         self.uncertain = uncertain
+        self.callMayHaveSent = callMayHaveSent
+        self.possibleDuplicate = possibleDuplicate
     }
 
     /// This outcome without anything GenAuth sent, for a row the database refused to store it on (a

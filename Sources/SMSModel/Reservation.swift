@@ -12,6 +12,9 @@ public enum Reservation: Sendable, Equatable {
     /// Its channel was paused after the claim; the text is the pause's message. Not sent, no attempt
     /// used: back to pending (the claim skips it until the pause ends).
     case paused(String)
+    /// Another session held the job's row, or the lock of its phone or of a fraud key, for a moment
+    /// (only daemons can): decided again after `retryIn`, no attempt used. The rest of the batch goes on.
+    case busy(retryIn: Duration)
     /// The job is no longer running under this claim (its lease ran out and it was rescued, maybe
     /// claimed by another worker): it must not be sent, and its outcome is not ours to write.
     case lost

@@ -24,6 +24,8 @@ public struct ValidJob: Sendable, Equatable {
     /// API calls made before this claim.
     public var attempts: Int { claimed.attempts }
     public var uncertain: Bool { claimed.uncertain }
+    /// See `ClaimedJob.proofUntil`.
+    public var proofUntil: Double? { claimed.proofUntil }
     /// When it must no longer be sent (epoch seconds, database clock).
     public var deadline: Double? { claimed.deadline(ttl: rule.ttl) }
 }

@@ -7,6 +7,8 @@ public struct ValidatedPhone: Sendable, Equatable {
     public let countryCode: String?
 
     public static let chinaCountryCode = "+86"
+    /// The database's bound on `phone_number` (constraint `jobs_phone_number_length`).
+    public static let maximumNumberBytes = 64
 
     /// What goes in GenAuth's `phoneCountryCode`: nothing for mainland China (`+86` or none).
     public static func sentCountryCode(_ countryCode: String?) -> String? {
@@ -17,16 +19,35 @@ public struct ValidatedPhone: Sendable, Equatable {
     /// message, which says exactly what is wrong, so the producer can fix it. Messages never repeat the
     /// whole number (it is on the row already; logs must not carry it).
     public static func validate(number: String, countryCode: String?) -> Result<ValidatedPhone, JobRejection> {
-        // Country code: nil (or +86) means mainland China.
+        // Bounded before anything is looked at character by character (the database refuses longer
+        // values since schema 14: these only catch rows older than that).
+        guard number.utf8.count <= maximumNumberBytes else {
+            return .failure(JobRejection("phone_number is \(number.utf8.count) bytes long; at most \(maximumNumberBytes)"))
+        }
+        // Country code: nil (or +86) means mainland China. Its value is not repeated in the message:
+        // producers read every job's message, and a number put in this field by mistake would show.
         var code: String? = nil
         if let countryCode {
+            guard countryCode.utf8.count <= 16 else {
+                return .failure(JobRejection("phone_country_code is \(countryCode.utf8.count) bytes long; it must be '+' followed by 1 to 4 digits (e.g. +86, +1, +852)"))
+            }
             let scalars = Array(countryCode.unicodeScalars)
             let digits = scalars.dropFirst()
-            guard scalars.first == "+", (1...4).contains(digits.count), digits.allSatisfy(isASCIIDigit),
-                digits.first != "0"
-            else {
+            let problem: String?
+            if scalars.first != "+" {
+                problem = "it does not start with '+'"
+            } else if !digits.allSatisfy(isASCIIDigit) {
+                problem = "it has a character other than the digits 0-9 after the '+'"
+            } else if !(1...4).contains(digits.count) {
+                problem = "it has \(digits.count) digits"
+            } else if digits.first == "0" {
+                problem = "its first digit is 0"
+            } else {
+                problem = nil
+            }
+            if let problem {
                 return .failure(JobRejection(
-                    "phone_country_code \"\(countryCode.prefix(16))\" must be '+' followed by 1 to 4 digits, not starting with 0 (e.g. +86, +1, +852)"))
+                    "phone_country_code must be '+' followed by 1 to 4 digits, not starting with 0 (e.g. +86, +1, +852); \(problem)"))
             }
             code = sentCountryCode(countryCode)
         }
@@ -62,12 +83,16 @@ public struct ValidatedPhone: Sendable, Equatable {
     private static func isASCIIDigit(_ scalar: Unicode.Scalar) -> Bool { ("0"..."9").contains(scalar) }
 
     /// `13800138000` → `138****8000`: enough to tell numbers apart in a log, not enough to text anyone.
+    /// At least four digits are hidden, and of a number shorter than a mainland mobile's (11 digits) at
+    /// least half: a 7-digit number shows its last 3 (`****234`), an 8-digit one its last 4.
     public static func masked(_ number: String) -> String {
         let characters = Array(number)
-        guard characters.count > 6 else { return String(repeating: "*", count: characters.count) }
-        let keepHead = 3
-        let keepTail = 4
-        return String(characters.prefix(keepHead)) + String(repeating: "*", count: characters.count - keepHead - keepTail)
-            + String(characters.suffix(keepTail))
+        let n = characters.count
+        let hidden = n >= 11 ? max(4, n - 7) : min(n, max(4, (n + 1) / 2))
+        let shown = n - hidden
+        let tail = min(4, shown)
+        let head = min(3, shown - tail)
+        return String(characters.prefix(head)) + String(repeating: "*", count: n - head - tail)
+            + String(characters.suffix(tail))
     }
 }

@@ -32,7 +32,7 @@ struct Run: AsyncParsableCommand {
             try await Dispatcher.checkDatabase(config.dispatcher.databaseURL)
             try await GenAuthProbe.check(config.dispatcher.genauth)
         } catch let error as StartupError {
-            fail(error.message, code: ExitStatus.unavailable)
+            fail(error.message, code: error.code == .sharedSessions ? ExitStatus.config : ExitStatus.unavailable)
         } catch let error as GenAuthProbe.Unreachable {
             fail(error.description, code: ExitStatus.unavailable)
         }

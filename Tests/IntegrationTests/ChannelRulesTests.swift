@@ -68,7 +68,8 @@ struct ChannelRulesTests {
             SELECT 'CHANNEL_REGISTER', '1350000' || lpad((g % 10)::text, 4, '0'), CASE WHEN g > 10 THEN '+86' END
             FROM generate_series(1, 20) g
             """)
-        let extra = ["SMSD_THROTTLE_WINDOW": "6", "SMSD_CHANNELS_DEFAULTS_COALESCE": "false"]
+        let extra = ["SMSD_THROTTLE_WINDOW": "6", "SMSD_CHANNELS_DEFAULTS_COALESCE": "false",
+                     "SMSD_LEASE_DURATION": "1.5", "SMSD_LEASE_RESCUE_INTERVAL": "0.5"]
         let daemons = try (0..<2).map { _ in try startDaemon(database: database, sandbox: sandbox, extra: extra) }
         defer { for daemon in daemons { Task { await daemon.stop() } } }
 

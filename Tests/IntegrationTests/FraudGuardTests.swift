@@ -525,7 +525,18 @@ struct FraudGuardTests {
                 ('CHANNEL_LOGIN', '13800130004', 'failed', 5, NULL, now(), NULL, 'verifier-4', '{"tag": "failed"}')
             RETURNING id
             """).rows.map { try $0.requiredInt("id") }
+        // Issue 26: only the login role that enqueued a job reports it verified; another producer's sent
+        // job is refused like an unknown one (it could otherwise steer the guard's baselines).
+        try await database.query("UPDATE sms.jobs SET enqueued_by = $1", [producer.name])
+        let others = try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, state, attempts, sent_at, finished_at, user_ref) VALUES
+                ('CHANNEL_LOGIN', '13800130005', 'sent', 1, now(), now(), 'verifier-5')
+            RETURNING id, enqueued_by
+            """).single()
+        #expect(try others.string("enqueued_by") == "postgres", "the insert trigger records the login role")
         let db = try await producer.connect()
+        #expect(try await db.run(MarkVerified(jobID: Int64(try others.requiredInt("id")))) == false,
+                "another role's job")
         #expect(try await db.run(MarkVerified(jobID: Int64(ids[0]))) == true)
         #expect(try await db.run(MarkVerified(jobID: Int64(ids[0]))) == false, "only once")
         for id in ids.dropFirst() + [ids.max()! + 1000] {

@@ -122,10 +122,13 @@ struct JobStoreTests {
         retry.message = "busy, with \"quotes\", commas and {braces}"
         retry.requestID = "req-2"
         let byPhone = Dictionary(uniqueKeysWithValues: claimed.map { ($0.phoneNumber, $0.lease) })
+        var stale = retry
+        stale.requestID = "req-3"
         let written = try await db.run(CompleteJobs(worker: "w1", outcomes: [
             JobOutcome(job: byPhone["13800000001"]!, state: .sent, message: "", call: call),
             JobOutcome(job: byPhone["13800000002"]!, state: .pending, message: retry.message, call: retry, retryIn: .seconds(60)),
-            JobOutcome(job: byPhone["13800000003"]!, state: .sent, message: "", call: call),
+            // A stale claim's failed call: fenced out (the new holder's lease stands), but its call is logged.
+            JobOutcome(job: byPhone["13800000003"]!, state: .pending, message: "stale", call: stale, retryIn: .seconds(1)),
         ], throttleWindow: .seconds(60)))
         #expect(written == 2)
         let rows = try await database.query("""
@@ -147,9 +150,77 @@ struct JobStoreTests {
         #expect(try rows[2].string("locked_by") == "w2")
         #expect(try rows[2].int("attempts") == 0)
         let attempts = try await database.query("SELECT job_id, attempt, outcome, request_id FROM sms.attempts ORDER BY request_id").rows
-        #expect(attempts.count == 2)
-        #expect(try attempts.map { try $0.string("outcome") } == ["sent", "retry"])
-        #expect(try attempts.map { try $0.int("attempt") } == [1, 1])
+        // Every call made is logged, fenced out or not (the third under the row's current attempts).
+        #expect(attempts.count == 3)
+        #expect(try attempts.map { try $0.string("outcome") } == ["sent", "retry", "retry"])
+        #expect(try attempts.map { try $0.int("attempt") } == [1, 1, 0])
+        await db.close()
+    }
+
+    /// Issue 26: no SMS GenAuth accepted is labelled unsent, however late its answer comes.
+    @Test("a call GenAuth accepted lands whatever became of its row; a second acceptance says a second SMS went out")
+    func theTruthLate() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_LOGIN', '13800000002', 0, now())")
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "w1", limit: 10, lease: .seconds(30)))
+        let byPhone = Dictionary(uniqueKeysWithValues: claimed.map { ($0.phoneNumber, $0) })
+        let first = try #require(byPhone["13800000001"]), second = try #require(byPhone["13800000002"])
+        // The first job's lease passed on (rescued and claimed again by w2); the second ended `expired`
+        // (its holder away for longer than its TTL) with a retry's outcome never written.
+        try await database.query("UPDATE sms.jobs SET locked_by = 'w2', lease_token = lease_token + 1000 WHERE id = \(first.id)")
+        try await database.query("""
+            UPDATE sms.jobs SET state = 'expired', message = 'expires_at passed', finished_at = now(), lease_token = NULL,
+                locked_by = NULL, uncertain = true WHERE id = \(second.id)
+            """)
+        func accepted(_ requestID: String, statusCode: Int = 200) -> CallRecord {
+            CallRecord(httpStatus: 200, statusCode: statusCode, message: "", requestID: requestID,
+                       startedAt: .now - .milliseconds(300), finishedAt: .now - .milliseconds(100))
+        }
+        let written = try await db.run(CompleteJobs(worker: "w1", outcomes: [
+            JobOutcome(job: first.lease, state: .sent, message: "", call: accepted("late-1")),
+            JobOutcome(job: second.lease, state: .sent, message: "", call: accepted("late-2")),
+        ], throttleWindow: .seconds(60)))
+        #expect(written == 2)
+        let rows = try await database.query("""
+            SELECT id, state, request_id, message, locked_by, lease_token, uncertain, sent_at IS NOT NULL AS has_sent_at
+            FROM sms.jobs ORDER BY id
+            """).rows
+        for row in rows {
+            #expect(try row.string("state") == "sent" && row.bool("has_sent_at") == true && row.bool("uncertain") == false)
+            #expect(try row.string("locked_by") == nil && row.string("lease_token") == nil)
+            let message = try row.string("message") ?? ""
+            #expect(message.contains("answer came after the job had moved on"), "\(message)")
+        }
+        #expect(try rows[1].string("message")?.contains("it was expired: expires_at passed") == true)
+        // w2, the new holder, is fenced out: its reservation finds the job lost, its heartbeat extends nothing.
+        let w2 = JobLease(id: first.id, token: first.lease.token + 1000)
+        let verdicts = try await db.run(ReserveSends(jobs: [valid(ClaimedJob(id: w2.id, leaseToken: w2.token,
+            channel: "CHANNEL_LOGIN", phoneNumber: "13800000001", phoneCountryCode: nil, attempts: 0, maxAttempts: 5))],
+            window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+        #expect(verdicts.verdicts[first.id] == .lost)
+        // Had w2 called already and GenAuth accepted that too: the phone had a second SMS, and the row says so.
+        // A presumed-sent answer (GenAuth's 429) sent nothing: no such note.
+        _ = try await db.run(CompleteJobs(worker: "w2", outcomes: [
+            JobOutcome(job: w2, state: .sent, message: "presumed sent: ...", call: accepted("proof", statusCode: 429)),
+        ], throttleWindow: .seconds(60)))
+        #expect(try await database.query("SELECT message FROM sms.jobs WHERE id = \(first.id)").first?.string("message")?
+            .contains("second SMS") == false)
+        _ = try await db.run(CompleteJobs(worker: "w2", outcomes: [
+            JobOutcome(job: w2, state: .sent, message: "", call: accepted("twice")),
+        ], throttleWindow: .seconds(60)))
+        let doubled = try #require(try await database.query("SELECT state, request_id, message FROM sms.jobs WHERE id = \(first.id)").first)
+        #expect(try doubled.string("state") == "sent" && doubled.string("request_id") == "late-1")
+        #expect(try doubled.string("message")?.contains("a second SMS went out") == true && doubled.string("message")?.contains("twice") == true)
+        // The same write again (its reply lost): nothing changes twice.
+        _ = try await db.run(CompleteJobs(worker: "w1", outcomes: [
+            JobOutcome(job: first.lease, state: .sent, message: "", call: accepted("late-1")),
+        ], throttleWindow: .seconds(60)))
+        #expect(try await database.query("SELECT message FROM sms.jobs WHERE id = \(first.id)").first?.string("message")?
+            .components(separatedBy: "second SMS").count == 2)
+        let calls = try await database.query("SELECT count(*)::int AS n FROM sms.attempts").first?.requiredInt("n")
+        #expect(calls == 4, "every call GenAuth answered is in sms.attempts once, the write's retry adding none")
         await db.close()
     }
 
@@ -195,13 +266,56 @@ struct JobStoreTests {
             #expect(try sending.string("sending_at") == nil)
             if policy == .atLeastOnce {
                 #expect(try sending.string("state") == "pending")
-                #expect(try sending.string("message")?.contains("retrying (delivery.policy = at-least-once)") == true)
+                #expect(try sending.string("message")?.contains("retrying while GenAuth can still prove that call") == true)
+                // Its proof window runs from the grant's slot (now, without a rate schedule): about a minute.
+                let left = try await database.query("""
+                    SELECT extract(epoch FROM proof_until - now())::float8 AS s FROM sms.jobs WHERE id = \(claimed[0].id)
+                    """).first?.double("s") ?? 0
+                #expect((55...60.5).contains(left), "\(left)")
             } else {
                 #expect(try sending.string("state") == "failed")
-                #expect(try sending.string("message")?.contains("delivery unknown") == true)
+                #expect(try sending.string("message")?.contains("may have been delivered") == true)
             }
             try await database.query("DELETE FROM sms.throttle")
         }
+        await db.close()
+    }
+
+    /// Issue 26: the database away longer than the lease and GenAuth's window. The rescue can only
+    /// guess, and a retry now may be a second SMS: the holder's own answer gets a while to land first.
+    @Test("a rescue past the proof window waits for the holder's answer, which lands; the channel's attempt cap holds")
+    func rescuePastTheProofWindow() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now()), ('CHANNEL_VERIFY_MFA', '13800000002', 0, now())")
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "holder", limit: 2, lease: .milliseconds(10)))
+        let verdicts = try await db.run(ReserveSends(jobs: claimed.map(valid), window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+        #expect(verdicts.verdicts.values.allSatisfy { $0 == .granted(slot: .zero) })
+        // The grants were made 70 s ago (the database and every daemon away since), and the second
+        // job's channel allows one attempt.
+        try await database.query("UPDATE sms.throttle SET window_until = window_until - interval '70 seconds'")
+        try await database.query("INSERT INTO sms.channel_settings (channel, max_attempts) VALUES ('CHANNEL_VERIFY_MFA', 1)")
+        try await Task.sleep(for: .milliseconds(50))
+        let rescued = try await db.run(RescueExpiredLeases(policy: .atLeastOnce, throttleWindow: .seconds(60),
+                                                           holderGrace: .seconds(15)))
+        #expect(Set(rescued.map(\.state)) == [.pending, .failed])
+        let login = try #require(try await database.query("""
+            SELECT state, message, extract(epoch FROM run_at - now())::float8 AS wait FROM sms.jobs WHERE id = \(claimed[0].id)
+            """).first)
+        #expect(try login.string("state") == "pending" && (13...15.5).contains(try login.double("wait") ?? 0))
+        #expect(try login.string("message")?.contains("a second SMS is possible") == true)
+        let mfa = try #require(try await database.query("SELECT state, message FROM sms.jobs WHERE id = \(claimed[1].id)").first)
+        #expect(try mfa.string("state") == "failed")
+        #expect(try mfa.string("message")?.contains("attempts exhausted (1 of 1)") == true)
+        #expect(try mfa.string("message")?.contains("may have been delivered") == true)
+        // The holder's own answers come back: both land (same claim, not claimed since).
+        let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "r", startedAt: .now, finishedAt: .now)
+        let written = try await db.run(CompleteJobs(worker: "holder", outcomes: claimed.map {
+            JobOutcome(job: $0.lease, state: .sent, message: "", call: call)
+        }, throttleWindow: .seconds(60)))
+        #expect(written == 2)
+        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'sent'").first?.int("n") == 2)
         await db.close()
     }
 

@@ -146,7 +146,8 @@ struct PostgresClientTests {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
         let db = try await PostgresConnection.connect(database.url, session: SessionSettings(
-            statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150), jit: false, plans: .keyLookups))
+            statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150), jit: false, plans: .keyLookups,
+            pinnedSearchPath: true))
         do {
             try await db.query("SELECT pg_sleep(2)")
             Issue.record("pg_sleep(2) outlived a 200 ms statement timeout")
@@ -159,12 +160,15 @@ struct PostgresClientTests {
         #expect(try await db.query("SHOW jit").first?.string("jit") == "off")
         #expect(try await db.query("SHOW plan_cache_mode").first?.string("plan_cache_mode") == "force_generic_plan")
         #expect(try await db.query("SHOW enable_seqscan").first?.string("enable_seqscan") == "off")
+        // Issue 26: names in the daemon's statements never resolve to another role's objects in `public`.
+        #expect(try await db.query("SHOW search_path").first?.string("search_path") == "pg_catalog, pg_temp")
         #expect(try await db.query("SHOW idle_in_transaction_session_timeout").first?
             .string("idle_in_transaction_session_timeout") == "0")
         // Client-side socket options: `SHOW tcp_user_timeout` is the server's own socket, so ask libpq.
-        #expect(try await db.connectionOption("tcp_user_timeout") == "30000")
+        // Half of systemd's WatchdogSec (30 s): a dead peer fails the call well before the watchdog fires.
+        #expect(try await db.connectionOption("tcp_user_timeout") == "15000")
         #expect(try await db.connectionOption("keepalives") == "1")
-        #expect(try await db.connectionOption("keepalives_idle") == "10")
+        #expect(try await db.connectionOption("keepalives_idle") == "5")
         #expect(try await db.connectionOption("password") == nil)
         await db.close()
 

@@ -86,7 +86,7 @@ struct ProducerResultsTests {
     func eventsFromDaemon() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
-        let sandbox = try await SandboxProcess.start(["--window", "3"])
+        let sandbox = try await SandboxProcess.start(["--window", "6"])
         defer { Task { await sandbox.stop() } }
         let listener = try await database.connect()
         defer { Task { await listener.close() } }
@@ -95,7 +95,11 @@ struct ProducerResultsTests {
         let older = try await database.query("SELECT sms.enqueue('CHANNEL_LOGIN', '13800000010') AS id").first!.requiredInt("id")
         let newer = try await database.query("SELECT sms.enqueue('CHANNEL_LOGIN', '13800000010') AS id").first!.requiredInt("id")
         let bad = try await database.query("SELECT sms.enqueue('CHANNEL_LOGIN', '138-bad') AS id").first!.requiredInt("id")
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: ["SMSD_THROTTLE_WINDOW": "3"])
+        // A short window, and a lease and rescue short enough that a crashed call's retry could still
+        // be proven within it (the configuration refuses less: `Dispatcher.Configuration.inconsistency`).
+        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
+            "SMSD_THROTTLE_WINDOW": "6", "SMSD_LEASE_DURATION": "1.5", "SMSD_LEASE_RESCUE_INTERVAL": "0.5",
+        ])
         defer { Task { await daemon.stop() } }
         var heard: [(id: Int64, state: String)] = []
         var payloads: [String] = []
@@ -106,7 +110,7 @@ struct ProducerResultsTests {
         #expect(heardState(newer, "sent"), "\(heard)\n\(daemon.output)")
         #expect(heardState(older, "superseded"), "\(heard)")
         #expect(heardState(bad, "rejected"), "\(heard)")
-        // The same phone and channel again while its 3 s window is open: deferred (announced as
+        // The same phone and channel again while its 6 s window is open: deferred (announced as
         // pending, the row says why and until when), then sent when the window closes.
         let deferred = try await database.query("SELECT sms.enqueue('CHANNEL_LOGIN', '13800000010') AS id").first!.requiredInt("id")
         for _ in 0..<100 where !heardState(deferred, "sent") {

@@ -388,29 +388,52 @@ struct TruthUnderFaultTests {
         try await report("operator lock on sms.jobs", database, sandbox, recovered: ContinuousClock.now - released)
     }
 
-    @Test("producer values that once failed the INSERT: a number of a few KB is accepted and rejected by the daemon; an over-long idempotency key is refused by name")
+    /// Issue 26: a producer's absurd value is refused at the database, before a daemon reads a byte of
+    /// it (three 100 MB numbers once took a daemon to 805 MB); pending rows from before the bound are
+    /// rejected by the migration that adds it.
+    @Test("producer values are bounded at the database: refused by name at INSERT; older pending rows rejected by the migration")
     func hugeProducerValues() async throws {
-        let database = try await TestDatabase.create()
+        let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
-        // Random digits do not compress: this once failed on the (phone, channel) index's row size.
+        let all = try Migrator.load(directory: TestEnvironment.sqlDirectory)
+        let db = try await database.connect()
+        try await Migrator(migrations: all.migrations.filter { $0.version <= 13 }).migrate(db, logger: quietLogger)
+        // Before the bound: a 10 MB number and a 6,000-digit country code, pending.
         try await database.query("""
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code)
-            SELECT 'CHANNEL_LOGIN', string_agg((random() * 9)::int::text, ''), NULL FROM generate_series(1, 6000)
-            UNION ALL
-            SELECT 'CHANNEL_LOGIN', '13800000001', string_agg((random() * 9)::int::text, '') FROM generate_series(1, 6000)
+            VALUES ('CHANNEL_LOGIN', repeat('1', 10000000), NULL), ('CHANNEL_LOGIN', '13800000001', repeat('+', 6000)),
+                   ('CHANNEL_LOGIN', '13800000003', NULL)
             """)
-        do {
-            try await database.query("INSERT INTO sms.jobs (channel, phone_number, idempotency_key) VALUES ('CHANNEL_LOGIN', '13800000002', repeat('k', 5000))")
-            Issue.record("an over-long idempotency key was accepted")
-        } catch let error as PostgresError {
-            #expect(error.message.contains("jobs_idempotency_key_length"), "\(error)")
+        try await all.migrate(db, logger: quietLogger)
+        await db.close()
+        let early = try await database.query("""
+            SELECT state, message FROM sms.jobs WHERE phone_number <> '13800000003' ORDER BY id
+            """).rows
+        #expect(try early.map { try $0.requiredString("state") } == ["rejected", "rejected"])
+        let message = try early[0].string("message") ?? ""
+        #expect(message.contains("10000000 bytes"), "\(message)")
+        for (number, code, constraint) in [("repeat('1', 20000000)", "NULL", "jobs_phone_number_length"),
+                                           ("string_agg((random() * 9)::int::text, '')", "NULL", "jobs_phone_number_length"),
+                                           ("'13800000001'", "repeat('+', 17)", "jobs_phone_country_code_length"),
+                                           ("'13800000002'", "NULL", "jobs_idempotency_key_length")] {
+            do {
+                try await database.query("""
+                    INSERT INTO sms.jobs (channel, phone_number, phone_country_code, idempotency_key)
+                    SELECT 'CHANNEL_LOGIN', \(number), \(code), CASE WHEN \(number) = '13800000002' THEN repeat('k', 5000) END
+                    FROM generate_series(1, 6000)
+                    HAVING true
+                    """)
+                Issue.record("an over-long value was accepted (\(constraint))")
+            } catch let error as PostgresError {
+                #expect(error.message.contains(constraint), "\(error)")
+            }
         }
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick)
         defer { Task { await daemon.stop() } }
         #expect(await eventually(timeout: .seconds(20)) { (try? await unfinishedJobs(database)) == 0 })
-        #expect(try await stateCounts(database) == ["rejected": 2])
+        #expect(try await stateCounts(database) == ["rejected": 2, "sent": 1])
     }
 
     @Test("a management token with an absurd expires_in neither traps the daemon nor stops the sends")

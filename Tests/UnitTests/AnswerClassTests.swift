@@ -41,14 +41,16 @@ struct AnswerClassTests {
         for answer in [byBody, byHTTP] {
             #expect(answer.verdict == .transientFailure && !answer.isServerFault)
         }
-        // Whatever the HTTP status, a body 429 is the phone's window, not a server fault.
-        #expect(answered(500, 429).answerClass == .rateLimited(byHTTP: false))
+        // A body 429 is the phone's window (the proof of an earlier call) only on an HTTP 2xx; on any
+        // other status it is a refusal like the QPS limit. Neither is a server fault.
+        #expect(answered(500, 429).answerClass == .rateLimited(byHTTP: true))
         #expect(byBody.metricLabel == "body_429" && byHTTP.metricLabel == "http_429")
     }
 
     @Test func transportAndHTTPFaults() {
         #expect(answered(503, nil).answerClass == .serverError)
-        #expect(answered(500, 200).answerClass == .serverError)
+        // A body saying 200 on a server error: nobody can say whether it went out.
+        #expect(answered(500, 200).answerClass == .unrecognised)
         #expect(answered(408, nil).answerClass == .unrecognised)
         #expect(answered(404, nil).answerClass == .requestRefused)
         #expect(answered(404, nil).answerClass.verdict == .permanentFailure)
@@ -66,5 +68,19 @@ struct AnswerClassTests {
         #expect(Set(labels) == ["ok", "body_4xx", "body_429", "body_5xx", "body_60x", "http_429", "http_5xx", "http_other",
                                 "unanswered", "not_sent"])
         #expect(AnswerClass.allCases.count == 11)
+    }
+
+    /// Issue 26: only a request never written, and GenAuth's own refusals, are certainly unsent. A
+    /// gateway's answer without GenAuth's body (a proxy's 502/504 comes after it forwarded the request)
+    /// and a bodyless 2xx may hide an accepted SMS: the job stays uncertain and keeps its window.
+    @Test func whichAnswersMayHaveSent() {
+        for answer in [answered(502, nil), answered(504, nil), answered(503, nil), answered(200, nil), answered(204, nil),
+                       answered(404, nil), answered(408, nil), answered(500, 200), CallResult.unanswered("timeout")] {
+            #expect(answer.answerClass.mayHaveSent, "\(answer)")
+        }
+        for answer in [CallResult.notSent("refused"), answered(429, nil), answered(429, 429), answered(200, 429),
+                       answered(200, 400), answered(200, 500), answered(503, 503), answered(200, 601)] {
+            #expect(!answer.answerClass.mayHaveSent, "\(answer)")
+        }
     }
 }

@@ -39,13 +39,21 @@ struct CircuitBreakerTests {
         #expect(state.admit(1, now: start + .seconds(16)) == .probe(count: 1, retryIn: .seconds(1)))
     }
 
-    @Test func failedProbeDoublesTheCoolDown() {
+    /// Issue 26: the cool-down never grows (it doubled up to 5 minutes, holding OTPs for minutes after
+    /// GenAuth healed): however many probes failed, the next comes one cool-down later.
+    @Test func failedProbesKeepTheCoolDown() {
         var state = opened(coolDown: .seconds(1))
-        _ = state.admit(1, now: start + .seconds(1))
-        #expect(state.record(isServerFault: true, now: start + .seconds(1)) == .open)
-        #expect(state.admit(1, now: start + .milliseconds(2900)) == .none(retryIn: .milliseconds(100)))
-        #expect(state.admit(1, now: start + .seconds(3)) == .probe(count: 1, retryIn: .seconds(1)))
-        #expect(state.timesOpened == 2)
+        var now = start + .seconds(1)
+        for round in 1...8 {
+            #expect(state.admit(1, now: now) == .probe(count: 1, retryIn: .seconds(1)), "round \(round)")
+            #expect(state.record(isServerFault: true, now: now) == .open)
+            #expect(state.admit(1, now: now + .milliseconds(900)) == .none(retryIn: .milliseconds(100)))
+            now += .seconds(1)
+        }
+        #expect(state.timesOpened == 9)
+        // Healed: the next probe's answer closes it.
+        #expect(state.admit(1, now: now) == .probe(count: 1, retryIn: .seconds(1)))
+        #expect(state.record(isServerFault: false, now: now) == .closed)
     }
 
     @Test func disabledAdmitsEverything() {

@@ -102,7 +102,7 @@ struct ConfigurationReloadTests {
     @Test("the engine's live settings follow the applied configuration; the window and policy stay")
     func liveSettings() async throws {
         let running = try await load()
-        let change = running.change(to: try await load(["SMSD_CAPS_PER_PHONE_DAY": "3", "SMSD_THROTTLE_WINDOW": "5"]))
+        let change = running.change(to: try await load(["SMSD_CAPS_PER_PHONE_DAY": "3", "SMSD_THROTTLE_WINDOW": "58"]))
         let live = LiveSettings(change.applied.dispatcher)
         #expect(live.admission.capPerPhoneDay == 3 && live.admission.throttleWindow == .seconds(60))
         #expect(live != LiveSettings(running.dispatcher))

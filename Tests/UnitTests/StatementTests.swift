@@ -94,7 +94,9 @@ struct StatementTests {
         #expect(bindings[13] == #"{"retry",NULL}"#, "the attempt's outcome")
         #expect(bindings[15] == "{NULL,1800000000.5}", "deferred_until")
         #expect(bindings[17] == "{1,0}", "uncertain")
-        #expect(bindings[18] == "60.0")
+        #expect(bindings[18] == "{0,0}", "this call may have gone out unseen")
+        #expect(bindings[19] == "60.0" && bindings[20] == "true")
+        #expect(bindings[21] == "60.0", "the proof window: throttle.window, at most GenAuth's minute")
     }
 
     @Test func arrayLiterals() {
@@ -111,13 +113,13 @@ extension StatementTests {
     func claimDecoding() throws {
         let rows = PostgresRows(columns: ["id", "lease_token", "channel", "phone_number", "phone_country_code", "phone_key",
                                           "attempts", "max_attempts", "created_epoch", "expires_epoch", "now_epoch",
-                                          "newer_job", "uncertain"],
+                                          "newer_job", "uncertain", "proof_epoch"],
                                 values: [["7", "31", "CHANNEL_LOGIN", "13800138000", nil, "+86 13800138000", "1", "5",
-                                          "1800000000.25", nil, "1800000001.5", "9", "t"]])
+                                          "1800000000.25", nil, "1800000001.5", "9", "t", "1800000050.5"]])
         let job = try #require(try ClaimJobs(worker: "w", limit: 1, lease: .seconds(30)).decode(rows).first)
         #expect(job.lease == JobLease(id: 7, token: 31) && job.phoneCountryCode == nil && job.attempts == 1)
         #expect(job.createdAt == 1_800_000_000.25 && job.now == 1_800_000_001.5 && job.expiresAt == nil)
-        #expect(job.newerJob == 9 && job.uncertain)
+        #expect(job.newerJob == 9 && job.uncertain && job.proofUntil == 1_800_000_050.5)
     }
 
     @Test("the throttle's verdicts, an unknown one refused on the row rather than left waiting")
@@ -130,6 +132,7 @@ extension StatementTests {
             ["5", "surprise", nil, nil, nil, nil],
             ["6", "fraud", nil, "fraud guard: prefix_block: prefix +44 770090: anomaly", nil, "prefix_block"],
             ["7", "granted", nil, "fraud guard (monitor mode, sent): per_user_hour: user_ref u had 10 SMS", "0", "per_user_hour"],
+            ["8", "deferred", "1800000000.5", "busy: another session holds this job or its phone for a moment", nil, nil],
         ])
         let answer = try ReserveSends(jobs: [], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0).decode(rows)
         let verdicts = answer.verdicts
@@ -137,6 +140,7 @@ extension StatementTests {
         #expect(verdicts[2] == .deferred(until: 1_800_000_060))
         #expect(verdicts[3] == .capped("per-phone cap reached: 5 SMS in the last hour"))
         #expect(verdicts[4] == .lost)
+        #expect(verdicts[8] == .busy(retryIn: .milliseconds(500)), "a held key delays its job alone")
         guard case .capped(let why) = verdicts[5] else {
             Issue.record("an unknown verdict must end the job, not leave it waiting")
             return

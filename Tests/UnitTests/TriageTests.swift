@@ -18,10 +18,11 @@ struct TriageTests {
 
     func claimed(channel: String = "CHANNEL_LOGIN", phone: String = "13800138000", code: String? = nil,
                  attempts: Int = 0, maxAttempts: Int = 5, age: Double = 0, expiresIn: Double? = nil,
-                 newer: Int64? = nil, uncertain: Bool = false) -> ClaimedJob {
+                 newer: Int64? = nil, uncertain: Bool = false, proofIn: Double? = 50) -> ClaimedJob {
         ClaimedJob(id: 7, leaseToken: 3, channel: channel, phoneNumber: phone, phoneCountryCode: code, attempts: attempts,
                    maxAttempts: maxAttempts, createdAt: Self.now - age, expiresAt: expiresIn.map { Self.now + $0 },
-                   now: Self.now, newerJob: newer, uncertain: uncertain)
+                   now: Self.now, newerJob: newer, uncertain: uncertain,
+                   proofUntil: uncertain ? proofIn.map { Self.now + $0 } : nil)
     }
 
     func valid(_ job: ClaimedJob, _ triage: Triage) throws -> ValidJob {
@@ -147,5 +148,83 @@ struct TriageTests {
         // A 503 on the way keeps the uncertainty (and so the phone's window).
         let busy = try outcome(.atLeastOnce, claimed(attempts: 1, uncertain: true), .answered(httpStatus: 503, body: nil, retryAfter: nil))
         #expect(busy.state == .pending && busy.uncertain)
+    }
+
+    /// Issue 26: a retry of a call that may have gone out either reaches GenAuth while it can prove that
+    /// call, or is not sent as if nothing happened.
+    @Test("the proof window: presumed sent only inside it; a send after it says a second SMS is possible")
+    func proofWindow() throws {
+        let tooFrequent = GenAuthResponseBody(statusCode: 429, message: "SMS sent too frequently", apiCode: 2021)
+        let accepted = GenAuthResponseBody(statusCode: 200, message: "", requestId: "r1")
+        func outcome(_ job: ClaimedJob, _ result: CallResult, startedAfter: Duration = .zero) throws -> JobOutcome {
+            let triage = triage()
+            let started = job.claimedAt + startedAfter
+            return triage.outcome(for: try valid(job, triage), result: result, answer: result.answerClass,
+                                  started: started, finished: started + .milliseconds(100))
+        }
+        // Inside the window (50 s left): GenAuth's "too frequent" proves the earlier call.
+        let inside = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 50),
+                                 .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
+        #expect(inside.state == .sent && inside.message?.hasPrefix("presumed sent") == true)
+        // The same answer once the window has closed (or less than its margin left) proves nothing: retried.
+        for proofIn in [0.5, -10.0] {
+            let after = try outcome(claimed(attempts: 1, uncertain: true, proofIn: proofIn),
+                                    .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
+            #expect(after.state == .pending && after.uncertain, "\(proofIn)")
+        }
+        // The call left later than the claim: what counts is when it started.
+        let late = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 5),
+                               .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil), startedAfter: .seconds(10))
+        #expect(late.state == .pending)
+        // GenAuth's QPS limit (HTTP 429, with its body saying 429 too) is no proof, inside the window either.
+        let qps = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 50),
+                              .answered(httpStatus: 429, body: tooFrequent, retryAfter: .seconds(1)))
+        #expect(qps.state == .pending && qps.uncertain)
+        // Accepted inside the window: the earlier call cannot have gone out (GenAuth would have refused
+        // this one), plain sent. After it: a second SMS is possible, and the row says so.
+        let sentInside = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 50),
+                                     .answered(httpStatus: 200, body: accepted, retryAfter: nil))
+        #expect(sentInside.state == .sent && !sentInside.possibleDuplicate)
+        let sentAfter = try outcome(claimed(attempts: 1, uncertain: true, proofIn: -1),
+                                    .answered(httpStatus: 200, body: accepted, retryAfter: nil))
+        #expect(sentAfter.state == .sent && sentAfter.possibleDuplicate)
+        #expect(sentAfter.message?.contains("a second SMS is possible") == true)
+        // A job with no unanswered call is never a possible duplicate.
+        let plain = try outcome(claimed(attempts: 1), .answered(httpStatus: 200, body: accepted, retryAfter: nil))
+        #expect(plain.state == .sent && !plain.possibleDuplicate)
+    }
+
+    @Test("answers that are not GenAuth's (a gateway's 502/504, a bodyless 2xx) leave the job uncertain")
+    func gatewayAnswersAreUncertain() throws {
+        let triage = triage { $0.backoff = Backoff(base: .seconds(100), maximum: .seconds(300)) }
+        for http in [502, 504, 200] {
+            let job = claimed()
+            let started = job.claimedAt
+            let result = CallResult.answered(httpStatus: http, body: nil, retryAfter: nil)
+            let outcome = triage.outcome(for: try valid(job, triage), result: result, answer: result.answerClass,
+                                         started: started, finished: started + .seconds(2))
+            #expect(outcome.state == .pending && outcome.uncertain && outcome.callMayHaveSent, "HTTP \(http)")
+            // Back before GenAuth's window for that call closes: (60 - 2 - 1) / 2 s at most.
+            #expect((outcome.retryIn ?? .seconds(999)) <= .seconds(29), "HTTP \(http): \(String(describing: outcome.retryIn))")
+        }
+        // GenAuth's own refusal with its body is certain: the window is freed.
+        let job = claimed()
+        let refused = CallResult.answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 500), retryAfter: nil)
+        let outcome = triage.outcome(for: try valid(job, triage), result: refused, answer: refused.answerClass,
+                                     started: job.claimedAt, finished: job.claimedAt + .seconds(1))
+        #expect(outcome.state == .pending && !outcome.uncertain && !outcome.callMayHaveSent)
+    }
+
+    @Test("a job whose earlier call may have gone out is not superseded while its proof window is open")
+    func uncertainNotSuperseded() throws {
+        let triage = triage()
+        guard case .send = triage.decide(claimed(attempts: 1, newer: 9, uncertain: true, proofIn: 30)) else {
+            Issue.record("a retry inside its proof window must go out to find the truth, not be superseded")
+            return
+        }
+        let past = settled(triage.decide(claimed(attempts: 1, newer: 9, uncertain: true, proofIn: -5)))
+        #expect(past?.state == .superseded, "past its window, the newer request takes its place")
+        let plain = settled(triage.decide(claimed(newer: 9)))
+        #expect(plain?.state == .superseded)
     }
 }

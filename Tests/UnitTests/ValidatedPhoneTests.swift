@@ -32,6 +32,11 @@ struct ValidatedPhoneTests {
               ("13800138000", "+12345", "must be '+' followed by 1 to 4 digits"),
               ("13800138000", "+0", "not starting with 0"),
               ("13800138000", "+8a", "must be '+' followed"),
+              // Issue 26: swapped fields must not publish a number through the message producers read.
+              ("+86", "13800138000", "does not start with '+'"),
+              ("86", "+8613800138000", "it has 13 digits"),
+              (String(repeating: "1", count: 65), nil, "65 bytes long; at most 64"),
+              ("13800138000", String(repeating: "+", count: 17), "17 bytes long"),
           ])
     func rejects(number: String, code: String?, expected: String) {
         guard case .failure(let error) = ValidatedPhone.validate(number: number, countryCode: code) else {
@@ -41,12 +46,22 @@ struct ValidatedPhoneTests {
         #expect(error.message.contains(expected), "\(error.message)")
         // The message must not repeat a whole valid-looking number (it would end up in logs).
         if number.count >= 7 { #expect(!error.message.contains(number)) }
+        if let code, code.count >= 4 { #expect(!error.message.contains(code.dropFirst())) }
     }
 
     @Test func masking() {
         #expect(ValidatedPhone.masked("13800138000") == "138****8000")
-        #expect(ValidatedPhone.masked("5551234") == "5551234".prefix(3) + "" + String(repeating: "*", count: 0) + "1234")
-        #expect(ValidatedPhone.masked("12345") == "*****")
+        // Issue 26: a short number is never shown whole, nor nearly (7 of 8 digits were).
+        #expect(ValidatedPhone.masked("5551234") == "****234")
+        #expect(ValidatedPhone.masked("55512345") == "****2345")
+        #expect(ValidatedPhone.masked("5551234567") == "5*****4567")
+        #expect(ValidatedPhone.masked("12345") == "****5")
+        #expect(ValidatedPhone.masked("1234") == "****")
+        for length in 4...15 {
+            let number = String((0..<length).map { _ in "7" })
+            let hidden = ValidatedPhone.masked(number).filter { $0 == "*" }.count
+            #expect(hidden >= 4 && (length >= 11 || hidden * 2 >= length), "\(length) digits: \(hidden) hidden")
+        }
         #expect(!ValidatedPhone.masked("13800138000").contains("0013"))
     }
 }

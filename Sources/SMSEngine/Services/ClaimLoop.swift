@@ -23,6 +23,16 @@ public struct ClaimLoop: Sendable {
         /// How long a shutdown waits for calls in flight before it stops waiting (their jobs stay
         /// leased and are rescued when the lease runs out).
         public var shutdownGrace = Duration.seconds(10)
+        /// `genauth.timeout` (set by the dispatcher): how long a call may take.
+        public var callTimeout = Duration.seconds(10)
+
+        /// How long a drain waits for calls in flight: `shutdown.grace`, and never less than a call
+        /// started at the last moment needs (its slot up to `CallSender.recheckBeyond` into the drain,
+        /// then its timeout): a call the drain stopped waiting for is rescued as "stopped during the
+        /// call", although its daemon would have known how it ended.
+        public var drainLimit: Duration {
+            max(shutdownGrace, callTimeout + CallSender.recheckBeyond + .milliseconds(500))
+        }
 
         public init() {}
     }
@@ -51,7 +61,7 @@ public struct ClaimLoop: Sendable {
     /// Returns once a shutdown has drained (every call answered and every outcome written, or the
     /// grace period over), or when its task is cancelled.
     mutating func run() async {
-        var machine = StateMachine(concurrency: configuration.concurrency, shutdownGrace: configuration.shutdownGrace,
+        var machine = StateMachine(concurrency: configuration.concurrency, shutdownGrace: configuration.drainLimit,
                                    claimLinger: Self.claimLinger, now: .now)
         turns: while let batch = await events.next() {
             // The ticker wakes this loop every poll interval: if it stops coming round, the watchdog
@@ -60,6 +70,9 @@ public struct ClaimLoop: Sendable {
             if machine.receive(batch, now: .now) {
                 logger.notice("shutting down: no new claims", metadata: ["in_flight": "\(machine.inFlight)"])
             }
+            // Every poll tick (and the clock between): a call whose end never came by its deadline
+            // frees its slot (`CallBook`); its `.callsFinished` arrives with the next turn.
+            if machine.inFlight > 0, batch.contains(where: { $0 == .tick || $0 == .clock }) { sender.reclaimOverdue() }
             stats.setInFlight(machine.inFlight)
             switch machine.next(unsettled: writes.unsettled, now: .now) {
             case .stop:

@@ -17,6 +17,12 @@ public struct LeaseRescuer: Sendable {
 
     let configuration: Configuration
     let policy: DeliveryPolicy
+    /// `throttle.window` (the rescue reads a grant's slot back from its phone's window).
+    let throttleWindow: Duration
+    /// Once a rescued call's proof window has closed, its holder's own answer gets this long to land
+    /// before the retry (which may be a second SMS): the holder's sessions reconnect within their
+    /// backoff's cap (`DatabaseSession`, 10 s) of the database coming back, and write at once.
+    static let holderGrace = Duration.seconds(15)
     let expirer: PausedJobExpirer
     var session: DatabaseSession
     let logger: Logger
@@ -24,10 +30,12 @@ public struct LeaseRescuer: Sendable {
 
     mutating func run() async {
         let (policy, logger, expirer, queueFullLog) = (self.policy, self.logger, self.expirer, self.queueFullLog)
+        let throttleWindow = self.throttleWindow
         await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) { db in
             let rescued: [(id: Int64, state: JobState)]
             do {
-                rescued = try await Self.rescue(policy: policy, on: db, logger: logger, queueFullLog: queueFullLog)
+                rescued = try await Self.rescue(policy: policy, throttleWindow: throttleWindow, on: db, logger: logger,
+                                                queueFullLog: queueFullLog)
             } catch {
                 // The expirer's round is its own: a failed rescue does not cost it.
                 await expirer.round(on: db)
@@ -46,9 +54,9 @@ public struct LeaseRescuer: Sendable {
 
     /// The rescue never depends on NOTIFY: when PostgreSQL refuses notifications (its queue is full),
     /// the same rescue goes through without announcing.
-    static func rescue(policy: DeliveryPolicy, on db: PostgresConnection, logger: Logger,
+    static func rescue(policy: DeliveryPolicy, throttleWindow: Duration, on db: PostgresConnection, logger: Logger,
                        queueFullLog: OccasionalLog) async throws -> [(id: Int64, state: JobState)] {
-        try await db.runAnnouncing(RescueExpiredLeases(policy: policy)) { error in
+        try await db.runAnnouncing(RescueExpiredLeases(policy: policy, throttleWindow: throttleWindow, holderGrace: Self.holderGrace)) { error in
             if queueFullLog.due() {
                 logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); rescuing without announcing on sms_job_events",
                              metadata: ["error": "\(error)"])

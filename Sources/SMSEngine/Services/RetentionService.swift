@@ -4,13 +4,13 @@ import PostgresClient
 import SMSJobStore
 import SMSModel
 
-/// Deletes finished jobs (and their attempts) older than `retention.max_age_days`, in batches, one
-/// daemon of the cluster at a time (an advisory lock), in a task of its own so a long delete never
-/// delays a heartbeat. River's cleaner.
+/// Deletes finished jobs (and their attempts) older than `retention.max_age_days`, in batches, and the
+/// housekeeping's stale rows (`ForgetStaleRows`), in a task of its own so a long delete never delays a
+/// heartbeat. River's cleaner. Every daemon runs it; runs that meet only find less to delete.
 public struct RetentionService: Sendable {
     /// `retention.*`.
     public struct Configuration: Sendable, Equatable {
-        /// Finished jobs older than this are deleted; zero keeps them (the service does not run).
+        /// Finished jobs older than this are deleted; zero keeps them (the housekeeping still runs).
         public var maxAge = Duration.seconds(30 * 86_400)
         public var batchSize = 1000
         public var interval = Duration.seconds(300)
@@ -39,6 +39,7 @@ public struct RetentionService: Sendable {
         await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: true,
                                while: { !Task.isShuttingDownGracefully }) { db in
             guard let run = try await Self.apply(configuration, on: db) else { return nil }
+            guard configuration.maxAge > .zero else { return nil }
             if run.deleted > 0 {
                 logger.notice("retention deleted finished jobs", metadata: [
                     "deleted": "\(run.deleted)", "older_than_days": "\(Int(configuration.maxAge.seconds / 86_400))",
@@ -50,18 +51,16 @@ public struct RetentionService: Sendable {
         }
     }
 
-    /// One run: nil when another daemon holds the retention lock.
+    /// One run: finished jobs past their age (none when `maxAge` is zero: kept), then the housekeeping.
+    /// No lock: daemons running it at once only find less to delete (a lock any login could hold, as
+    /// the advisory lock this was, would turn retention off for the whole cluster).
     static func apply(_ configuration: Configuration, on db: PostgresConnection) async throws -> Run? {
-        guard try await AdvisoryLock.retention.tryLock(on: db) else { return nil }
-        do {
-            let purged = try await PurgeFinished(olderThan: configuration.maxAge, batch: configuration.batchSize)
+        var purged = (deleted: 0, more: false)
+        if configuration.maxAge > .zero {
+            purged = try await PurgeFinished(olderThan: configuration.maxAge, batch: configuration.batchSize)
                 .repeated(on: db, until: .now + configuration.budget)
-            try await db.run(ForgetStaleRows())
-            try await AdvisoryLock.retention.unlock(on: db)
-            return Run(deleted: purged.deleted, more: purged.more)
-        } catch {
-            try? await AdvisoryLock.retention.unlock(on: db)
-            throw error
         }
+        try await db.run(ForgetStaleRows())
+        return Run(deleted: purged.deleted, more: purged.more)
     }
 }

@@ -1,14 +1,11 @@
 import PostgresClient
 
-/// The cluster-wide session advisory locks sms-dispatcher takes, in one place so two never share a key.
-/// The SQL takes transaction locks of its own, kept clear of these: the phone keys' (hashed with seed
-/// 7_212_330_012) and the fraud guard's keys' (seed 7_212_330_013) in the reservation, and the fraud
-/// evaluator's 7_212_330_014 (`sms.fraud_evaluate`, sql/0010_fraud.sql).
+/// The one session advisory lock sms-dispatcher takes: `migrate`'s, so two hosts migrating at once take
+/// turns (before the schema exists there is no row to lock). The daemon takes none: an advisory lock is
+/// anyone's to take, so its locks are rows only its roles may lock (`sms.key_locks`, `sms.fraud_state`).
 public enum AdvisoryLock: Int64, Sendable, CaseIterable {
     /// Migrations: two hosts migrating at once take turns.
     case migrations = 7_212_330_011
-    /// Retention: one daemon of the cluster deletes at a time.
-    case retention = 7_212_330_012
 
     /// Waits for the lock.
     public func lock(on db: PostgresConnection) async throws {

@@ -51,10 +51,18 @@ public struct Migrator: Sendable {
     /// The version the schema has once every migration here is applied.
     public var latestVersion: Int { migrations.last?.version ?? 0 }
 
+    /// How long a migration's statements wait for a lock: `ALTER TABLE` waiting behind a long transaction
+    /// (a report, a forgotten `psql`) would queue every producer's insert behind it for as long. After
+    /// this the migration rolls back, says which sessions hold transactions open, and tries again
+    /// `retryAfter` later (producers go on meanwhile), until `patience` has passed.
+    public var lockTimeout = Duration.seconds(2)
+    public var retryAfter = Duration.seconds(3)
+    public var patience = Duration.seconds(600)
+
     /// Applies what is missing; returns the versions applied now.
     @discardableResult
     public func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> [Int] {
-        try await AdvisoryLock.migrations.lock(on: connection)
+        try await takeMigrationLock(connection, logger: logger)
         do {
             try await connection.execute("""
                 CREATE SCHEMA IF NOT EXISTS sms;
@@ -68,17 +76,7 @@ public struct Migrator: Sendable {
                 .map { try $0.requiredInt("version") })
             var appliedNow: [Int] = []
             for migration in migrations where !applied.contains(migration.version) {
-                try await connection.execute("BEGIN")
-                do {
-                    try await connection.execute(migration.sql)
-                    try await connection.query(
-                        "INSERT INTO sms.schema_migrations (version, name) VALUES ($1, $2)",
-                        [String(migration.version), migration.name])
-                    try await connection.commit()
-                } catch {
-                    try? await connection.execute("ROLLBACK")
-                    throw MigrationError(code: .failed, "migration \(migration.version) (\(migration.name)) failed and was rolled back: \(error)")
-                }
+                try await apply(migration, on: connection, logger: logger)
                 logger.info("applied migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
                 appliedNow.append(migration.version)
             }
@@ -88,6 +86,79 @@ public struct Migrator: Sendable {
             try? await AdvisoryLock.migrations.unlock(on: connection)
             throw error
         }
+    }
+
+    /// One migration in its own transaction, its lock waits bounded by `lockTimeout` and retried.
+    private func apply(_ migration: Migration, on connection: PostgresConnection, logger: Logger) async throws {
+        let deadline = ContinuousClock.now + patience
+        var tries = 0
+        while true {
+            tries += 1
+            try await connection.execute("BEGIN")
+            do {
+                try await connection.execute("SET LOCAL lock_timeout = \(Int(lockTimeout.seconds * 1000))")
+                try await connection.execute(migration.sql)
+                try await connection.query(
+                    "INSERT INTO sms.schema_migrations (version, name) VALUES ($1, $2)",
+                    [String(migration.version), migration.name])
+                try await connection.commit()
+                return
+            } catch let error as PostgresError where error.sqlState == PostgresError.SQLState.lockNotAvailable {
+                try? await connection.execute("ROLLBACK")
+                let open = await Self.openTransactions(connection)
+                guard ContinuousClock.now + retryAfter < deadline else {
+                    throw MigrationError(code: .lockUnavailable,
+                        "migration \(migration.version) (\(migration.name)) could not take its locks within \(Int(patience.seconds)) s (\(tries) tries): \(open); end those transactions and run migrate again")
+                }
+                logger.warning("a migration is waiting for locks other sessions hold; rolled back, trying again (producers are not held meanwhile)",
+                               metadata: ["version": "\(migration.version)", "try": "\(tries)",
+                                          "retry_in_s": "\(retryAfter.seconds)", "open_transactions": "\(open)"])
+                try await Task.sleep(for: retryAfter)
+            } catch {
+                try? await connection.execute("ROLLBACK")
+                throw MigrationError(code: .failed, "migration \(migration.version) (\(migration.name)) failed and was rolled back: \(error)")
+            }
+        }
+    }
+
+    /// The session advisory lock two `migrate`s take turns on; any login may hold it, so a holder that
+    /// is not another migrate is named, and the wait is bounded by `patience`.
+    private func takeMigrationLock(_ connection: PostgresConnection, logger: Logger) async throws {
+        let deadline = ContinuousClock.now + patience
+        var logged = false
+        while !(try await AdvisoryLock.migrations.tryLock(on: connection)) {
+            let holder = (try? await connection.query("""
+                SELECT a.pid, a.usename, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint % 4294967296 LIMIT 1
+                """, [String(AdvisoryLock.migrations.rawValue)]).first).map { row in
+                "pid \((try? row.string("pid")) ?? "?") (\((try? row.string("usename")) ?? "?"), \((try? row.string("application_name")) ?? ""))"
+            } ?? "another session"
+            guard ContinuousClock.now + .seconds(1) < deadline else {
+                throw MigrationError(code: .lockUnavailable,
+                    "the migration lock (advisory lock \(AdvisoryLock.migrations.rawValue)) is held by \(holder) for over \(Int(patience.seconds)) s")
+            }
+            if !logged {
+                logger.warning("waiting for the migration lock: another migrate is running, or another session holds it",
+                               metadata: ["holder": "\(holder)"])
+                logged = true
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// The oldest open transactions of the database (other than this session), for an operator to find
+    /// what a migration is waiting behind.
+    static func openTransactions(_ connection: PostgresConnection) async -> String {
+        let rows = try? await connection.query("""
+            SELECT pid, usename, application_name, round(extract(epoch FROM now() - xact_start))::int AS age_s, state
+            FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+            ORDER BY xact_start LIMIT 3
+            """).rows
+        let listed = rows?.map { row in
+            "pid \((try? row.string("pid")) ?? "?") user \((try? row.string("usename")) ?? "?") app '\((try? row.string("application_name")) ?? "")' open \((try? row.string("age_s")) ?? "?") s (\((try? row.string("state")) ?? "?"))"
+        } ?? []
+        return listed.isEmpty ? "no other open transaction seen" : listed.joined(separator: "; ")
     }
 
     /// The highest applied version, or nil when the schema was never migrated.
@@ -120,6 +191,8 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         public static let unreadableDirectory = Code("unreadableDirectory")
         /// A migration's SQL failed; it was rolled back.
         public static let failed = Code("failed")
+        /// Its locks stayed held by other sessions for longer than the migrator's patience.
+        public static let lockUnavailable = Code("lockUnavailable")
     }
     public let code: Code
     public let message: String

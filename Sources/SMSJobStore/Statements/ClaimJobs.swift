@@ -3,7 +3,7 @@ import SMSModel
 
 /// Claims up to `limit` due pending jobs for `worker` (`sms.claim_jobs`: River's CTE form, so the LIMIT
 /// applies to rows actually locked, with a plan that survives stale statistics). Each claim hands out a
-/// new claim token.
+/// new claim token. Retries of calls that may have gone out come first (see `ProofWindow`).
 public struct ClaimJobs: Statement {
     public var worker: String
     public var limit: Int
@@ -17,14 +17,16 @@ public struct ClaimJobs: Statement {
 
     public static let sql = """
         SELECT id, lease_token, channel, phone_number, phone_country_code, phone_key, attempts, max_attempts,
-               created_epoch, expires_epoch, now_epoch, newer_job, uncertain
+               created_epoch, expires_epoch, now_epoch, newer_job, uncertain, proof_epoch
         FROM sms.claim_jobs($1, $2::int, $3::float8)
         """
 
     public var bindings: [String?] { [worker, String(limit), String(lease.seconds)] }
 
     public func decode(_ rows: PostgresRows) throws -> [ClaimedJob] {
-        try rows.rows.map { row in
+        // Read as the answer arrives: with now_epoch, what maps this host's monotonic clock to the database's.
+        let claimedAt = ContinuousClock.now
+        return try rows.rows.map { row in
             ClaimedJob(
                 id: Int64(try row.requiredInt("id")),
                 leaseToken: Int64(try row.requiredInt("lease_token")),
@@ -38,7 +40,9 @@ public struct ClaimJobs: Statement {
                 expiresAt: try row.double("expires_epoch"),
                 now: try row.double("now_epoch") ?? 0,
                 newerJob: try row.int("newer_job").map(Int64.init),
-                uncertain: try row.bool("uncertain") ?? false)
+                uncertain: try row.bool("uncertain") ?? false,
+                proofUntil: try row.double("proof_epoch"),
+                claimedAt: claimedAt)
         }
     }
 }

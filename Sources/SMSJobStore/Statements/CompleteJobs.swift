@@ -4,9 +4,12 @@ import SMSModel
 /// Writes a batch of outcomes in one round trip (`unnest` over arrays), fenced on the claim token: a
 /// row is only changed while it is still `running` under the claim the outcome belongs to, so
 /// neither a worker that lost its lease nor a stale outcome of an earlier claim can overwrite the
-/// truth. One exception, for the truth's sake: a call's outcome may still land on a row rescued
+/// truth. Two exceptions, for the truth's sake: a call's outcome may still land on a row rescued
 /// from this very claim (same token, not claimed since, marked uncertain by the rescue), as when
-/// the database was away longer than a lease: the rescue could only guess, the holder knows.
+/// the database was away longer than a lease: the rescue could only guess, the holder knows. And a
+/// call GenAuth accepted lands whatever became of the row meanwhile (claimed again, expired, failed
+/// "delivery unknown"): its job is sent; a job already sent by another call says a second SMS went out.
+/// Every call gets its `sms.attempts` row, fenced out or not.
 /// Times are sent as "seconds ago" by this host's monotonic clock and become `now() - ago`, so
 /// only the database's clock is ever written. Each call also gets its `sms.attempts` row, and every
 /// row written (superseded ones too) is announced on `sms_job_events` as `<id>:<state>`.
@@ -36,20 +39,32 @@ public struct CompleteJobs: AnnouncingStatement {
         WITH r AS (
             SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::int[], $7::int[],
                                  $8::int[], $9::text[], $10::text[], $11::float8[], $12::float8[],
-                                 $13::float8[], $14::text[], $15::text[], $16::float8[], $17::int[], $18::int[])
+                                 $13::float8[], $14::text[], $15::text[], $16::float8[], $17::int[], $18::int[],
+                                 $19::int[])
                 AS r(id, token, state, called, http_status, status_code, api_code, message, request_id,
                      retry_in, started_ago, finished_ago, outcome, call_message, deferred_until, coalesce,
-                     uncertain)
+                     uncertain, unseen)
         ), done AS (
             UPDATE sms.jobs j SET
                 state = r.state,
                 -- A rescued row already counts the call the rescue could not see the end of.
-                attempts = j.attempts + CASE WHEN j.state = 'running' THEN r.called ELSE 0 END,
+                attempts = j.attempts + CASE WHEN j.state = 'running' AND j.lease_token = r.token THEN r.called ELSE 0 END,
                 http_status = CASE WHEN r.called = 1 THEN r.http_status ELSE j.http_status END,
                 status_code = CASE WHEN r.called = 1 THEN r.status_code ELSE j.status_code END,
                 api_code = CASE WHEN r.called = 1 THEN r.api_code ELSE j.api_code END,
                 request_id = CASE WHEN r.called = 1 THEN r.request_id ELSE j.request_id END,
-                message = r.message,
+                message = CASE
+                    -- The truth, late (see the WHERE clause): what the row said meanwhile stays readable.
+                    WHEN NOT (j.lease_token IS NOT DISTINCT FROM r.token
+                              AND (j.state IS NOT DISTINCT FROM 'running'
+                                   OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
+                                       AND j.state IN ('pending', 'failed')))) THEN
+                        'sent: GenAuth accepted a call whose answer came after the job had moved on (it was '
+                        || j.state || ': ' || left(COALESCE(j.message, ''), 300) || ')'
+                    -- Ending unsent while an earlier call may have gone out: said in one wording.
+                    WHEN r.state NOT IN ('sent', 'pending') AND (j.uncertain OR r.uncertain = 1)
+                        THEN sms.unproven_message(r.message)
+                    ELSE r.message END,
                 run_at = CASE WHEN r.deferred_until IS NOT NULL THEN to_timestamp(r.deferred_until)
                               WHEN r.state = 'pending' THEN now() + make_interval(secs => r.retry_in)
                               ELSE j.run_at END,
@@ -63,39 +78,72 @@ public struct CompleteJobs: AnnouncingStatement {
                 -- Written by its holder: this claim is over, so a retried write (its reply lost) cannot
                 -- apply twice through the rescued-row path below. Only a rescue keeps the token.
                 lease_token = NULL,
-                uncertain = CASE WHEN r.called = 1 THEN r.uncertain = 1 ELSE j.uncertain END,
+                uncertain = CASE WHEN r.state = 'sent' THEN false WHEN r.called = 1 THEN r.uncertain = 1 ELSE j.uncertain END,
+                -- A call that may have gone out unseen: GenAuth proves it only within its window from
+                -- the call's start; the earliest such call's window is the one that counts.
+                proof_until = CASE WHEN r.unseen = 1
+                                   THEN least(j.proof_until, now() - make_interval(secs => r.started_ago)
+                                                             + make_interval(secs => $22::float8))
+                                   ELSE j.proof_until END,
                 updated_at = now()
             FROM r
             -- Found by primary key, whatever the statistics say: the state tests are spelt so that no
             -- partial index matches them (a burst of jobs right after ANALYZE once made the planner
             -- scan every open job instead).
-            WHERE j.id = r.id AND j.lease_token = r.token
+            WHERE j.id = r.id
               -- Redundant, for the plan: a primary key lookup the planner cannot trade for a hash join
               -- over a scan of the table (it did, on a young table's statistics: 1-3 ms a batch).
               AND j.id = ANY ($2::bigint[])
-              AND (j.state IS NOT DISTINCT FROM 'running'
-                   OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
-                       AND j.state IN ('pending', 'failed')))
+              AND ((j.lease_token = r.token
+                    AND (j.state IS NOT DISTINCT FROM 'running'
+                         OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
+                             AND j.state IN ('pending', 'failed'))))
+                   -- The truth, late: a call GenAuth accepted settles its job as sent whoever holds it
+                   -- now and whatever it ended as meanwhile (its lease rescued and claimed again, expired,
+                   -- superseded, failed "delivery unknown"): no SMS GenAuth accepted is labelled unsent.
+                   -- A claim holding it now is fenced out (its reservation finds the job lost).
+                   OR (r.state = 'sent' AND r.called = 1 AND j.state IS DISTINCT FROM 'sent'))
             RETURNING j.id, j.attempts, j.phone_key, j.channel, j.state
+        ), doubled AS (
+            -- Accepted, on a job already sent by another of its calls: the phone had a second SMS. Said.
+            UPDATE sms.jobs j SET updated_at = now(),
+                message = left(COALESCE(j.message, ''), 500) || '; a second SMS went out: GenAuth also accepted another call of this job'
+                          || COALESCE(' (requestId ' || r.request_id || ')', '')
+            FROM r
+            -- (GenAuth's acceptance itself: a presumed-sent answer, 429, sent nothing.)
+            WHERE j.id = r.id AND j.id = ANY ($2::bigint[]) AND r.state = 'sent' AND r.called = 1 AND r.status_code = 200
+              AND j.state IS NOT DISTINCT FROM 'sent' AND j.request_id IS DISTINCT FROM r.request_id
+            RETURNING j.id
         ), logged AS (
+            -- Every call made, whether or not its outcome could still be written: the attempts log is
+            -- the record of what was sent to GenAuth. A fenced-out call is logged when GenAuth answered
+            -- it and its requestId is not logged yet (a write retried after its reply was lost adds
+            -- nothing; a call no answer came for, fenced out, leaves nothing to tell it apart by).
             INSERT INTO sms.attempts (job_id, attempt, worker, started_at, finished_at, outcome,
                                       http_status, status_code, api_code, message, request_id)
-            SELECT r.id, done.attempts, $1, now() - make_interval(secs => r.started_ago),
+            -- (CASE: the lookups run for fenced-out calls only, not for every row written.)
+            SELECT r.id, CASE WHEN done.id IS NOT NULL THEN done.attempts
+                              ELSE COALESCE((SELECT f.attempts FROM sms.jobs f WHERE f.id = r.id), 0) END,
+                   $1, now() - make_interval(secs => r.started_ago),
                    now() - make_interval(secs => r.finished_ago), r.outcome,
                    r.http_status, r.status_code, r.api_code, r.call_message, r.request_id
-            FROM r JOIN done ON done.id = r.id
+            FROM r LEFT JOIN done ON done.id = r.id
             WHERE r.called = 1
+              AND CASE WHEN done.id IS NOT NULL THEN true
+                       ELSE r.request_id IS NOT NULL
+                            AND NOT EXISTS (SELECT 1 FROM sms.attempts a WHERE a.job_id = r.id AND a.request_id = r.request_id)
+                  END
             RETURNING 1
         ), windows AS (
             -- The window runs from the end of the call that sent (or may have sent), so it never closes
             -- before GenAuth's. The reservation's already does, with a second to spare, for any call
             -- that ended within a second of its slot: only a slower call's window is moved.
             UPDATE sms.throttle t SET window_until = now() - make_interval(secs => r.finished_ago)
-                                                     + make_interval(secs => $19::float8)
+                                                     + make_interval(secs => $20::float8)
             FROM r JOIN done ON done.id = r.id
             WHERE t.phone_key = done.phone_key AND t.channel = done.channel AND t.job_id = r.id
               AND (r.state = 'sent' OR (r.called = 1 AND r.uncertain = 1))
-              AND t.window_until < now() - make_interval(secs => r.finished_ago) + make_interval(secs => $19::float8)
+              AND t.window_until < now() - make_interval(secs => r.finished_ago) + make_interval(secs => $20::float8)
             RETURNING 1
         ), released AS (
             -- A call certain not to have sent frees its phone+channel slot for the retry.
@@ -112,7 +160,9 @@ public struct CompleteJobs: AnnouncingStatement {
             -- jobs pending). The probe reads the (phone, channel, id) index and filters on the state
             -- (since version 11 no index names the state, so the write-back is a HOT update).
             UPDATE sms.jobs o SET state = 'superseded', finished_at = now(), updated_at = now(),
-                message = 'superseded by job ' || older.sent_by || ', sent to the same phone and channel'
+                message = CASE WHEN o.uncertain
+                               THEN sms.unproven_message('superseded by job ' || older.sent_by || ', sent to the same phone and channel')
+                               ELSE 'superseded by job ' || older.sent_by || ', sent to the same phone and channel' END
             FROM (
                 SELECT x.id, done.id AS sent_by
                 FROM r JOIN done ON done.id = r.id,
@@ -130,10 +180,10 @@ public struct CompleteJobs: AnnouncingStatement {
             -- notifications per batch, delivered when this commits.
             SELECT sms.announce(array_agg(e.id ORDER BY e.id), array_agg(e.state ORDER BY e.id)) AS notifications
             FROM (SELECT id, state FROM done UNION ALL SELECT id, 'superseded' FROM superseded) e
-            WHERE $20::bool
+            WHERE $21::bool
         )
         SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,
-               (SELECT count(*) FROM superseded) AS superseded,
+               (SELECT count(*) FROM superseded) AS superseded, (SELECT count(*) FROM doubled) AS doubled,
                (SELECT notifications FROM announced) AS notifications
         """
 
@@ -166,8 +216,10 @@ public struct CompleteJobs: AnnouncingStatement {
             PostgresArray.literal(outcomes.map(\.deferredUntil)),
             PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
             PostgresArray.literal(outcomes.map { $0.uncertain ? 1 : 0 }),
+            PostgresArray.literal(outcomes.map { $0.callMayHaveSent ? 1 : 0 }),
             String(throttleWindow.seconds),
             announces ? "true" : "false",
+            String(ProofWindow(throttleWindow: throttleWindow).length.seconds),
         ]
     }
 

@@ -13,15 +13,19 @@ public struct ReserveSends: Statement {
     /// Calls per second for the whole cluster; 0: no rate schedule.
     public var rate: Double
     public var fraud: FraudSettings
+    /// How long before its proof window closes a retry of a call that may have gone out must be granted
+    /// to be spared the per-phone caps (see `ProofWindow`).
+    public var proofMargin: Duration
 
     public init(jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double,
-                fraud: FraudSettings = FraudSettings()) {
+                fraud: FraudSettings = FraudSettings(), proofMargin: Duration = .seconds(2)) {
         self.jobs = jobs
         self.window = window
         self.hourCap = hourCap
         self.dayCap = dayCap
         self.rate = rate
         self.fraud = fraud
+        self.proofMargin = proofMargin
     }
 
     /// Each job's verdict, and the jobs the fraud guard flagged in monitor mode (granted all the same).
@@ -39,7 +43,7 @@ public struct ReserveSends: Statement {
     public static let sql = """
         SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail, r_slot, r_rule
         FROM sms.reserve_sends($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::float8, $6::int, $7::int,
-                               $8::float8, $9::text, $10::int[], $11::int)
+                               $8::float8, $9::text, $10::int[], $11::int, $12::float8)
         """
 
     public var bindings: [String?] {
@@ -47,7 +51,7 @@ public struct ReserveSends: Statement {
          PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
          PostgresArray.literal(jobs.map { Optional($0.channel.rawValue) }), String(window.seconds), String(hourCap),
          String(dayCap), String(max(0, rate)), fraud.mode.rawValue, PostgresArray.literal(fraud.limits),
-         String(fraud.trustVerifiedDays)]
+         String(fraud.trustVerifiedDays), String(proofMargin.seconds)]
     }
 
     public func decode(_ rows: PostgresRows) throws -> Answer {
@@ -66,6 +70,8 @@ public struct ReserveSends: Statement {
             case "fraud":
                 // An unknown rule still ends the job on its row, rejected: only the metric misses it.
                 answer.verdicts[id] = .fraud(rule: rule, message: try row.string("r_detail") ?? "fraud guard: \(ruleName ?? "a rule")")
+            case "deferred" where (try row.string("r_detail"))?.hasPrefix("busy") == true:
+                answer.verdicts[id] = .busy(retryIn: .milliseconds(500))
             case "deferred": answer.verdicts[id] = .deferred(until: try row.double("until") ?? 0)
             case "lost": answer.verdicts[id] = .lost
             case "capped": answer.verdicts[id] = .capped(try row.string("r_detail") ?? "per-phone cap reached")

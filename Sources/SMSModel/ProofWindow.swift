@@ -1,0 +1,25 @@
+/// How long GenAuth can prove that an earlier call of a job went out. GenAuth sends one SMS per phone
+/// per channel per minute: while that minute lasts, a second call for the same phone and channel is
+/// answered "sent too frequently" (HTTP 200, body `statusCode` 429) if the first was accepted, and that
+/// answer is the proof. A call whose answer never came (a timeout, a lost connection, a gateway's answer,
+/// a daemon that died during it) is retried within that minute for that reason; past it, a retry that
+/// GenAuth accepts may be a second SMS, and the row says so.
+///
+/// The minute runs from when GenAuth accepted the call, which is after the call started: the window
+/// here counts from the call's start, so it never outlasts GenAuth's.
+public struct ProofWindow: Sendable, Equatable {
+    /// GenAuth's one-SMS-per-phone-per-channel window.
+    public static let genauth = Duration.seconds(60)
+    /// A retry must leave this long before the window closes, to reach GenAuth inside it.
+    public static let margin = Duration.seconds(1)
+
+    /// `throttle.window` when it is shorter than GenAuth's minute (a test's sandbox), else the minute.
+    public let length: Duration
+
+    public init(throttleWindow: Duration) {
+        length = min(throttleWindow, Self.genauth)
+    }
+
+    /// When the window closes for a call that started at `start` (epoch seconds, database clock).
+    public func closes(afterCallAt start: Double) -> Double { start + length.seconds }
+}
