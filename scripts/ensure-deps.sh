@@ -11,6 +11,8 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The GenAuth client's TLS test makes its certificate with openssl.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The connection-pooler tests run Debian's PgBouncer in front of the test cluster.
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "ensure-deps: missing ${missing[*]}; install them (apt-get install -y ${missing[*]}) or run as root" >&2

@@ -79,20 +79,17 @@ public struct Admission: Sendable {
         }
         // The breaker holds calls that can wait. A retry of a call that may have gone out cannot wait
         // past its proof window (GenAuth could no longer tell whether that call went out): it comes back
-        // before the window closes, and then goes whatever the breaker says, one call per such job.
+        // shortly before the window closes, and then calls whatever the breaker says, once.
         let now = ContinuousClock.now
         for job in held {
-            guard let latest = Self.latestProofCall(job) else {
-                plan.settled.append(breakerDeferral(job, until: job.claimed.databaseTime(of: now + retryIn)))
-                continue
-            }
             let back = job.claimed.databaseTime(of: now + retryIn)
-            if back < latest {
-                plan.settled.append(breakerDeferral(job, until: back))
-            } else if job.claimed.databaseTime(of: now) < latest {
+            switch Self.proofCall(job, at: job.claimed.databaseTime(of: now)) {
+            case .some(.now):
                 plan.batch.append(job)
-            } else {
+            case .some(.comeBack(let latest)) where back > latest:
                 plan.settled.append(breakerDeferral(job, until: latest))
+            case .some(.comeBack), .none:
+                plan.settled.append(breakerDeferral(job, until: back))
             }
         }
         return plan
@@ -101,12 +98,20 @@ public struct Admission: Sendable {
     /// A retry needs this long before its proof window closes: its claim, reservation and call.
     static let proofLead = ProofWindow.margin + .seconds(1)
 
-    /// The latest moment (database clock) to start the claim of a retry that may prove an earlier call
-    /// went out; nil for a job with no such call, or whose window has closed already.
-    static func latestProofCall(_ job: ValidJob) -> Double? {
-        guard job.uncertain, let until = job.proofUntil else { return nil }
+    /// When a retry that may prove an earlier call went out must be made.
+    enum ProofCall: Equatable {
+        /// Its last stretch has come (less than `proofLead` left, more than the margin): call now.
+        case now
+        /// Come back by this moment (database clock) at the latest.
+        case comeBack(by: Double)
+    }
+
+    /// For a job whose earlier call may have gone out and whose proof window is still open, at `time`
+    /// (database clock); nil otherwise.
+    static func proofCall(_ job: ValidJob, at time: Double) -> ProofCall? {
+        guard job.uncertain, let until = job.proofUntil, time < until - ProofWindow.margin.seconds else { return nil }
         let latest = until - proofLead.seconds
-        return latest > job.claimed.now ? latest : nil
+        return time >= latest ? .now : .comeBack(by: latest)
     }
 
     private func breakerDeferral(_ job: ValidJob, until: Double) -> JobOutcome {

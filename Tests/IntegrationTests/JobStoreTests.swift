@@ -400,4 +400,38 @@ struct JobStoreTests {
         #expect(rest == RetentionService.Run(deleted: 150, more: false))
         await db.close()
     }
+
+    /// Issue 26: a retry of a call that may have gone out must reach GenAuth within its proof window; in a
+    /// backlog it would wait behind every older due job of its priority (or any higher one).
+    @Test("the claim takes due retries of calls that may have gone out first; the caps spare them while their proof window is open")
+    func proofRetriesFirstAndUncapped() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, priority, run_at)
+            SELECT 'CHANNEL_LOGIN', '138' || lpad(g::text, 8, '0'), 10, now() - interval '1 hour' FROM generate_series(1, 50) g
+            """)
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, attempts, uncertain, proof_until, run_at)
+            VALUES ('CHANNEL_VERIFY_MFA', '13900000001', 1, true, now() + interval '30 s', now()),
+                   ('CHANNEL_VERIFY_MFA', '13900000002', 1, true, now() - interval '30 s', now())
+            """)
+        let db = try await database.connect()
+        let claimed = try await db.run(ClaimJobs(worker: "w", limit: 3, lease: .seconds(30)))
+        #expect(claimed.map(\.phoneNumber) == ["13900000001", "13900000002", "13800000001"], "\(claimed.map(\.phoneNumber))")
+        #expect(claimed[0].uncertain && claimed[0].proofUntil != nil)
+        // The phone's hourly cap is reached (one sent); inside its proof window the retry is not a new SMS.
+        try await database.query("""
+            INSERT INTO sms.jobs (channel, phone_number, state, sent_at) VALUES
+                ('CHANNEL_LOGIN', '13900000001', 'sent', now()), ('CHANNEL_LOGIN', '13900000002', 'sent', now())
+            """)
+        let answer = try await db.run(ReserveSends(jobs: Array(claimed.prefix(2)).map(valid), window: .seconds(60),
+                                                   hourCap: 1, dayCap: 0, rate: 0))
+        #expect(answer.verdicts[claimed[0].id] == .granted(slot: .zero))
+        guard case .capped = answer.verdicts[claimed[1].id] else {
+            Issue.record("past its proof window a retry may be a second SMS: capped like any")
+            return
+        }
+        await db.close()
+    }
 }

@@ -192,4 +192,50 @@ struct MigrationTests {
         #expect(try row.int("attempts") == 0)
         #expect(try row.int("max_attempts") == 5)
     }
+
+    /// Issue 26: a migration's ALTER TABLE waiting behind another session's long transaction queued every
+    /// producer's insert behind it for as long. Its lock waits are bounded now: it rolls back, says which
+    /// transactions are open, and tries again, and producers go on meanwhile.
+    @Test("a migration behind a long transaction waits in bounded tries; producers are not held; it gives up naming the holder")
+    func migrationLocksAreBounded() async throws {
+        let database = try await TestDatabase.create(migrated: false)
+        defer { Task { await database.drop() } }
+        let all = try Migrator.load(directory: TestEnvironment.sqlDirectory)
+        let db = try await database.connect()
+        try await Migrator(migrations: all.migrations.filter { $0.version <= 13 }).migrate(db, logger: quietLogger)
+        // A report holding a transaction that read sms.jobs (its lock conflicts with ALTER TABLE's).
+        let report = try await PostgresConnection.connect(database.url, applicationName: "long report")
+        try await report.execute("BEGIN; SELECT count(*) FROM sms.jobs")
+        var migrator = all
+        migrator.lockTimeout = .milliseconds(300)
+        migrator.retryAfter = .milliseconds(700)
+        migrator.patience = .seconds(30)
+        let migrating = Task { try await migrator.migrate(db, logger: quietLogger) }
+        // Producers go on while it waits: each insert waits at most one lock_timeout.
+        try await Task.sleep(for: .milliseconds(500))
+        for n in 0..<5 {
+            let started = ContinuousClock.now
+            try await database.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)", ["1380000000\(n)"])
+            #expect(ContinuousClock.now - started < .milliseconds(900), "an insert waited behind the migration")
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(try await Migrator.currentVersion(db) == 13, "still waiting for the report")
+        try await report.execute("COMMIT")
+        let applied = try await migrating.value
+        #expect(applied == [14])
+        // Never released: it gives up, naming the transaction it waited behind.
+        try await report.execute("BEGIN; SELECT count(*) FROM sms.jobs")
+        var impatient = Migrator(migrations: [Migration(version: 99, name: "alter", sql: "ALTER TABLE sms.jobs ADD COLUMN x int")])
+        impatient.lockTimeout = .milliseconds(200)
+        impatient.retryAfter = .milliseconds(300)
+        impatient.patience = .seconds(1)
+        do {
+            _ = try await impatient.migrate(db, logger: quietLogger)
+            Issue.record("the migration ran while a transaction held its lock")
+        } catch let error as MigrationError {
+            #expect(error.code == .lockUnavailable && error.message.contains("long report"), "\(error)")
+        }
+        await report.close()
+        await db.close()
+    }
 }

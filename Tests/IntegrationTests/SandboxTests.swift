@@ -76,4 +76,42 @@ struct SandboxTests {
         #expect(statuses.filter { $0 == 429 }.count == over, "\(statuses) \(report.perSecond)")
         #expect(over >= 2 || report.perSecond.count >= 3, "12 calls in at most two seconds must exceed 5/s: \(report.perSecond)")
     }
+
+    /// Issue 26: GenAuth's QPS limit is a real HTTP 429 that carries its body (statusCode 429) too; the
+    /// fault switches for a dropped connection (before or after accepting) and a gateway's answer after
+    /// accepting.
+    @Test func qpsLimitDropsAndGateways() async throws {
+        let sandbox = try await SandboxProcess.start(["--window", "60", "--qps", "1"])
+        defer { Task { await sandbox.stop() } }
+        let url = sandbox.baseURL + "/api/v3/send-sms"
+        let headers = [("content-type", "application/json"), ("x-genauth-app-id", "app")]
+        var limited: (status: Int, body: String)? = nil
+        for n in 0..<5 where limited == nil {
+            let answer = try await HTTP.request("POST", url, headers: headers,
+                                                body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"1380013800\#(n)"}"#)
+            if answer.status == 429 { limited = answer }
+        }
+        let body = try #require(limited?.body)
+        let decoded = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        #expect(decoded["statusCode"] as? Int == 429 && decoded["requestId"] != nil, "\(body)")
+
+        let open = try await SandboxProcess.start(["--window", "60"])
+        defer { Task { await open.stop() } }
+        let openURL = open.baseURL + "/api/v3/send-sms"
+        _ = try await HTTP.request("POST", open.baseURL + "/__sandbox/faults", body: #"{"rateDrop":1,"dropAfterAccept":true}"#)
+        do {
+            _ = try await HTTP.request("POST", openURL, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"13900139000"}"#)
+            Issue.record("a dropped connection answered")
+        } catch {}
+        _ = try await HTTP.request("POST", open.baseURL + "/__sandbox/faults", body: #"{"rateGatewayAfterAccept":1}"#)
+        let gateway = try await HTTP.request("POST", openURL, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"13900139001"}"#)
+        #expect([502, 504].contains(gateway.status) && !gateway.body.contains("statusCode"))
+        _ = try await HTTP.request("POST", open.baseURL + "/__sandbox/faults", body: #"{"rateDrop":1}"#)
+        do {
+            _ = try await HTTP.request("POST", openURL, headers: headers, body: #"{"channel":"CHANNEL_LOGIN","phoneNumber":"13900139002"}"#)
+            Issue.record("a dropped connection answered")
+        } catch {}
+        let accepted = try await open.report().accepted.map(\.phoneNumber).sorted()
+        #expect(accepted == ["13900139000", "13900139001"], "dropped after accepting, and the gateway's, were sent; the plain drop was not")
+    }
 }

@@ -16,9 +16,10 @@ struct AdmissionTests {
                          triage: triage)
     }
 
-    func job(_ id: Int64, phone: String = "13800138000", channel: Channel = .login) -> ValidJob {
+    func job(_ id: Int64, phone: String = "13800138000", channel: Channel = .login, proofIn: Double? = nil) -> ValidJob {
         let claimed = ClaimedJob(id: id, leaseToken: id * 10, channel: channel.rawValue, phoneNumber: phone,
-                                 phoneCountryCode: nil, attempts: 0, maxAttempts: 5, createdAt: 1_000, now: 1_000)
+                                 phoneCountryCode: nil, attempts: proofIn == nil ? 0 : 1, maxAttempts: 5, createdAt: 1_000,
+                                 now: 1_000, uncertain: proofIn != nil, proofUntil: proofIn.map { 1_000 + $0 })
         guard case .send(let valid) = triage.decide(claimed) else { fatalError("test job must be valid") }
         return valid
     }
@@ -85,5 +86,48 @@ struct AdmissionTests {
         #expect(Admission.chunks(of: 256) == [0..<256])
         #expect(Admission.chunks(of: 4096).count == 16 && Admission.chunks(of: 4096).last == 3840..<4096)
         #expect(Admission.chunks(of: 600) == [0..<256, 256..<512, 512..<600])
+    }
+
+    /// Issue 26: the breaker holds calls that can wait; a retry of a call that may have gone out cannot
+    /// wait past its proof window.
+    @Test("an open breaker holds a job whose earlier call may have gone out no later than its proof window, then lets it call")
+    func breakerAndTheProofWindow() {
+        let admission = admission(threshold: 1)   // cool-down 30 s
+        _ = admission.breaker.record(isServerFault: true)
+        let plan = admission.plan([job(1, proofIn: 20), job(2, phone: "13900139000", proofIn: 1.5),
+                                   job(3, phone: "13700137000", proofIn: 0.5), job(4, phone: "13600136000")])
+        // 1.5 s left, its last stretch (under the 2 s a retry needs): it calls now, breaker or not.
+        #expect(plan.batch.map(\.id) == [2])
+        let until = Dictionary(uniqueKeysWithValues: plan.settled.map { ($0.jobID, $0.deferredUntil ?? 0) })
+        // 20 s left: back 2 s before the window closes, not in the breaker's 30 s.
+        #expect(abs(until[1, default: 0] - 1_018) < 0.5, "\(until)")
+        // Its window as good as closed (under the 1 s margin left): held like any job.
+        #expect(abs(until[3, default: 0] - 1_030) < 0.5 && abs(until[4, default: 0] - 1_030) < 0.5, "\(until)")
+        // A retry that can wait for the breaker does.
+        let soon = admission.plan([job(5, proofIn: 50)])
+        #expect(soon.batch.isEmpty && abs((soon.settled.first?.deferredUntil ?? 0) - 1_030) < 0.5)
+    }
+
+    @Test("the half-open probe is a job with no unanswered call when there is one (those are claimed first)")
+    func probeIsACertainJob() async throws {
+        var configuration = CircuitBreaker.Configuration()
+        configuration.threshold = 1
+        configuration.coolDown = .milliseconds(1)
+        let admission = Admission(configuration: Admission.Configuration(),
+                                  breaker: CircuitBreaker(configuration: configuration), triage: triage)
+        _ = admission.breaker.record(isServerFault: true)
+        try await Task.sleep(for: .milliseconds(5))
+        let plan = admission.plan([job(1, proofIn: 40), job(2, phone: "13900139000"), job(3, phone: "13700137000")])
+        #expect(plan.probe == 2 && plan.batch.map(\.id) == [2])
+    }
+
+    @Test("a job whose row or key another session holds waits half a second, alone; the rest of the batch goes")
+    func busyVerdict() {
+        let jobs = [job(1), job(2, phone: "13900139000")]
+        let verdicts = admission().apply([1: .busy(retryIn: .milliseconds(500)), 2: .granted(slot: .zero)], to: jobs)
+        #expect(verdicts.granted.map(\.job.id) == [2])
+        let outcome = verdicts.settled.first
+        #expect(outcome?.state == .pending && outcome?.retryIn == .milliseconds(500) && outcome?.deferredUntil == nil)
+        #expect(outcome?.call == nil, "no call, no attempt")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GenAuth
 import SMSConfiguration
+import SMSEngine
 import SMSModel
 import Testing
 
@@ -103,6 +104,9 @@ struct ConfigurationLoaderTests {
               (["SMSD_GENAUTH_HOST": "ftp://x"], "genauth.host", "http:// or https://"),
               (["SMSD_GENAUTH_APP_ID": "a\nb"], "genauth.app_id", "control character"),
               (["SMSD_CHANNELS_CHANNEL_LOGIN_PRIORITY": "40000"], "channels.CHANNEL_LOGIN.priority", "between"),
+              // Issue 26: a job whose daemon died during its call must be retried while GenAuth can
+              // still prove that call: timeout 10 + lease 30 + rescue 10 + 2 s to claim and call >= 30 s.
+              (["SMSD_THROTTLE_WINDOW": "30"], "lease.duration", "must be less than 30.0 s"),
           ])
     func errors(overrides: [String: String], key: String, message: String) async {
         let error = await error(minimal.merging(overrides) { $1 })
@@ -159,5 +163,22 @@ struct ConfigurationLoaderTests {
         let withPassword = "database:\n  url: postgresql://app:pw@db/sms\n"
         #expect(try await warnings(withPassword, mode: 0o644).first?.hasPrefix("database.url is set in") == true)
         #expect(try await warnings("database:\n  url: postgresql://app@db/sms\n", mode: 0o644).isEmpty, "no password, no secret")
+    }
+
+    /// Issue 26: at-most-once never retries such a call, so the check does not apply; a shorter lease does it.
+    @Test func aShortWindowNeedsAShortLeaseUnderAtLeastOnce() async throws {
+        _ = try await load(minimal.merging(["SMSD_THROTTLE_WINDOW": "30", "SMSD_DELIVERY_POLICY": "at-most-once"]) { $1 })
+        _ = try await load(minimal.merging(["SMSD_THROTTLE_WINDOW": "30", "SMSD_LEASE_DURATION": "12",
+                                            "SMSD_LEASE_RESCUE_INTERVAL": "5"]) { $1 })
+    }
+
+    @Test("a drain waits at least as long as a call started at its last moment needs")
+    func drainLimit() {
+        var claims = ClaimLoop.Configuration()
+        claims.shutdownGrace = .seconds(10)
+        claims.callTimeout = .seconds(10)
+        #expect(claims.drainLimit == .milliseconds(11_500), "a call may start up to 1 s into the drain and take its 10 s")
+        claims.shutdownGrace = .seconds(20)
+        #expect(claims.drainLimit == .seconds(20))
     }
 }

@@ -3,6 +3,9 @@ import SMSModel
 
 /// One job's state and GenAuth's answer to its last call: what a producer waiting on it reports.
 public struct JobResult: Statement {
+    // Unnamed: read once a second by `enqueue --wait`, which producers may run through a pooler in
+    // transaction pooling (a named statement prepared on one server session is missing on the next).
+    public static let isPrepared = false
     public var id: Int64
 
     public init(id: Int64) { self.id = id }

@@ -1,0 +1,31 @@
+@testable import SMSEngine
+import SMSModel
+import Testing
+
+/// Issue 26: every call slot is a loan with a deadline; none can be held longer.
+@Suite("CallBook")
+struct CallBookTests {
+    let triage = Triage(configuration: Triage.Configuration(), throttleWindow: .seconds(60))
+
+    func job(_ id: Int64) -> ValidJob {
+        let claimed = ClaimedJob(id: id, leaseToken: 1, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
+                                 phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
+        guard case .send(let valid) = triage.decide(claimed) else { fatalError("test job must be valid") }
+        return valid
+    }
+
+    @Test("a call's end frees its slot once; a call whose end never came is handed back after its timeout and margin")
+    func loansAreBounded() {
+        let book = CallBook()
+        let start = ContinuousClock.now
+        book.open(job(1), triage: triage, startingAt: start, timeout: .seconds(10))
+        book.open(job(2), triage: triage, startingAt: start + .seconds(5), timeout: .seconds(10))
+        #expect(book.count == 2)
+        #expect(book.overdue(now: start + .seconds(14)).isEmpty, "within the timeout and its margin")
+        let late = book.overdue(now: start + .seconds(16))
+        #expect(late.map(\.job.id) == [1], "job 1: 10 s + 5 s margin passed; job 2 started 5 s later")
+        #expect(!book.finish(1), "its end came after all: written, but its slot was freed already")
+        #expect(book.finish(2) && !book.finish(2), "an end frees the slot once")
+        #expect(book.count == 0)
+    }
+}
