@@ -225,13 +225,13 @@ struct TruthOverTimeTests {
     /// the project's older test of this path used at-most-once). At recovery a rescuer may run before the
     /// holders' writers: the rescue gives the holders' own answers a while to land before a retry that
     /// GenAuth could no longer prove, and an answer landing later still settles its job as sent.
-    /// Restarts the cluster: run with the other `databaseRestarts` tests, alone (see the Makefile). The
+    /// Restarts the cluster: run alone, after the others (see the Makefile). The
     /// test cluster runs with synchronous_commit off: its immediate stop loses the last ~0.5 s of
     /// acknowledged commits (write-backs among them), whose jobs the rescue finds uncertain after the
     /// outage; their retries are second SMS, each said on its row. (A production cluster commits
     /// synchronously; an asynchronous standby promoted can lose commits the same way.)
     @Test("the database down longer than lease + window, at-least-once: every accepted SMS on a true row, a second one said")
-    func databaseRestartsPastTheProofWindow() async throws {
+    func databaseDownPastTheProofWindow() async throws {
         let cluster = try SoakCluster()
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
