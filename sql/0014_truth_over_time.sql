@@ -135,8 +135,8 @@ DROP FUNCTION sms.claim_jobs(text, integer, double precision);
 CREATE FUNCTION sms.claim_jobs(p_worker text, p_limit integer, p_lease double precision)
 RETURNS TABLE (id bigint, lease_token bigint, channel text, phone_number text, phone_country_code text,
                phone_key text, attempts integer, max_attempts integer, created_epoch double precision,
-               expires_epoch double precision, now_epoch double precision, newer_job bigint, uncertain boolean,
-               proof_epoch double precision)
+               expires_epoch double precision, now_epoch double precision, started_epoch double precision,
+               newer_job bigint, uncertain boolean, proof_epoch double precision)
 LANGUAGE plpgsql SET enable_sort TO 'off' SET jit TO 'off' SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_token bigint;
@@ -178,6 +178,11 @@ BEGIN
            c.attempts::int, c.max_attempts::int,
            extract(epoch FROM c.created_at)::float8,
            extract(epoch FROM c.expires_at)::float8,
+           -- The database's clock as the claim ends (not the transaction's start): the daemon maps its
+           -- own monotonic clock onto it from the moment it sent the claim, so its estimate of the
+           -- database's time runs ahead (the safe side for a proof window's close), never behind.
+           extract(epoch FROM clock_timestamp())::float8,
+           -- And as the claim's transaction began: the mapping that runs behind, for a call's start.
            extract(epoch FROM now())::float8,
            (SELECT max(n.id) FROM sms.jobs n
             WHERE n.phone_key = c.phone_key AND n.channel = c.channel AND n.id > c.id
@@ -407,6 +412,7 @@ DECLARE
     v_owned_users text[];
     v_owned_attempts int[];
     v_owned_proof timestamptz[];
+    v_owned_uncertain boolean[];
     v_held bigint[];
     v_keys text[] := '{}';
     v_key_jobs int[] := '{}';
@@ -440,15 +446,15 @@ BEGIN
     -- its rows already (a lock on the new version would be one more WAL record per job); an earlier
     -- claim's are locked here, skipping a row another session holds (a rescue looking at it).
     SELECT array_agg(j.id), array_agg(j.client_ip), array_agg(j.user_ref), array_agg(j.attempts),
-           array_agg(j.proof_until)
-    INTO v_owned, v_owned_ips, v_owned_users, v_owned_attempts, v_owned_proof
-    FROM (SELECT j.id, j.client_ip, j.user_ref, j.attempts, j.proof_until
+           array_agg(j.proof_until), array_agg(j.uncertain)
+    INTO v_owned, v_owned_ips, v_owned_users, v_owned_attempts, v_owned_proof, v_owned_uncertain
+    FROM (SELECT j.id, j.client_ip, j.user_ref, j.attempts, j.proof_until, j.uncertain
           FROM unnest(p_job_ids, p_tokens) AS c(id, token)
           JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
           WHERE j.id = ANY (p_job_ids) AND j.xmin = pg_current_xact_id_if_assigned()::xid
           UNION ALL
           SELECT l.* FROM (
-              SELECT j.id, j.client_ip, j.user_ref, j.attempts, j.proof_until
+              SELECT j.id, j.client_ip, j.user_ref, j.attempts, j.proof_until, j.uncertain
               FROM unnest(p_job_ids, p_tokens) AS c(id, token)
               JOIN sms.jobs j ON j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
               WHERE j.id = ANY (p_job_ids) AND j.xmin IS DISTINCT FROM pg_current_xact_id_if_assigned()::xid
@@ -544,7 +550,8 @@ BEGIN
 
         -- A retry whose proof window is open is not a new SMS: not capped.
         IF (p_hour_cap > 0 OR p_day_cap > 0)
-           AND NOT COALESCE(v_owned_proof[v_pos] > now() + make_interval(secs => p_proof_margin), false) THEN
+           AND NOT (v_owned_uncertain[v_pos]
+                    AND COALESCE(v_owned_proof[v_pos] > now() + make_interval(secs => p_proof_margin), false)) THEN
             SELECT count(*) FILTER (WHERE s.sent_at > now() - interval '1 hour'), count(*)
             INTO v_hour, v_day
             FROM sms.jobs s
@@ -935,3 +942,40 @@ $$;
 
 -- The write-back logs a fenced-out call GenAuth answered unless its requestId is logged already.
 GRANT SELECT ON sms.attempts TO sms_dispatcher;
+
+-- Version 9's requeue; a requeued job starts with no uncertainty and no proof window.
+CREATE OR REPLACE FUNCTION sms.requeue_jobs(p_states text[], p_channel text, p_ids bigint[], p_finished_within float8,
+                                            p_limit int, p_dry_run boolean)
+RETURNS TABLE (r_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_bad text;
+BEGIN
+    SELECT s INTO v_bad FROM unnest(p_states) s
+    WHERE s IS NULL OR s NOT IN ('failed', 'expired', 'rejected', 'cancelled', 'superseded') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'jobs in state % cannot be requeued; only failed, expired, rejected, cancelled or superseded', COALESCE(v_bad, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    WITH picked AS (
+        SELECT j.id FROM sms.jobs j
+        WHERE j.state = ANY (p_states)
+          AND (p_channel IS NULL OR j.channel = p_channel)
+          AND (cardinality(p_ids) = 0 OR j.id = ANY (p_ids))
+          AND (p_finished_within IS NULL OR j.finished_at > now() - make_interval(secs => p_finished_within))
+        ORDER BY j.id LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), requeued AS (
+        UPDATE sms.jobs j SET state = 'pending', attempts = 0, run_at = now(), created_at = now(),
+            expires_at = NULL, finished_at = NULL, sent_at = NULL, uncertain = false, proof_until = NULL, deferrals = 0,
+            message = 'requeued by an operator (was ' || j.state || ': ' || COALESCE(j.message, '') || ')',
+            updated_at = now()
+        FROM picked WHERE j.id = picked.id AND NOT p_dry_run
+        RETURNING j.id
+    )
+    SELECT picked.id FROM picked WHERE p_dry_run
+    UNION ALL SELECT requeued.id FROM requeued;
+END;
+$$;

@@ -9,11 +9,13 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     /// HTTP 4xx without GenAuth's body (other than 408 and 429): the request itself is wrong (a proxy's
     /// answer, most likely; nothing of GenAuth's says it was not sent).
     case requestRefused
-    /// `byHTTP`: HTTP 429, GenAuth's QPS limit (a refusal at the gate, with or without its body): the
-    /// request was not processed. Otherwise body 429 on an HTTP 2xx: GenAuth's answer that this phone
-    /// already had an SMS on this channel within its window ("sent too frequently"), the one answer that
-    /// proves an earlier unanswered call went out.
-    case rateLimited(byHTTP: Bool)
+    /// HTTP 429: GenAuth's QPS limit, a refusal at the gate (with or without its body); also a body 429 on
+    /// any status but 2xx. The request was not processed; it proves nothing about the phone.
+    case qpsLimited
+    /// Body 429 on an HTTP 2xx: GenAuth's answer that this phone already had an SMS on this channel
+    /// within its window ("sent too frequently"), the one answer that proves an earlier unanswered call
+    /// of the same job went out (within that window: `ProofWindow`).
+    case phoneWindowHeld
     /// HTTP 5xx without GenAuth's body: a gateway's or server's failure (a proxy's 502/504 comes after it
     /// forwarded the request, so GenAuth may have accepted it).
     case serverError
@@ -30,7 +32,7 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     case notSent
 
     public static let allCases: [AnswerClass] = [
-        .accepted, .callerFault, .requestRefused, .rateLimited(byHTTP: true), .rateLimited(byHTTP: false),
+        .accepted, .callerFault, .requestRefused, .qpsLimited, .phoneWindowHeld,
         .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered, .notSent,
     ]
 
@@ -48,7 +50,8 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
         switch self {
         case .accepted: return .sent
         case .callerFault, .requestRefused: return .permanentFailure
-        case .rateLimited, .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered, .notSent:
+        case .qpsLimited, .phoneWindowHeld, .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered,
+             .notSent:
             return .transientFailure
         }
     }
@@ -58,18 +61,17 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     public var isServerFault: Bool {
         switch self {
         case .serverError, .genauthFault, .providerFault, .unanswered, .notSent: return true
-        case .accepted, .callerFault, .requestRefused, .rateLimited, .unrecognised: return false
+        case .accepted, .callerFault, .requestRefused, .qpsLimited, .phoneWindowHeld, .unrecognised: return false
         }
     }
 
     /// The request was written and nothing GenAuth answered says it was not accepted: the SMS may have
     /// gone out. Only a request never written (`notSent`) and GenAuth's own answers refusing it (its JSON
-    /// body with a code other than 200, or its QPS limit's HTTP 429) are certain. Such a call keeps the
-    /// phone's window, marks the job uncertain and starts its proof window (`ProofWindow`).
+    /// body with a code other than 200, or its QPS limit's HTTP 429) are certain.
     public var mayHaveSent: Bool {
         switch self {
         case .unanswered, .serverError, .requestRefused, .unrecognised: return true
-        case .accepted, .callerFault, .rateLimited, .genauthFault, .providerFault, .notSent: return false
+        case .accepted, .callerFault, .qpsLimited, .phoneWindowHeld, .genauthFault, .providerFault, .notSent: return false
         }
     }
 
@@ -79,8 +81,8 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
         case .accepted: return "ok"
         case .callerFault: return "body_4xx"
         case .requestRefused, .unrecognised: return "http_other"
-        case .rateLimited(byHTTP: true): return "http_429"
-        case .rateLimited(byHTTP: false): return "body_429"
+        case .qpsLimited: return "http_429"
+        case .phoneWindowHeld: return "body_429"
         case .serverError: return "http_5xx"
         case .genauthFault: return "body_5xx"
         case .providerFault: return "body_60x"

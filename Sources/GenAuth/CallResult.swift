@@ -22,8 +22,8 @@ extension CallResult {
             // GenAuth answers HTTP 200 for most errors: its body decides whenever there is one, except
             // that its QPS limit is HTTP 429 whatever the body. "Sent too frequently" (body 429) is the
             // phone-window answer only on an HTTP 2xx.
-            if http == 429 { return .rateLimited(byHTTP: true) }
-            if body?.statusCode == 429 { return .rateLimited(byHTTP: !(200..<300).contains(http)) }
+            if http == 429 { return .qpsLimited }
+            if body?.statusCode == 429 { return (200..<300).contains(http) ? .phoneWindowHeld : .qpsLimited }
             guard let code = body?.statusCode else {
                 // No GenAuth body: a gateway's or server's answer, which proves nothing was sent. 5xx: a
                 // failure; 408 is a timeout by another name; any other 4xx means the request itself is

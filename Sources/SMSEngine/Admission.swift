@@ -32,6 +32,8 @@ public struct Admission: Sendable {
     let configuration: Configuration
     let breaker: CircuitBreaker
     let triage: Triage
+    /// The claim loop's: a retry due now is claimed within it (`ProofWindow.lead`).
+    var pollInterval = Duration.seconds(1)
 
     /// This round's batch, and what the breaker decided.
     struct Plan: Sendable, Equatable {
@@ -47,7 +49,8 @@ public struct Admission: Sendable {
         var probe: Int64? = nil
     }
 
-    func plan(_ candidates: [ValidJob]) -> Plan {
+    /// `now`: the loop's instant (passed in: the plan reads no clock).
+    func plan(_ candidates: [ValidJob], now: ContinuousClock.Instant = .now) -> Plan {
         var plan = Plan()
         var seen = Set<String>()
         for job in candidates {
@@ -79,39 +82,35 @@ public struct Admission: Sendable {
         }
         // The breaker holds calls that can wait. A retry of a call that may have gone out cannot wait
         // past its proof window (GenAuth could no longer tell whether that call went out): it comes back
-        // shortly before the window closes, and then calls whatever the breaker says, once.
-        let now = ContinuousClock.now
+        // a lead before the window closes, and then calls whatever the breaker says, once.
         for job in held {
             let back = job.claimed.databaseTime(of: now + retryIn)
-            switch Self.proofCall(job, at: job.claimed.databaseTime(of: now)) {
-            case .some(.now):
+            switch proofCall(job, at: now) {
+            case .now?:
                 plan.batch.append(job)
-            case .some(.comeBack(let latest)) where back > latest:
-                plan.settled.append(breakerDeferral(job, until: latest))
-            case .some(.comeBack), .none:
+            case .comeBack(let latest)?:
+                plan.settled.append(breakerDeferral(job, until: min(back, latest)))
+            case nil:
                 plan.settled.append(breakerDeferral(job, until: back))
             }
         }
         return plan
     }
 
-    /// A retry needs this long before its proof window closes: its claim, reservation and call.
-    static let proofLead = ProofWindow.margin + .seconds(1)
-
     /// When a retry that may prove an earlier call went out must be made.
     enum ProofCall: Equatable {
-        /// Its last stretch has come (less than `proofLead` left, more than the margin): call now.
+        /// Less than the lead is left before its window closes, more than the margin: call now, or never.
         case now
         /// Come back by this moment (database clock) at the latest.
         case comeBack(by: Double)
     }
 
-    /// For a job whose earlier call may have gone out and whose proof window is still open, at `time`
-    /// (database clock); nil otherwise.
-    static func proofCall(_ job: ValidJob, at time: Double) -> ProofCall? {
-        guard job.uncertain, let until = job.proofUntil, time < until - ProofWindow.margin.seconds else { return nil }
-        let latest = until - proofLead.seconds
-        return time >= latest ? .now : .comeBack(by: latest)
+    /// For a job whose earlier call may have gone out and whose proof window is still open at `now`;
+    /// nil otherwise. The lead is `ProofWindow.lead` for this loop's poll interval.
+    func proofCall(_ job: ValidJob, at now: ContinuousClock.Instant) -> ProofCall? {
+        guard case .open(let closes) = job.claimed.proof(at: now) else { return nil }
+        let latest = closes - ProofWindow.lead(pollInterval: pollInterval).seconds
+        return job.claimed.databaseTime(of: now) >= latest ? .now : .comeBack(by: latest)
     }
 
     private func breakerDeferral(_ job: ValidJob, until: Double) -> JobOutcome {
@@ -156,7 +155,7 @@ public struct Admission: Sendable {
     private func statement(for chunk: [ValidJob]) -> ReserveSends {
         ReserveSends(jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
                      dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
-                     fraud: configuration.fraud, proofMargin: Self.proofLead)
+                     fraud: configuration.fraud, proofMargin: ProofWindow.margin)
     }
 
     /// The reservation statements for `count` jobs: consecutive ranges of at most `reservationChunk`.

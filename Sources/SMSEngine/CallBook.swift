@@ -18,26 +18,35 @@ final class CallBook: Sendable {
         let deadline: ContinuousClock.Instant
     }
 
-    private let calls = Mutex<[Int64: Call]>([:])
+    /// By claim (job and token): a job claimed again by this process while its earlier call is still
+    /// in the book is another loan.
+    private let calls = Mutex<[JobLease: Call]>([:])
 
     /// Beyond its timeout, how long a call's end may take to reach the claim loop.
     static let margin = Duration.seconds(5)
 
     func open(_ job: ValidJob, triage: Triage, startingAt start: ContinuousClock.Instant, timeout: Duration) {
         let call = Call(job: job, triage: triage, started: start, deadline: start + timeout + Self.margin)
-        calls.withLock { $0[job.id] = call }
+        calls.withLock { $0[job.lease] = call }
     }
 
-    /// The call of `job` ended. True when this frees its slot; false when `overdue` freed it already.
-    func finish(_ job: Int64) -> Bool {
+    /// The call of this claim of a job ended. True when this frees its slot; false when `overdue` freed
+    /// it already.
+    func finish(_ job: JobLease) -> Bool {
         calls.withLock { $0.removeValue(forKey: job) != nil }
+    }
+
+    /// Whether the call is still on loan (not reclaimed as overdue): a call waiting for its slot is made
+    /// only then.
+    func holds(_ job: JobLease) -> Bool {
+        calls.withLock { $0[job] != nil }
     }
 
     /// The calls whose end has not come by their deadline, taken out of the book.
     func overdue(now: ContinuousClock.Instant = .now) -> [Call] {
         calls.withLock { calls in
             let late = calls.values.filter { $0.deadline < now }
-            for call in late { calls[call.job.id] = nil }
+            for call in late { calls[call.job.lease] = nil }
             return late
         }
     }

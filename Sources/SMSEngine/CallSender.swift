@@ -18,7 +18,7 @@ struct CallSender: Sendable {
     let pauses: PauseBoard
     /// Every call started, until its end: no slot is held past its call's timeout (`CallBook`).
     let book: CallBook
-    /// `genauth.timeout`.
+    /// `genauth.timeout`: with its slot and `CallBook.margin`, the deadline of a call's loan.
     let timeout: Duration
     let logger: Logger
 
@@ -63,7 +63,7 @@ struct CallSender: Sendable {
         return GenAuthClient.PendingCall(request: SendSMSRequest(job), notBefore: notBefore) { result in
             let outcome = finish(job, result: result, started: started, finished: .now, triage: triage)
             writes.submit(outcome)
-            if book.finish(job.id) { events.send(.callsFinished(1)) }
+            if book.finish(job.lease) { events.send(.callsFinished(1)) }
         }
     }
 
@@ -82,11 +82,17 @@ struct CallSender: Sendable {
             withheld = nil
         }
         guard let withheld else {
+            // Reclaimed as overdue while it waited (the process was stopped past its deadline, say): its
+            // job was written off as unanswered and may be anyone's now.
+            guard book.holds(job.lease) else {
+                if holdsProbe { breaker.releaseProbe() }
+                return
+            }
             client.start([call(job, notBefore: nil, triage: triage)])
             return
         }
         if holdsProbe { breaker.releaseProbe() }
-        guard book.finish(job.id) else { return }
+        guard book.finish(job.lease) else { return }
         withhold(job, withheld, retryIn: .zero)
     }
 
@@ -105,10 +111,9 @@ struct CallSender: Sendable {
         for call in book.overdue() {
             logger.error("a call's end never came within its timeout and margin; its job is written as unanswered and its slot freed",
                          metadata: ["job": "\(call.job.id)", "started_s_ago": "\(Int((ContinuousClock.now - call.started).seconds))"])
-            let now = ContinuousClock.now
             let outcome = call.triage.outcome(
-                for: call.job, result: .unanswered("no end of this call reached the daemon within \(Int((timeout + CallBook.margin).seconds)) s"),
-                answer: .unanswered, started: min(call.started, now), finished: now)
+                for: call.job, result: .unanswered("no end of this call reached the daemon within \(Int((call.deadline - call.started).seconds)) s"),
+                answer: .unanswered, started: call.started, finished: .now)
             stats.count(outcome)
             writes.submit(outcome)
             events.send(.callsFinished(1))

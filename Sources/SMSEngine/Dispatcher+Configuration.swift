@@ -48,11 +48,12 @@ extension Dispatcher {
             // rescue round, and its retry must still reach GenAuth inside the proof window, or every such
             // retry may be a second SMS (at-least-once; at-most-once never retries it).
             let proof = ProofWindow(throttleWindow: admission.throttleWindow)
-            let rescued = genauth.timeout + claims.lease + rescuer.interval + Admission.proofLead
+            let lead = ProofWindow.lead(pollInterval: claims.pollInterval)
+            let rescued = genauth.timeout + claims.lease + rescuer.interval + lead
             if triage.policy == .atLeastOnce && rescued >= proof.length {
                 return ("lease.duration", String(format:
                     "genauth.timeout + lease.duration + lease.rescue_interval (%.1f s), plus %.0f s to claim and call again, must be less than %.1f s (throttle.window, at most GenAuth's 60 s): a job whose daemon died during its call must be retried while GenAuth can still prove that call (delivery.policy = at-least-once)",
-                    (genauth.timeout + claims.lease + rescuer.interval).seconds, Admission.proofLead.seconds, proof.length.seconds))
+                    (genauth.timeout + claims.lease + rescuer.interval).seconds, lead.seconds, proof.length.seconds))
             }
             return nil
         }

@@ -71,7 +71,7 @@ public final class Dispatcher: Service, Sendable {
             throw StartupError(code: .databaseUnavailable, message:
                 "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`")
         }
-        try await PoolerCheck.run(url)
+        try await PoolerCheck.verify(url)
     }
 
     /// A session for one service, named in `pg_stat_activity` after this worker.
@@ -101,7 +101,8 @@ public final class Dispatcher: Service, Sendable {
         let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
         let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
                                    smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
-                                   leases: leases, events: events, session: session("write-back", keyLookups: true), logger: logger)
+                                   leases: leases, events: events, metrics: metrics,
+                                   session: session("write-back", keyLookups: true), logger: logger)
         let heartbeat = HeartbeatService(
             configuration: configuration.heartbeat, identity: identity, lease: configuration.claims.lease,
             settings: settings, leases: leases, stats: stats, writes: writes, pauses: pauses,

@@ -13,23 +13,15 @@ import PostgresClient
 /// the first has just released (PgBouncer reuses the most recently released one first), or moves the
 /// first to another server. A session pooler never does either.
 enum PoolerCheck {
-    static func run(_ url: String) async throws {
-        let first: PostgresConnection
-        do {
-            first = try await PostgresConnection.connect(url, applicationName: "sms-dispatcher pooler check")
-        } catch {
-            throw StartupError(code: .databaseUnavailable, message: "cannot connect to PostgreSQL: \(error)")
-        }
+    static func verify(_ url: String) async throws {
+        let first = try await connect(url)
         defer { Task { await first.close() } }
         let own = try await serverPID(first)
         guard try await first.reportedBackendPID() != own else { return }
-        let second: PostgresConnection
-        do {
-            second = try await PostgresConnection.connect(url, applicationName: "sms-dispatcher pooler check")
-        } catch {
-            throw StartupError(code: .databaseUnavailable, message: "cannot connect to PostgreSQL: \(error)")
-        }
+        let second = try await connect(url)
         defer { Task { await second.close() } }
+        // Three rounds: a pooler that hands out servers round-robin instead of last-released-first may
+        // give the second connection another idle server once, but not keep the first on its own.
         for _ in 0..<3 {
             let mine = try await serverPID(first)
             let theirs = try await serverPID(second)
@@ -45,7 +37,18 @@ enum PoolerCheck {
         }
     }
 
+    private static func connect(_ url: String) async throws -> PostgresConnection {
+        do {
+            return try await PostgresConnection.connect(url, applicationName: "sms-dispatcher pooler check")
+        } catch {
+            throw StartupError(code: .databaseUnavailable, message: "cannot connect to PostgreSQL: \(error)")
+        }
+    }
+
     private static func serverPID(_ connection: PostgresConnection) async throws -> Int {
-        try await connection.query("SELECT pg_backend_pid() AS pid").first?.requiredInt("pid") ?? -1
+        guard let pid = try await connection.query("SELECT pg_backend_pid() AS pid").first?.int("pid") else {
+            throw StartupError(code: .databaseUnavailable, message: "SELECT pg_backend_pid() answered no row")
+        }
+        return pid
     }
 }

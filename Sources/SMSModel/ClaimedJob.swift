@@ -21,14 +21,21 @@ public struct ClaimedJob: Sendable, Equatable {
     /// While `uncertain`: when GenAuth stops being able to prove the earliest such call (epoch seconds,
     /// database clock; `sms.jobs.proof_until`). Nil when no call of the job went unanswered.
     public let proofUntil: Double?
-    /// When the claim answered, by this host's monotonic clock: with `now`, what maps an instant of this
-    /// host to the database's clock (`databaseTime(of:)`), so no host clock is ever read.
+    /// When the claim was sent, by this host's monotonic clock: with `now` (the database's clock as the
+    /// claim ended), what maps an instant of this host to the database's clock (`databaseTime(of:)`),
+    /// so no host clock is ever read. The estimate runs ahead of the database by at most the claim's
+    /// round trip, never behind.
     public let claimedAt: ContinuousClock.Instant
+    /// The database's clock as the claim's transaction began, and when its answer arrived by this
+    /// host's clock: the other mapping (`earliestDatabaseTime(of:)`), which runs behind, never ahead.
+    public let startedNow: Double
+    public let answeredAt: ContinuousClock.Instant
 
     public init(id: Int64, leaseToken: Int64 = 0, channel: String, phoneNumber: String, phoneCountryCode: String?,
                 phoneKey: String? = nil, attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil,
                 now: Double = 0, newerJob: Int64? = nil, uncertain: Bool = false, proofUntil: Double? = nil,
-                claimedAt: ContinuousClock.Instant = .now) {
+                claimedAt: ContinuousClock.Instant = .now, startedNow: Double? = nil,
+                answeredAt: ContinuousClock.Instant? = nil) {
         self.lease = JobLease(id: id, token: leaseToken)
         self.channel = channel
         self.phoneNumber = phoneNumber
@@ -43,6 +50,8 @@ public struct ClaimedJob: Sendable, Equatable {
         self.uncertain = uncertain
         self.proofUntil = proofUntil
         self.claimedAt = claimedAt
+        self.startedNow = startedNow ?? now
+        self.answeredAt = answeredAt ?? claimedAt
     }
 
     /// Equal when everything the claim read is: `claimedAt` is this process's bookkeeping.
@@ -54,17 +63,25 @@ public struct ClaimedJob: Sendable, Equatable {
             && lhs.proofUntil == rhs.proofUntil
     }
 
-    /// `instant` of this host's monotonic clock on the database's clock (epoch seconds).
+    /// `instant` of this host's monotonic clock on the database's clock (epoch seconds), at the latest:
+    /// for asking whether a moment is past a proof window's close.
     public func databaseTime(of instant: ContinuousClock.Instant) -> Double {
         now + (instant - claimedAt).seconds
     }
 
-    /// Whether a call starting at `instant` still reaches GenAuth while it can prove the job's earliest
-    /// call whose answer never came (with `ProofWindow.margin` to spare). True for a job with no such call.
-    public func proofOpen(at instant: ContinuousClock.Instant) -> Bool {
-        guard uncertain else { return true }
-        guard let proofUntil else { return false }
-        return databaseTime(of: instant) + ProofWindow.margin.seconds < proofUntil
+    /// `instant` on the database's clock at the earliest: for a call's start, from which its proof
+    /// window is reckoned (never later than GenAuth's).
+    public func earliestDatabaseTime(of instant: ContinuousClock.Instant) -> Double {
+        startedNow + (instant - answeredAt).seconds
+    }
+
+    /// Where a call starting at `instant` stands with GenAuth's proof of the job's earliest call whose
+    /// answer never came: classified here once, read by triage (presumed sent, superseded, a possible
+    /// second SMS, the retry's delay) and admission (the breaker).
+    public func proof(at instant: ContinuousClock.Instant) -> Proof {
+        guard uncertain else { return .none }
+        guard let proofUntil, databaseTime(of: instant) + ProofWindow.margin.seconds < proofUntil else { return .closed }
+        return .open(closes: proofUntil)
     }
 
     /// When it must no longer be sent (epoch seconds, database clock): `expires_at`, or `created_at` +

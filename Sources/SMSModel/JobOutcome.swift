@@ -19,16 +19,19 @@ public struct JobOutcome: Sendable, Equatable {
     /// written, no answer came): its phone+channel window stays held, and a retry that GenAuth calls
     /// "too frequent" proves that call went out.
     public var uncertain: Bool
-    /// This outcome's own call may have gone out unseen (the request was written, and no answer of
-    /// GenAuth's said it was not accepted): the write-back starts the job's proof window from it.
-    public var callMayHaveSent: Bool
+    /// Set when this outcome's own call may have gone out unseen (the request was written, and no answer
+    /// of GenAuth's said it was not accepted: `AnswerClass.mayHaveSent`): until when GenAuth can prove it
+    /// (epoch seconds, database clock; from the earliest the call can have started, `ProofWindow`). The
+    /// job keeps the phone's window, stays uncertain, and its earliest such call's window counts.
+    public var unseenCallProvableUntil: Double?
+    public var callMayHaveSent: Bool { unseenCallProvableUntil != nil }
     /// GenAuth accepted this call after its window to prove an earlier unanswered call had closed: the
     /// phone may have had two SMS for this job. Counted (`smsd_possible_duplicates_total`) and said on the row.
     public var possibleDuplicate: Bool
 
     public init(job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Duration? = nil,
                 deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false,
-                callMayHaveSent: Bool = false, possibleDuplicate: Bool = false) {
+                unseenCallProvableUntil: Double? = nil, possibleDuplicate: Bool = false) {
         self.job = job
         self.state = state
         self.message = message
@@ -37,7 +40,7 @@ public struct JobOutcome: Sendable, Equatable {
         self.deferredUntil = deferredUntil
         self.coalesce = coalesce
         self.uncertain = uncertain
-        self.callMayHaveSent = callMayHaveSent
+        self.unseenCallProvableUntil = unseenCallProvableUntil
         self.possibleDuplicate = possibleDuplicate
     }
 

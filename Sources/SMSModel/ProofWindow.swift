@@ -9,7 +9,7 @@
 /// here counts from the call's start, so it never outlasts GenAuth's.
 public struct ProofWindow: Sendable, Equatable {
     /// GenAuth's one-SMS-per-phone-per-channel window.
-    public static let genauth = Duration.seconds(60)
+    public static let genauthMinute = Duration.seconds(60)
     /// A retry must leave this long before the window closes, to reach GenAuth inside it.
     public static let margin = Duration.seconds(1)
 
@@ -17,9 +17,34 @@ public struct ProofWindow: Sendable, Equatable {
     public let length: Duration
 
     public init(throttleWindow: Duration) {
-        length = min(throttleWindow, Self.genauth)
+        length = min(throttleWindow, Self.genauthMinute)
     }
 
     /// When the window closes for a call that started at `start` (epoch seconds, database clock).
     public func closes(afterCallAt start: Double) -> Double { start + length.seconds }
+
+    /// How long before the window closes a retry must be claimed: `margin` (its call reaching GenAuth),
+    /// a second for the claim and the reservation, and the claim loop's poll interval (a job that falls
+    /// due is found on the next poll tick, at most; capped at 10 s: the loop comes round that often).
+    public static func lead(pollInterval: Duration) -> Duration {
+        margin + .seconds(1) + min(pollInterval, .seconds(10))
+    }
+}
+
+/// Where a call of a job stands with GenAuth's proof of the job's earliest unanswered call
+/// (`ClaimedJob.proof(at:)`).
+public enum Proof: Sendable, Equatable {
+    /// No call of the job went unanswered: nothing to prove.
+    case none
+    /// The call reaches GenAuth while it can still prove that call; the window closes then (epoch
+    /// seconds, database clock).
+    case open(closes: Double)
+    /// The window has closed, or too little of it is left to reach GenAuth: a call GenAuth accepts now
+    /// may be a second SMS.
+    case closed
+
+    public var isOpen: Bool {
+        if case .open = self { return true }
+        return false
+    }
 }

@@ -51,7 +51,7 @@ extension Bench {
                                        coalesce: true)
                         }
                         sent += try await db.run(CompleteJobs(worker: "bench-\(client)", outcomes: outcomes,
-                                                              throttleWindow: .seconds(60), now: now))
+                                                              throttleWindow: .seconds(60), now: now)).updated
                     }
                     return (sent, stopped)
                 }

@@ -98,7 +98,7 @@ struct JobStoreTests {
             let written = try await db.run(CompleteJobs(worker: "w1", outcomes: claimed.map {
                 JobOutcome(job: $0.lease, state: .sent, message: "", call: call, coalesce: true)
             }, throttleWindow: .seconds(60)))
-            #expect(written == 64)
+            #expect(written.updated == 64)
         }
         let read = try await indexTuplesRead() - before
         // 192 jobs claimed and written: a few index entries each. The bad plans read millions.
@@ -130,7 +130,7 @@ struct JobStoreTests {
             // A stale claim's failed call: fenced out (the new holder's lease stands), but its call is logged.
             JobOutcome(job: byPhone["13800000003"]!, state: .pending, message: "stale", call: stale, retryIn: .seconds(1)),
         ], throttleWindow: .seconds(60)))
-        #expect(written == 2)
+        #expect(written.updated == 2)
         let rows = try await database.query("""
             SELECT phone_number, state, attempts, status_code, http_status, request_id, message, locked_by,
                    run_at > now() + interval '50 s' AS later, sent_at IS NOT NULL AS has_sent_at, finished_at IS NOT NULL AS finished
@@ -182,7 +182,7 @@ struct JobStoreTests {
             JobOutcome(job: first.lease, state: .sent, message: "", call: accepted("late-1")),
             JobOutcome(job: second.lease, state: .sent, message: "", call: accepted("late-2")),
         ], throttleWindow: .seconds(60)))
-        #expect(written == 2)
+        #expect(written.updated == 2)
         let rows = try await database.query("""
             SELECT id, state, request_id, message, locked_by, lease_token, uncertain, sent_at IS NOT NULL AS has_sent_at
             FROM sms.jobs ORDER BY id
@@ -191,7 +191,7 @@ struct JobStoreTests {
             #expect(try row.string("state") == "sent" && row.bool("has_sent_at") == true && row.bool("uncertain") == false)
             #expect(try row.string("locked_by") == nil && row.string("lease_token") == nil)
             let message = try row.string("message") ?? ""
-            #expect(message.contains("answer came after the job had moved on"), "\(message)")
+            #expect(message.contains("an answer that came after the job had moved on: GenAuth accepted its call"), "\(message)")
         }
         #expect(try rows[1].string("message")?.contains("it was expired: expires_at passed") == true)
         // w2, the new holder, is fenced out: its reservation finds the job lost, its heartbeat extends nothing.
@@ -314,7 +314,7 @@ struct JobStoreTests {
         let written = try await db.run(CompleteJobs(worker: "holder", outcomes: claimed.map {
             JobOutcome(job: $0.lease, state: .sent, message: "", call: call)
         }, throttleWindow: .seconds(60)))
-        #expect(written == 2)
+        #expect(written.updated == 2)
         #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'sent'").first?.int("n") == 2)
         await db.close()
     }

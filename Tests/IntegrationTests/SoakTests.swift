@@ -738,42 +738,67 @@ struct SoakVerdict {
             acceptances["\(send.phoneCountryCode ?? "+86") \(send.phoneNumber)|\(send.channel)", default: []].append(send)
         }
         let rows = try await database.query("""
-            SELECT id, channel, phone_key, state, coalesce(message, '') AS message, request_id FROM sms.jobs
+            SELECT id, channel, phone_key, state, coalesce(message, '') AS message, request_id, attempts FROM sms.jobs
             WHERE octet_length(phone_key) < 40 ORDER BY id
             """).rows
         verdict.jobs = rows.count
-        var groups: [String: [(id: Int, state: String, message: String, requestID: String?)]] = [:]
+        struct Job { let id: Int; let state: String; let message: String; let requestID: String?; let attempts: Int }
+        var groups: [String: [Job]] = [:]
         for row in rows {
             let key = "\(try row.requiredString("phone_key"))|\(try row.requiredString("channel"))"
-            groups[key, default: []].append((try row.requiredInt("id"), try row.requiredString("state"),
-                                             try row.requiredString("message"), try row.string("request_id")))
+            groups[key, default: []].append(Job(id: try row.requiredInt("id"), state: try row.requiredString("state"),
+                                                message: try row.requiredString("message"), requestID: try row.string("request_id"),
+                                                attempts: try row.requiredInt("attempts")))
         }
+        var suspects: [Int] = []
         for (key, jobs) in groups {
             let accepted = acceptances[key] ?? []
             let ids = Set(accepted.map(\.requestId))
             let sent = jobs.filter { $0.state == "sent" }
-            let admitting = jobs.filter { $0.state != "sent" && $0.message.contains(mayHaveDelivered) }
+            let unknown = jobs.filter { $0.state != "sent" && $0.message.contains(mayHaveDelivered) }
             let second = jobs.filter { $0.message.contains(secondSMS) }
             verdict.sent += sent.count
-            verdict.presumed += sent.filter { $0.message.hasPrefix("presumed sent") }.count
-            verdict.unknown += admitting.count
+            verdict.presumed += sent.filter { $0.message.contains("presumed sent") }.count
+            verdict.unknown += unknown.count
             verdict.possibleDuplicates += second.count
             verdict.duplicates += max(0, accepted.count - jobs.count)
-            let describe = { jobs.map { "job \($0.id) \($0.state): \($0.message.prefix(160))" }.joined(separator: "; ") }
-            if accepted.count > sent.count + admitting.count + second.count {
-                verdict.violations.append("\(key): GenAuth accepted \(accepted.count), the rows admit \(sent.count + admitting.count + second.count): \(describe())")
+            // What the rows admit: one SMS per sent row; a row that says an SMS may have been delivered,
+            // or that a second one went out or may have, admits one for each call it made.
+            let admitted = jobs.reduce(0) { total, job in
+                let marked = job.message.contains(mayHaveDelivered) || job.message.contains(secondSMS)
+                return total + (marked ? max(job.attempts, job.state == "sent" ? 1 : 0) : job.state == "sent" ? 1 : 0)
+            }
+            let describe = { jobs.map { "job \($0.id) \($0.state) attempts=\($0.attempts): \($0.message.prefix(240))" }.joined(separator: "; ") }
+            let calls = { accepted.map { String(format: "%.1f %@", $0.at.truncatingRemainder(dividingBy: 10_000), $0.requestId) }.joined(separator: ", ") }
+            if accepted.count > admitted {
+                verdict.violations.append("\(key): GenAuth accepted \(accepted.count) [\(calls())], the rows admit \(admitted): \(describe())")
+                suspects += jobs.map(\.id)
             }
             if sent.count > accepted.count {
                 verdict.violations.append("\(key): \(sent.count) rows say sent, GenAuth accepted \(accepted.count): \(describe())")
+                suspects += jobs.map(\.id)
             }
-            for job in sent where !job.message.hasPrefix("presumed sent") {
+            for job in sent where !job.message.contains("presumed sent") {
                 if let requestID = job.requestID, !ids.contains(requestID) {
                     verdict.violations.append("\(key): job \(job.id) is sent with requestId \(requestID), which GenAuth never accepted: \(describe())")
+                    suspects.append(job.id)
                 }
             }
         }
         for key in acceptances.keys where groups[key] == nil {
             verdict.violations.append("\(key): GenAuth accepted \(acceptances[key]!.count) SMS for a phone and channel no job has")
+        }
+        // Each suspect job's calls, as the attempts log has them, to tell a fault from the daemon.
+        if !suspects.isEmpty {
+            let list = suspects.prefix(40).map(String.init).joined(separator: ",")
+            for row in try await database.query("""
+                SELECT job_id, string_agg(attempt || ' ' || outcome || ' ' || coalesce(status_code::text, '-') || ' '
+                       || coalesce(request_id, '-') || ' ' || worker || ' @' || to_char(started_at, 'MI:SS.MS'), ' | '
+                       ORDER BY started_at) AS calls
+                FROM sms.attempts WHERE job_id IN (\(list)) GROUP BY job_id ORDER BY job_id
+                """).rows {
+                verdict.violations.append("  calls of job \((try? row.string("job_id")) ?? ""): \((try? row.string("calls")) ?? "")")
+            }
         }
         return verdict
     }

@@ -37,13 +37,13 @@ struct AnswerClassTests {
     @Test func rateLimitsAreGenAuthWorking() {
         let byBody = answered(200, 429).answerClass
         let byHTTP = CallResult.answered(httpStatus: 429, body: nil, retryAfter: .seconds(3)).answerClass
-        #expect(byBody == .rateLimited(byHTTP: false) && byHTTP == .rateLimited(byHTTP: true))
+        #expect(byBody == .phoneWindowHeld && byHTTP == .qpsLimited)
         for answer in [byBody, byHTTP] {
             #expect(answer.verdict == .transientFailure && !answer.isServerFault)
         }
         // A body 429 is the phone's window (the proof of an earlier call) only on an HTTP 2xx; on any
         // other status it is a refusal like the QPS limit. Neither is a server fault.
-        #expect(answered(500, 429).answerClass == .rateLimited(byHTTP: true))
+        #expect(answered(500, 429).answerClass == .qpsLimited)
         #expect(byBody.metricLabel == "body_429" && byHTTP.metricLabel == "http_429")
     }
 

@@ -10,7 +10,7 @@ struct ClaimLoopStateMachineTests {
     let start = ContinuousClock.now
 
     func machine(concurrency: Int = 64) -> ClaimLoop.StateMachine {
-        ClaimLoop.StateMachine(concurrency: concurrency, shutdownGrace: .seconds(10), claimLinger: .milliseconds(2),
+        ClaimLoop.StateMachine(concurrency: concurrency, drainLimit: .seconds(10), claimLinger: .milliseconds(2),
                                now: start)
     }
 

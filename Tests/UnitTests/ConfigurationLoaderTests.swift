@@ -105,7 +105,7 @@ struct ConfigurationLoaderTests {
               (["SMSD_GENAUTH_APP_ID": "a\nb"], "genauth.app_id", "control character"),
               (["SMSD_CHANNELS_CHANNEL_LOGIN_PRIORITY": "40000"], "channels.CHANNEL_LOGIN.priority", "between"),
               // Issue 26: a job whose daemon died during its call must be retried while GenAuth can
-              // still prove that call: timeout 10 + lease 30 + rescue 10 + 2 s to claim and call >= 30 s.
+              // still prove that call: timeout 10 + lease 30 + rescue 10 + 3 s to claim and call >= 30 s.
               (["SMSD_THROTTLE_WINDOW": "30"], "lease.duration", "must be less than 30.0 s"),
           ])
     func errors(overrides: [String: String], key: String, message: String) async {
@@ -168,8 +168,8 @@ struct ConfigurationLoaderTests {
     /// Issue 26: at-most-once never retries such a call, so the check does not apply; a shorter lease does it.
     @Test func aShortWindowNeedsAShortLeaseUnderAtLeastOnce() async throws {
         _ = try await load(minimal.merging(["SMSD_THROTTLE_WINDOW": "30", "SMSD_DELIVERY_POLICY": "at-most-once"]) { $1 })
-        _ = try await load(minimal.merging(["SMSD_THROTTLE_WINDOW": "30", "SMSD_LEASE_DURATION": "12",
-                                            "SMSD_LEASE_RESCUE_INTERVAL": "5"]) { $1 })
+        _ = try await load(minimal.merging(["SMSD_THROTTLE_WINDOW": "30", "SMSD_LEASE_DURATION": "11",
+                                            "SMSD_LEASE_RESCUE_INTERVAL": "4"]) { $1 })
     }
 
     @Test("a drain waits at least as long as a call started at its last moment needs")

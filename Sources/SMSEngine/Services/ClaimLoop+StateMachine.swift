@@ -6,10 +6,11 @@ extension ClaimLoop {
     /// the I/O. Unit-tested without a database or a clock.
     struct StateMachine: Sendable {
         let concurrency: Int
-        let shutdownGrace: Duration
+        /// How long a drain waits for calls in flight and outcomes (`Configuration.drainLimit`).
+        let drainLimit: Duration
         let claimLinger: Duration
 
-        /// Calls started and not yet answered.
+        /// Calls holding a slot: started and not yet ended (answered, failed, or reclaimed as overdue).
         private(set) var inFlight = 0
         /// When the graceful shutdown began; nil while claiming.
         private(set) var drainingSince: ContinuousClock.Instant? = nil
@@ -34,9 +35,9 @@ extension ClaimLoop {
         /// timer, `armRecheck`, tells it so), as it did when every answer led to a claim.
         static let recheck = Duration.milliseconds(100)
 
-        init(concurrency: Int, shutdownGrace: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
+        init(concurrency: Int, drainLimit: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
             self.concurrency = concurrency
-            self.shutdownGrace = shutdownGrace
+            self.drainLimit = drainLimit
             self.claimLinger = claimLinger
             self.lastClaim = now - .seconds(1)
         }
@@ -63,7 +64,7 @@ extension ClaimLoop {
                 switch event {
                 case .callsFinished(let count):
                     inFlight -= count
-                    if now - lastClaim >= Self.recheck { mayBeDue = true }
+                    recheckIfDue(now)
                 case .shutdownRequested where drainingSince == nil:
                     drainingSince = now
                     beganDraining = true
@@ -72,16 +73,22 @@ extension ClaimLoop {
                     mayBeDue = true
                 case .recheckElapsed:
                     recheckArmed = false
-                    if now - lastClaim >= Self.recheck { mayBeDue = true }
+                    recheckIfDue(now)
                 case .jobsAvailable, .tick, .again:
                     mayBeDue = true
                 case .outcomesWritten:
-                    if now - lastClaim >= Self.recheck { mayBeDue = true }
+                    recheckIfDue(now)
                 case .shutdownRequested, .clock:
                     break
                 }
             }
             return beganDraining
+        }
+
+        /// A slot freed or a write done says nothing of the queue, but a busy loop looks again once
+        /// `recheck` has passed since its last claim.
+        private mutating func recheckIfDue(_ now: ContinuousClock.Instant) {
+            if now - lastClaim >= Self.recheck { mayBeDue = true }
         }
 
         /// What to do now. `unsettled`: outcomes handed to the writer and not yet written; they hold
@@ -93,7 +100,7 @@ extension ClaimLoop {
                     defer { candidates = [] }
                     return .releaseUnsent(candidates)
                 }
-                if (inFlight == 0 && unsettled == 0) || now - since > shutdownGrace { return .stop(inFlight: inFlight) }
+                if (inFlight == 0 && unsettled == 0) || now - since > drainLimit { return .stop(inFlight: inFlight) }
                 return .waitForDrain
             }
             let free = unsettled >= concurrency ? 0 : max(0, concurrency - inFlight - candidates.count)

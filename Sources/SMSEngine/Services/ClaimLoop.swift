@@ -61,7 +61,7 @@ public struct ClaimLoop: Sendable {
     /// Returns once a shutdown has drained (every call answered and every outcome written, or the
     /// grace period over), or when its task is cancelled.
     mutating func run() async {
-        var machine = StateMachine(concurrency: configuration.concurrency, shutdownGrace: configuration.drainLimit,
+        var machine = StateMachine(concurrency: configuration.concurrency, drainLimit: configuration.drainLimit,
                                    claimLinger: Self.claimLinger, now: .now)
         turns: while let batch = await events.next() {
             // The ticker wakes this loop every poll interval: if it stops coming round, the watchdog
@@ -70,8 +70,9 @@ public struct ClaimLoop: Sendable {
             if machine.receive(batch, now: .now) {
                 logger.notice("shutting down: no new claims", metadata: ["in_flight": "\(machine.inFlight)"])
             }
-            // Every poll tick (and the clock between): a call whose end never came by its deadline
-            // frees its slot (`CallBook`); its `.callsFinished` arrives with the next turn.
+            // On the poll tick (and the clock between), not a timer per call: the sender starts calls
+            // without a Swift task each, on purpose. A call whose end never came by its deadline frees
+            // its slot (`CallBook`); its `.callsFinished` arrives with the next turn.
             if machine.inFlight > 0, batch.contains(where: { $0 == .tick || $0 == .clock }) { sender.reclaimOverdue() }
             stats.setInFlight(machine.inFlight)
             switch machine.next(unsettled: writes.unsettled, now: .now) {
@@ -122,7 +123,8 @@ public struct ClaimLoop: Sendable {
     private func claimAndSend(limit: Int, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
                               settled: inout [JobOutcome]) async throws {
         let triage = Triage(configuration: live.triage, throttleWindow: live.admission.throttleWindow)
-        let admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
+        var admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
+        admission.pollInterval = configuration.pollInterval
         guard limit > 0 else {
             // Nothing to claim: jobs awaiting their reservation from an earlier turn are reserved alone.
             try await reserveAndSend(admission, on: db, machine: &machine, settled: &settled)

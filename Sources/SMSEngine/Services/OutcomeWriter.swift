@@ -23,6 +23,8 @@ struct OutcomeWriter: Sendable {
     let writes: WriteQueue
     let leases: LeaseBook
     let events: DispatchEvents
+    /// `smsd_possible_duplicates_total` counts the rows a write-back marks as a second SMS.
+    let metrics: DispatcherMetrics
     var session: DatabaseSession
     let logger: Logger
     let queueFullLog = OccasionalLog()
@@ -48,6 +50,7 @@ struct OutcomeWriter: Sendable {
                 continue
             }
             let taken = pending.count
+            pending = Self.onePerClaim(pending)
             if let connection = await session.connect() {
                 var settled: [JobOutcome] = []
                 do {
@@ -79,12 +82,35 @@ struct OutcomeWriter: Sendable {
     }
 
     private func complete(_ outcomes: [JobOutcome], on db: PostgresConnection) async throws -> Int {
-        try await db.runAnnouncing(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow)) { error in
+        let written = try await db.runAnnouncing(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow)) { error in
             if queueFullLog.due() {
                 logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); writing outcomes without announcing them on sms_job_events (logged once a minute while it lasts)",
                              metadata: ["error": "\(error)"])
             }
         }
+        if written.secondSMS > 0 {
+            metrics.possibleDuplicates.increment(by: written.secondSMS)
+            logger.warning("a late answer showed a job's phone got, or may have got, a second SMS; its row says so",
+                           metadata: ["jobs": "\(written.secondSMS)"])
+        }
+        return written.updated
+    }
+
+    /// One outcome per claim of a job: one statement must not update a row twice (PostgreSQL would apply
+    /// one of the two, which one unsaid). Two can meet in a batch when a call's end came after its slot
+    /// was reclaimed as overdue (`CallBook`): GenAuth's acceptance wins, then the later outcome.
+    static func onePerClaim(_ outcomes: [JobOutcome]) -> [JobOutcome] {
+        var chosen: [JobLease: Int] = [:]
+        var kept: [JobOutcome] = []
+        for outcome in outcomes {
+            if let index = chosen[outcome.job] {
+                if kept[index].state != .sent || outcome.state == .sent { kept[index] = outcome }
+            } else {
+                chosen[outcome.job] = kept.count
+                kept.append(outcome)
+            }
+        }
+        return kept
     }
 
     /// Writes outcomes: those settled (written, or fenced out because the job is no longer under their

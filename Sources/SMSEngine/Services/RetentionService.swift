@@ -61,6 +61,9 @@ public struct RetentionService: Sendable {
                 .repeated(on: db, until: .now + configuration.budget)
         }
         try await db.run(ForgetStaleRows())
+        // The reservation's key rows, a small batch a statement, within the run's budget.
+        let until = ContinuousClock.now + configuration.budget
+        while try await db.run(ForgetKeyLocks()) == ForgetKeyLocks().batch, ContinuousClock.now < until {}
         return Run(deleted: purged.deleted, more: purged.more)
     }
 }

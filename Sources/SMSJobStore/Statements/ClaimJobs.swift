@@ -8,24 +8,29 @@ public struct ClaimJobs: Statement {
     public var worker: String
     public var limit: Int
     public var lease: Duration
+    /// When the claim was sent, by this host's monotonic clock (the value is made just before it is
+    /// sent). With `now_epoch`, the database's clock as the claim ended, it maps this host's instants
+    /// onto the database's clock, ahead rather than behind (`ClaimedJob.databaseTime(of:)`): a proof
+    /// window's close is then never taken for later than it is.
+    public var sentAt: ContinuousClock.Instant
 
-    public init(worker: String, limit: Int, lease: Duration) {
+    public init(worker: String, limit: Int, lease: Duration, sentAt: ContinuousClock.Instant = .now) {
         self.worker = worker
         self.limit = limit
         self.lease = lease
+        self.sentAt = sentAt
     }
 
     public static let sql = """
         SELECT id, lease_token, channel, phone_number, phone_country_code, phone_key, attempts, max_attempts,
-               created_epoch, expires_epoch, now_epoch, newer_job, uncertain, proof_epoch
+               created_epoch, expires_epoch, now_epoch, started_epoch, newer_job, uncertain, proof_epoch
         FROM sms.claim_jobs($1, $2::int, $3::float8)
         """
 
     public var bindings: [String?] { [worker, String(limit), String(lease.seconds)] }
 
     public func decode(_ rows: PostgresRows) throws -> [ClaimedJob] {
-        // Read as the answer arrives: with now_epoch, what maps this host's monotonic clock to the database's.
-        let claimedAt = ContinuousClock.now
+        let answeredAt = ContinuousClock.now
         return try rows.rows.map { row in
             ClaimedJob(
                 id: Int64(try row.requiredInt("id")),
@@ -42,7 +47,9 @@ public struct ClaimJobs: Statement {
                 newerJob: try row.int("newer_job").map(Int64.init),
                 uncertain: try row.bool("uncertain") ?? false,
                 proofUntil: try row.double("proof_epoch"),
-                claimedAt: claimedAt)
+                claimedAt: sentAt,
+                startedNow: try row.double("started_epoch"),
+                answeredAt: answeredAt)
         }
     }
 }

@@ -40,10 +40,10 @@ public struct CompleteJobs: AnnouncingStatement {
             SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::int[], $7::int[],
                                  $8::int[], $9::text[], $10::text[], $11::float8[], $12::float8[],
                                  $13::float8[], $14::text[], $15::text[], $16::float8[], $17::int[], $18::int[],
-                                 $19::int[])
+                                 $19::float8[])
                 AS r(id, token, state, called, http_status, status_code, api_code, message, request_id,
                      retry_in, started_ago, finished_ago, outcome, call_message, deferred_until, coalesce,
-                     uncertain, unseen)
+                     uncertain, unseen_until)
         ), done AS (
             UPDATE sms.jobs j SET
                 state = r.state,
@@ -59,8 +59,13 @@ public struct CompleteJobs: AnnouncingStatement {
                               AND (j.state IS NOT DISTINCT FROM 'running'
                                    OR (r.called = 1 AND j.locked_by IS NULL AND j.uncertain
                                        AND j.state IN ('pending', 'failed')))) THEN
-                        'sent: GenAuth accepted a call whose answer came after the job had moved on (it was '
-                        || j.state || ': ' || left(COALESCE(j.message, ''), 300) || ')'
+                        'sent: an answer that came after the job had moved on: '
+                        || CASE WHEN r.status_code = 200 THEN 'GenAuth accepted its call' ELSE COALESCE(r.message, 'sent') END
+                        || ' (it was ' || j.state || ': ' || left(COALESCE(j.message, ''), 300) || ')'
+                        -- Another call of it was made since, and may have gone out unseen too.
+                        || CASE WHEN j.uncertain AND j.attempts >= 2
+                                THEN '; a second SMS is possible: another call of this job whose answer never came may have been delivered too'
+                                ELSE '' END
                     -- Ending unsent while an earlier call may have gone out: said in one wording.
                     WHEN r.state NOT IN ('sent', 'pending') AND (j.uncertain OR r.uncertain = 1)
                         THEN sms.unproven_message(r.message)
@@ -81,9 +86,10 @@ public struct CompleteJobs: AnnouncingStatement {
                 uncertain = CASE WHEN r.state = 'sent' THEN false WHEN r.called = 1 THEN r.uncertain = 1 ELSE j.uncertain END,
                 -- A call that may have gone out unseen: GenAuth proves it only within its window from
                 -- the call's start; the earliest such call's window is the one that counts.
-                proof_until = CASE WHEN r.unseen = 1
-                                   THEN least(j.proof_until, now() - make_interval(secs => r.started_ago)
-                                                             + make_interval(secs => $22::float8))
+                -- Cleared once the job is no longer uncertain (a later uncertainty starts a window of its own).
+                proof_until = CASE WHEN r.state = 'sent' OR (r.called = 1 AND r.uncertain = 0) THEN NULL
+                                   WHEN r.unseen_until IS NOT NULL
+                                   THEN least(CASE WHEN j.uncertain THEN j.proof_until END, to_timestamp(r.unseen_until))
                                    ELSE j.proof_until END,
                 updated_at = now()
             FROM r
@@ -103,16 +109,20 @@ public struct CompleteJobs: AnnouncingStatement {
                    -- superseded, failed "delivery unknown"): no SMS GenAuth accepted is labelled unsent.
                    -- A claim holding it now is fenced out (its reservation finds the job lost).
                    OR (r.state = 'sent' AND r.called = 1 AND j.state IS DISTINCT FROM 'sent'))
-            RETURNING j.id, j.attempts, j.phone_key, j.channel, j.state
+            RETURNING j.id, j.attempts, j.phone_key, j.channel, j.state,
+                      -- (the late path's wording: the daemon counts its own possible duplicates itself)
+                      j.message LIKE '%another call of this job whose answer never came%' AS second_possible
         ), doubled AS (
             -- Accepted, on a job already sent by another of its calls: the phone had a second SMS. Said.
             UPDATE sms.jobs j SET updated_at = now(),
                 message = left(COALESCE(j.message, ''), 500) || '; a second SMS went out: GenAuth also accepted another call of this job'
                           || COALESCE(' (requestId ' || r.request_id || ')', '')
             FROM r
-            -- (GenAuth's acceptance itself: a presumed-sent answer, 429, sent nothing.)
+            -- Both acceptances: a presumed-sent answer (429) sent nothing, and a row presumed sent is the
+            -- very call whose acceptance this is.
             WHERE j.id = r.id AND j.id = ANY ($2::bigint[]) AND r.state = 'sent' AND r.called = 1 AND r.status_code = 200
-              AND j.state IS NOT DISTINCT FROM 'sent' AND j.request_id IS DISTINCT FROM r.request_id
+              AND j.state IS NOT DISTINCT FROM 'sent' AND j.status_code = 200
+              AND j.request_id IS DISTINCT FROM r.request_id
             RETURNING j.id
         ), logged AS (
             -- Every call made, whether or not its outcome could still be written: the attempts log is
@@ -173,7 +183,8 @@ public struct CompleteJobs: AnnouncingStatement {
                          OFFSET 0) x
                 WHERE r.state = 'sent' AND r.coalesce = 1
             ) older
-            WHERE o.id = older.id AND o.state IS NOT DISTINCT FROM 'pending'
+            -- Not a job this very statement writes (a late acceptance for it is in the batch).
+            WHERE o.id = older.id AND o.state IS NOT DISTINCT FROM 'pending' AND NOT o.id = ANY ($2::bigint[])
             RETURNING o.id
         ), announced AS (
             -- Producers LISTENing on sms_job_events hear of every row written here, in one or a few
@@ -184,6 +195,7 @@ public struct CompleteJobs: AnnouncingStatement {
         )
         SELECT (SELECT count(*) FROM done) AS updated, (SELECT count(*) FROM logged) AS logged,
                (SELECT count(*) FROM superseded) AS superseded, (SELECT count(*) FROM doubled) AS doubled,
+               (SELECT count(*) FROM done WHERE second_possible) AS second_possible,
                (SELECT notifications FROM announced) AS notifications
         """
 
@@ -216,13 +228,22 @@ public struct CompleteJobs: AnnouncingStatement {
             PostgresArray.literal(outcomes.map(\.deferredUntil)),
             PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
             PostgresArray.literal(outcomes.map { $0.uncertain ? 1 : 0 }),
-            PostgresArray.literal(outcomes.map { $0.callMayHaveSent ? 1 : 0 }),
+            PostgresArray.literal(outcomes.map(\.unseenCallProvableUntil)),
             String(throttleWindow.seconds),
             announces ? "true" : "false",
-            String(ProofWindow(throttleWindow: throttleWindow).length.seconds),
         ]
     }
 
-    /// How many rows the fence let through (the rest were no longer under their claim).
-    public func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("updated") ?? 0 }
+    /// How many rows the fence let through (the rest were no longer under their claim), and how many of
+    /// them say a second SMS went out or may have (for `smsd_possible_duplicates_total`).
+    public func decode(_ rows: PostgresRows) throws -> Written {
+        Written(updated: try rows.first?.int("updated") ?? 0,
+                secondSMS: (try rows.first?.int("doubled") ?? 0) + (try rows.first?.int("second_possible") ?? 0))
+    }
+
+    public struct Written: Sendable, Equatable {
+        public var updated: Int
+        /// Rows this statement marked `a second SMS went out` or `a second SMS is possible`.
+        public var secondSMS: Int
+    }
 }

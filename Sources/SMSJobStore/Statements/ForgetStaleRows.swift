@@ -1,8 +1,7 @@
 import PostgresClient
 
 /// Retention's housekeeping: throttle windows closed for a day (unless still a running job's crash
-/// marker), worker rows silent for a day, and the reservation's key rows nobody holds now
-/// (`sms.key_locks`: a reservation inserts the ones it needs again).
+/// marker) and worker rows silent for a day. (The reservation's key rows: `ForgetKeyLocks`.)
 public struct ForgetStaleRows: Statement {
     public init() {}
 
@@ -15,19 +14,15 @@ public struct ForgetStaleRows: Statement {
               AND NOT EXISTS (SELECT 1 FROM sms.jobs j
                               WHERE j.id = t.job_id AND j.lease_token = t.lease_token AND j.state = 'running')
             RETURNING 1),
-             workers AS (DELETE FROM sms.workers WHERE heartbeat_at < now() - interval '1 day' RETURNING 1),
-             keys AS (DELETE FROM sms.key_locks k
-                      WHERE k.key IN (SELECT f.key FROM sms.key_locks f LIMIT 100000 FOR UPDATE SKIP LOCKED)
-                      RETURNING 1)
-        SELECT (SELECT count(*) FROM windows)::int AS windows, (SELECT count(*) FROM workers)::int AS workers,
-               (SELECT count(*) FROM keys)::int AS keys
+             workers AS (DELETE FROM sms.workers WHERE heartbeat_at < now() - interval '1 day' RETURNING 1)
+        SELECT (SELECT count(*) FROM windows)::int AS windows, (SELECT count(*) FROM workers)::int AS workers
         """
 
     public var bindings: [String?] { [] }
 
-    /// Throttle windows, worker rows and key rows forgotten.
-    public func decode(_ rows: PostgresRows) throws -> (windows: Int, workers: Int, keys: Int) {
+    /// Throttle windows and worker rows forgotten.
+    public func decode(_ rows: PostgresRows) throws -> (windows: Int, workers: Int) {
         let row = try rows.single("forgetting stale rows")
-        return (try row.requiredInt("windows"), try row.requiredInt("workers"), try row.requiredInt("keys"))
+        return (try row.requiredInt("windows"), try row.requiredInt("workers"))
     }
 }
