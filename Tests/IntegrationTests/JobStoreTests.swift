@@ -194,6 +194,8 @@ struct JobStoreTests {
             #expect(message.contains("an answer that came after the job had moved on: GenAuth accepted its call"), "\(message)")
         }
         #expect(try rows[1].string("message")?.contains("it was expired: expires_at passed") == true)
+        // w2 had not been granted its call: no second SMS is possible, and none is said.
+        #expect(try rows[0].string("message")?.contains("second SMS") == false)
         // w2, the new holder, is fenced out: its reservation finds the job lost, its heartbeat extends nothing.
         let w2 = JobLease(id: first.id, token: first.lease.token + 1000)
         let verdicts = try await db.run(ReserveSends(jobs: [valid(ClaimedJob(id: w2.id, leaseToken: w2.token,
@@ -432,6 +434,35 @@ struct JobStoreTests {
             Issue.record("past its proof window a retry may be a second SMS: capped like any")
             return
         }
+        await db.close()
+    }
+
+    /// Issue 26, from the soak: a late acceptance landing on a job that another claim holds and was
+    /// granted its call: that claim may have called (and died before writing), and its answer is fenced
+    /// out from now on. The row must say a second SMS is possible.
+    @Test("a late acceptance over a claim that was granted its call says a second SMS is possible")
+    func lateOverAGrantedClaim() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        try await insert(database, "('CHANNEL_LOGIN', '13800000001', 0, now())")
+        let db = try await database.connect()
+        let first = try #require(try await db.run(ClaimJobs(worker: "w1", limit: 1, lease: .milliseconds(10))).first)
+        #expect(try await db.run(ReserveSends(jobs: [valid(first)], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+            .verdicts[first.id] == .granted(slot: .zero))
+        // w1's lease runs out (its answer not written yet); the rescue retries; w2 claims and is granted.
+        try await Task.sleep(for: .milliseconds(50))
+        _ = try await db.run(RescueExpiredLeases(policy: .atLeastOnce))
+        let second = try #require(try await db.run(ClaimJobs(worker: "w2", limit: 1, lease: .seconds(30))).first)
+        #expect(try await db.run(ReserveSends(jobs: [valid(second)], window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0))
+            .verdicts[second.id] == .granted(slot: .zero))
+        let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "w1-call",
+                              startedAt: .now - .seconds(1), finishedAt: .now)
+        let written = try await db.run(CompleteJobs(worker: "w1", outcomes: [JobOutcome(job: first.lease, state: .sent,
+                                                                                            message: "", call: call)],
+                                                    throttleWindow: .seconds(60)))
+        #expect(written.updated == 1 && written.secondSMS == 1)
+        let message = try await database.query("SELECT message FROM sms.jobs").first?.string("message") ?? ""
+        #expect(message.contains("GenAuth accepted its call") && message.contains("a second SMS is possible"), "\(message)")
         await db.close()
     }
 }
