@@ -118,10 +118,10 @@ public struct Admission: Sendable {
             "GenAuth is failing: circuit breaker open after \(breaker.configuration.threshold) consecutive transient failures (breaker.*)")
     }
 
-    /// Jobs per reservation statement. The reservation takes an advisory lock per phone and per fraud
-    /// key (up to four per job) until it commits: a daemon with thousands of calls in flight reserving
-    /// them all in one statement could fill PostgreSQL's shared lock table (64 per connection by
-    /// default), and fail the same way every round.
+    /// Jobs per reservation statement. The reservation holds a row lock per phone and per fraud key (up
+    /// to five per job, rows of `sms.key_locks`) and the jobs' rows until it commits: a daemon with
+    /// thousands of calls in flight reserving them all in one statement would hold them all for as long
+    /// (and, when these were advisory locks, could fill PostgreSQL's shared lock table).
     static let reservationChunk = 256
 
     /// Asks the database for the batch's verdicts, a chunk at a time, each committing on its own

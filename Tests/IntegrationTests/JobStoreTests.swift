@@ -194,8 +194,9 @@ struct JobStoreTests {
             #expect(message.contains("an answer that came after the job had moved on: GenAuth accepted its call"), "\(message)")
         }
         #expect(try rows[1].string("message")?.contains("it was expired: expires_at passed") == true)
-        // w2 had not been granted its call: no second SMS is possible, and none is said.
-        #expect(try rows[0].string("message")?.contains("second SMS") == false)
+        // w2 held it: its call, granted or about to be, may go out unseen from now on (its answer is fenced out).
+        #expect(try rows[0].string("message")?.contains("a second SMS is possible") == true)
+        #expect(try rows[1].string("message")?.contains("second SMS") == false, "an expired job has no other call")
         // w2, the new holder, is fenced out: its reservation finds the job lost, its heartbeat extends nothing.
         let w2 = JobLease(id: first.id, token: first.lease.token + 1000)
         let verdicts = try await db.run(ReserveSends(jobs: [valid(ClaimedJob(id: w2.id, leaseToken: w2.token,
@@ -208,7 +209,7 @@ struct JobStoreTests {
             JobOutcome(job: w2, state: .sent, message: "presumed sent: ...", call: accepted("proof", statusCode: 429)),
         ], throttleWindow: .seconds(60)))
         #expect(try await database.query("SELECT message FROM sms.jobs WHERE id = \(first.id)").first?.string("message")?
-            .contains("second SMS") == false)
+            .contains("second SMS went out") == false)
         _ = try await db.run(CompleteJobs(worker: "w2", outcomes: [
             JobOutcome(job: w2, state: .sent, message: "", call: accepted("twice")),
         ], throttleWindow: .seconds(60)))
@@ -220,7 +221,7 @@ struct JobStoreTests {
             JobOutcome(job: first.lease, state: .sent, message: "", call: accepted("late-1")),
         ], throttleWindow: .seconds(60)))
         #expect(try await database.query("SELECT message FROM sms.jobs WHERE id = \(first.id)").first?.string("message")?
-            .components(separatedBy: "second SMS").count == 2)
+            .components(separatedBy: "second SMS went out").count == 2)
         let calls = try await database.query("SELECT count(*)::int AS n FROM sms.attempts").first?.requiredInt("n")
         #expect(calls == 4, "every call GenAuth answered is in sms.attempts once, the write's retry adding none")
         await db.close()

@@ -79,7 +79,7 @@ struct AdmissionTests {
         #expect(outcome?.message == message)
     }
 
-    @Test("a batch is reserved in statements of at most 256 jobs (each takes up to four locks a job)")
+    @Test("a batch is reserved in statements of at most 256 jobs (each holds up to five row locks a job until it commits)")
     func reservationChunks() {
         #expect(Admission.chunks(of: 0).isEmpty)
         #expect(Admission.chunks(of: 64) == [0..<64])

@@ -63,13 +63,11 @@ public struct CompleteJobs: AnnouncingStatement {
                         || CASE WHEN r.status_code = 200 THEN 'GenAuth accepted its call' ELSE COALESCE(r.message, 'sent') END
                         || ' (it was ' || j.state || ': ' || left(COALESCE(j.message, ''), 300) || ')'
                         -- Another call of it was made since and may have gone out unseen too: an uncertain one
-                        -- written since, or the call of the claim holding it now, granted (its throttle row
-                        -- is that claim's crash marker) and whose answer will now be fenced out.
-                        || CASE WHEN (j.uncertain AND j.attempts >= 2)
-                                     OR (j.state = 'running'
-                                         AND EXISTS (SELECT 1 FROM sms.throttle t
-                                                     WHERE t.phone_key = j.phone_key AND t.channel = j.channel
-                                                       AND t.job_id = j.id AND t.lease_token = j.lease_token))
+                        -- written since, or the call of the claim holding it now, whose answer will be
+                        -- fenced out from here on. (Whether that claim was granted its call cannot be read
+                        -- here: its grant may have committed while this statement waited for the row, and
+                        -- this statement's snapshot would not show it.)
+                        || CASE WHEN (j.uncertain AND j.attempts >= 2) OR j.state = 'running'
                                 THEN '; a second SMS is possible: another call of this job whose answer never came may have been delivered too'
                                 ELSE '' END
                     -- Ending unsent while an earlier call may have gone out: said in one wording.
