@@ -71,15 +71,27 @@ CONFIG_FILE = $(DESTDIR)/etc/sms-dispatcher/sms-dispatcher.yaml
 install-files:
 	@test -n "$(BIN)" && test -x "$(BIN)/sms-dispatcher" || \
 		{ echo "install-files: BIN=<directory holding a built sms-dispatcher> is required (got '$(BIN)')" >&2; exit 2; }
-	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql" \
+	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/migrations" \
+		"$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/schema/tables" \
+		"$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/schema/functions" \
+		"$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/schema/views" \
 		"$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher" "$(DESTDIR)/etc/sms-dispatcher" \
 		"$(DESTDIR)$(PREFIX)/lib/systemd/system"
 	install -d -m 0700 "$(DESTDIR)/etc/sms-dispatcher/credentials"
 	install -m 0755 "$(BIN)/sms-dispatcher" "$(DESTDIR)$(PREFIX)/bin/"
-	install -m 0644 sql/*.sql "$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/"
+	# The binary carries its migrations; the SQL is installed to be read (today's schema in sql/schema/).
+	install -m 0644 sql/migrations/*.sql "$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/migrations/"
+	install -m 0644 sql/schema/*.sql "$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/schema/"
+	for part in tables functions views; do \
+		install -m 0644 sql/schema/$$part/*.sql "$(DESTDIR)$(PREFIX)/share/sms-dispatcher/sql/schema/$$part/"; \
+	done
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/sms-dispatcher.service \
 		> "$(DESTDIR)$(PREFIX)/lib/systemd/system/sms-dispatcher.service"
-	install -m 0644 README.md config/grafana-dashboard.json "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/"
+	install -d "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/docs/decisions" "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/docs/history"
+	install -m 0644 README.md CHANGELOG.md config/grafana-dashboard.json "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/"
+	install -m 0644 docs/*.md "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/docs/"
+	install -m 0644 docs/decisions/*.md "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/docs/decisions/"
+	install -m 0644 docs/history/*.md "$(DESTDIR)$(PREFIX)/share/doc/sms-dispatcher/docs/history/"
 	for secret in genauth-app-secret genauth-access-key-secret database-url; do \
 		test -e "$(DESTDIR)/etc/sms-dispatcher/credentials/$$secret" || \
 			install -m 0600 /dev/null "$(DESTDIR)/etc/sms-dispatcher/credentials/$$secret"; \

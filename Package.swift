@@ -1,6 +1,15 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+/// The migrations, in order: compiled into the binary (`SMSSchema`), never read from the current
+/// directory. A new migration is added here too; `EmbeddedMigrationsTests` fails until it is.
+let migrations = [
+    "0001_jobs.sql", "0002_channel_rules.sql", "0003_delivery.sql", "0004_operations.sql",
+    "0005_autovacuum.sql", "0006_claim.sql", "0007_truth.sql", "0008_producers.sql", "0009_roles.sql",
+    "0010_fraud.sql", "0011_footprint.sql", "0012_function_plans.sql", "0013_lean_reservation.sql",
+    "0014_truth_over_time.sql",
+]
+
 let package = Package(
     name: "sms-dispatcher",
     platforms: [.macOS(.v15)],
@@ -42,11 +51,11 @@ let package = Package(
         // policy. No dependencies: every other module speaks in these types.
         .target(name: "SMSModel"),
         // The GenAuth client: its configuration, the request, the answer reader, the one classification
-        // of an answer, and the HTTP/1 connection pool (bookkeeping as a pure state machine).
+        // of an answer, and the HTTP/1 connection pool (bookkeeping as a pure state machine). It depends
+        // on nothing of its users, as async-http-client does.
         .target(
             name: "GenAuth",
             dependencies: [
-                "SMSModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -54,15 +63,28 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
+        // The schema's SQL: `sql/migrations/` embedded in the code (the files as applied, in order), and
+        // beside them `sql/schema/`, today's schema one file per object (not compiled; the integration
+        // tests check it against the migrations).
+        .target(
+            name: "SMSSchema",
+            path: "sql",
+            exclude: ["schema"],
+            sources: ["EmbeddedMigrations.swift"],
+            resources: migrations.map { .embedInCode("migrations/\($0)") }
+        ),
         // The job store: one type per SQL statement (its SQL and its bindings), migrations, advisory
         // locks, the status report.
         .target(
             name: "SMSJobStore",
             dependencies: [
                 "SMSModel",
+                "SMSSchema",
                 "PostgresClient",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // A statement too long to read inside Swift keeps its SQL in a file beside its type.
+            resources: [.embedInCode("Statements/CompleteJobs.sql")]
         ),
         // The engine: small services the `Dispatcher` wires together (claim loop, triage, admission,
         // call sender, outcome writer, wake source, heartbeat, lease rescuer, retention).
@@ -86,6 +108,7 @@ let package = Package(
                 "SMSModel",
                 "GenAuth",
                 "SMSEngine",
+                "PostgresClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Yams", package: "Yams"),

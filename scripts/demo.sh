@@ -15,7 +15,7 @@ trap cleanup EXIT
 
 psql "$SMSD_TEST_ADMIN_URL" -qc "CREATE DATABASE sms_demo"
 export SMSD_DATABASE_URL="postgresql://postgres@127.0.0.1:$SMSD_TEST_PG_PORT/sms_demo"
-"$bin/sms-dispatcher" migrate --sql-dir sql
+"$bin/sms-dispatcher" migrate
 
 "$bin/genauth-sandbox" --port 0 --latency-ms 40 --hang-seconds 4 >"$work/sandbox.log" 2>&1 &
 pids+=($!)

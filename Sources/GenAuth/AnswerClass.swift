@@ -1,7 +1,7 @@
 /// One call's result, classified once (`CallResult.answerClass`). What the daemon does with the job
 /// (`verdict`), whether the circuit breaker counts it as GenAuth failing (`isServerFault`) and the
 /// `smsd_api_calls_total` label (`metricLabel`) are all read off this value.
-public enum AnswerClass: Sendable, Hashable, CaseIterable {
+package enum AnswerClass: Sendable, Hashable, CaseIterable {
     /// Body statusCode 200 on a 2xx: the SMS went out.
     case accepted
     /// Body 4xx other than 429: the caller's fault (bad number, channel, app); sending again cannot help.
@@ -31,13 +31,13 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     /// The request never left this host: GenAuth cannot have acted on it.
     case notSent
 
-    public static let allCases: [AnswerClass] = [
+    package static let allCases: [AnswerClass] = [
         .accepted, .callerFault, .requestRefused, .qpsLimited, .phoneWindowHeld,
         .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered, .notSent,
     ]
 
     /// What becomes of the job, apart from its attempts and the delivery policy.
-    public enum Verdict: Sendable, Equatable {
+    package enum Verdict: Sendable, Equatable {
         /// The SMS went out.
         case sent
         /// Sending again cannot help.
@@ -46,7 +46,7 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
         case transientFailure
     }
 
-    public var verdict: Verdict {
+    package var verdict: Verdict {
         switch self {
         case .accepted: return .sent
         case .callerFault, .requestRefused: return .permanentFailure
@@ -58,7 +58,7 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
 
     /// GenAuth itself failing, what the circuit breaker counts: no answer, or a 5xx/60x one. Rate
     /// limits and the caller's faults are GenAuth working.
-    public var isServerFault: Bool {
+    package var isServerFault: Bool {
         switch self {
         case .serverError, .genauthFault, .providerFault, .unanswered, .notSent: return true
         case .accepted, .callerFault, .requestRefused, .qpsLimited, .phoneWindowHeld, .unrecognised: return false
@@ -68,7 +68,7 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     /// The request was written and nothing GenAuth answered says it was not accepted: the SMS may have
     /// gone out. Only a request never written (`notSent`) and GenAuth's own answers refusing it (its JSON
     /// body with a code other than 200, or its QPS limit's HTTP 429) are certain.
-    public var mayHaveSent: Bool {
+    package var mayHaveSent: Bool {
         switch self {
         case .unanswered, .serverError, .requestRefused, .unrecognised: return true
         case .accepted, .callerFault, .qpsLimited, .phoneWindowHeld, .genauthFault, .providerFault, .notSent: return false
@@ -76,7 +76,7 @@ public enum AnswerClass: Sendable, Hashable, CaseIterable {
     }
 
     /// The `result` label of `smsd_api_calls_total` (the Grafana dashboard's names).
-    public var metricLabel: String {
+    package var metricLabel: String {
         switch self {
         case .accepted: return "ok"
         case .callerFault: return "body_4xx"

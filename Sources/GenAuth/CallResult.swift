@@ -1,5 +1,5 @@
 /// What one API call produced, before classification.
-public enum CallResult: Sendable, Equatable {
+package enum CallResult: Sendable, Equatable {
     /// An HTTP answer. `body` is nil when it was not GenAuth's JSON shape; `retryAfter` is the
     /// parsed `Retry-After` header.
     case answered(httpStatus: Int, body: GenAuthResponseBody?, retryAfter: Duration?)
@@ -14,7 +14,7 @@ public enum CallResult: Sendable, Equatable {
 extension CallResult {
     /// What this result is, decided once: the verdict, the breaker's fault and the metric label all
     /// derive from it, so they cannot disagree.
-    public var answerClass: AnswerClass {
+    package var answerClass: AnswerClass {
         switch self {
         case .notSent: return .notSent
         case .unanswered: return .unanswered

@@ -1,38 +1,43 @@
 import Foundation
 
 /// Which header family carries the app id: GenAuth's `x-genauth-*` or the older Authing brand's `x-authing-*`.
-public enum HeaderFamily: String, Sendable, CaseIterable {
+package enum HeaderFamily: String, Sendable, CaseIterable {
     case genauth, authing
 
-    public var appIdHeader: String { "x-\(rawValue)-app-id" }
+    package var appIdHeader: String { "x-\(rawValue)-app-id" }
 }
 
 extension GenAuthClient {
     /// Everything the client needs to reach one GenAuth app; the daemon's configuration fills it in
     /// from `genauth.*` (and `concurrency` for the connections).
-    public struct Configuration: Sendable, Equatable {
+    package struct Configuration: Sendable, Equatable {
         /// The app host base URL, `http(s)://host[:port][/prefix]`.
-        public var host: String
-        public var appID: String
-        public var headerFamily: HeaderFamily
+        package var host: String
+        package var appID: String
+        package var headerFamily: HeaderFamily
         /// How long one call may take, from being handed to the client (GenAuth's SDKs use 10 s).
-        public var timeout: Duration
+        package var timeout: Duration
         /// Connections kept open: as many as calls in flight.
-        public var maximumConnections: Int
+        package var maximumConnections: Int
         /// Management-token mode: send-sms carries `authorization: Bearer <token>` fetched with these.
-        public var accessKey: AccessKey?
+        package var accessKey: AccessKey?
 
-        public struct AccessKey: Sendable, Equatable {
-            public var id: String
-            public var secret: String
-            public init(id: String, secret: String) {
+        package struct AccessKey: Sendable, Equatable {
+            package var id: String
+            package var secret: String
+            package init(id: String, secret: String) {
                 self.id = id
                 self.secret = secret
             }
         }
 
-        public init(host: String = "", appID: String = "", headerFamily: HeaderFamily = .genauth,
-                    timeout: Duration = .seconds(10), maximumConnections: Int = 64, accessKey: AccessKey? = nil) {
+        /// Sent as `user-agent`: the daemon names itself and its version.
+        package var userAgent: String
+
+        package init(host: String = "", appID: String = "", headerFamily: HeaderFamily = .genauth,
+                    timeout: Duration = .seconds(10), maximumConnections: Int = 64, accessKey: AccessKey? = nil,
+                    userAgent: String = "sms-dispatcher") {
+            self.userAgent = userAgent
             self.host = host
             self.appID = appID
             self.headerFamily = headerFamily
@@ -45,15 +50,15 @@ extension GenAuthClient {
         var connectTimeout: Duration { min(.seconds(5), timeout) }
 
         /// Which setting is wrong, and how.
-        public struct Problem: Error, Sendable, Equatable {
-            public enum Field: Sendable, Equatable { case host, appID }
-            public let field: Field
-            public let message: String
+        package struct Problem: Error, Sendable, Equatable {
+            package enum Field: Sendable, Equatable { case host, appID }
+            package let field: Field
+            package let message: String
         }
 
         /// Checks what the send path needs: a host the client can connect to and an app id a header can
         /// carry. The same parser as the connections', so what passes here is what they can reach.
-        public func validate() throws(Problem) {
+        package func validate() throws(Problem) {
             guard !host.isEmpty else { throw Problem(field: .host, message: "is required") }
             guard URL(string: host)?.host != nil, (try? GenAuthEndpoint(url: host)) != nil else {
                 throw Problem(field: .host, message:

@@ -2,13 +2,12 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import SMSModel
 
 /// Calls `POST {appHost}/api/v3/send-sms`. Pooled keep-alive connections (as many as calls in flight,
 /// see `GenAuthConnectionPool` for why not AsyncHTTPClient), a per-call deadline, and every outcome
 /// turned into a `CallResult`: this never throws, because each failure is something to write on the
 /// job's row.
-public final class GenAuthClient: Sendable {
+package final class GenAuthClient: Sendable {
     private let pool: GenAuthConnectionPool
     private let eventLoops: MultiThreadedEventLoopGroup
     private let sendHead: HTTPRequestHead
@@ -17,7 +16,7 @@ public final class GenAuthClient: Sendable {
 
     /// Throws when the host is not a usable URL (`Configuration.validate()` checks it first) or TLS
     /// cannot be set up.
-    public init(configuration: Configuration) throws {
+    package init(configuration: Configuration) throws {
         let config = configuration
         // One event loop of its own for every GenAuth connection: the calls are small and many, and
         // with the connections spread over the shared group's loops the threads spent their time
@@ -28,7 +27,7 @@ public final class GenAuthClient: Sendable {
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "accept", value: "application/json")
         headers.add(name: config.headerFamily.appIdHeader, value: config.appID)
-        headers.add(name: "user-agent", value: "sms-dispatcher/\(SMSDispatcherVersion.current)")
+        headers.add(name: "user-agent", value: config.userAgent)
         do {
             let pool = try GenAuthConnectionPool(
                 endpoint: GenAuthEndpoint(url: config.host), eventLoop: eventLoops.next(),
@@ -50,20 +49,20 @@ public final class GenAuthClient: Sendable {
         self.timeout = timeout
     }
 
-    public func shutdown() async {
+    package func shutdown() async {
         await pool.shutdown()
         try? await eventLoops.shutdownGracefully()
     }
 
     /// One send-SMS call for `start(_:)`.
-    public struct PendingCall: Sendable {
-        public var request: SendSMSRequest
+    package struct PendingCall: Sendable {
+        package var request: SendSMSRequest
         /// The rate limiter's slot; nil: at once.
-        public var notBefore: ContinuousClock.Instant?
+        package var notBefore: ContinuousClock.Instant?
         /// Runs with the call's result (on the client's event loop: keep it short and non-blocking).
-        public var completion: @Sendable (CallResult) -> Void
+        package var completion: @Sendable (CallResult) -> Void
 
-        public init(request: SendSMSRequest, notBefore: ContinuousClock.Instant? = nil,
+        package init(request: SendSMSRequest, notBefore: ContinuousClock.Instant? = nil,
                     completion: @escaping @Sendable (CallResult) -> Void) {
             self.request = request
             self.notBefore = notBefore
@@ -74,7 +73,7 @@ public final class GenAuthClient: Sendable {
     /// Starts `calls` together and returns at once; each completion gets its result. This is the
     /// dispatcher's path: no Swift task and no thread hop per call (measured: the hops cost as much
     /// CPU as the HTTP exchange itself).
-    public func start(_ calls: [PendingCall]) {
+    package func start(_ calls: [PendingCall]) {
         guard tokens == nil else {
             // Management-token mode needs the async token cache; it is the uncommon set-up.
             for call in calls {
@@ -95,7 +94,7 @@ public final class GenAuthClient: Sendable {
     }
 
     /// One call, awaited (management-token mode, tests).
-    public func send(_ body: SendSMSRequest) async -> CallResult {
+    package func send(_ body: SendSMSRequest) async -> CallResult {
         let payload = body.jsonBody()
         guard let tokens else { return await execute(sendHead, payload) }
         // Management-token mode: a 401 means the token went stale early; refresh once and retry.
@@ -135,7 +134,8 @@ public final class GenAuthClient: Sendable {
         switch answer {
         case .success(let answer):
             let decoded = answer.body.withUnsafeReadableBytes(GenAuthResponseBody.decode)
-            let retryAfter = answer.headers.first(name: "retry-after").flatMap(parseRetryAfter).map { Duration.seconds(double: $0) }
+            let retryAfter = answer.headers.first(name: "retry-after").flatMap(parseRetryAfter)
+                .map { Duration.microseconds(Int64((min($0, 1e9) * 1_000_000).rounded())) }
             return .answered(httpStatus: answer.status, body: decoded, retryAfter: retryAfter)
         case .failure(let error) where error.code == .timedOut && error.requestWritten:
             return .unanswered("timeout: no answer from GenAuth within \(describe(timeout))")

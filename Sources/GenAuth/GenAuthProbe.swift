@@ -1,18 +1,17 @@
 import NIOCore
 import NIOPosix
-import SMSModel
 
 /// At start-up, checks that the GenAuth host answers HTTP at all (any status will do), so a wrong
 /// host or a dead network fails the start with exit 69 instead of burning jobs' attempts. Goes through
 /// the same connection code (and TLS set-up) as the send path, so a pass means the send path can
 /// reach it too.
-public enum GenAuthProbe {
+package enum GenAuthProbe {
     /// Why the host does not answer.
-    public struct Unreachable: Error, CustomStringConvertible {
-        public let description: String
+    package struct Unreachable: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    public static func check(_ config: GenAuthClient.Configuration) async throws(Unreachable) {
+    package static func check(_ config: GenAuthClient.Configuration) async throws(Unreachable) {
         let timeout = TimeAmount(max(.seconds(1), config.timeout))
         do {
             let pool = try GenAuthConnectionPool(

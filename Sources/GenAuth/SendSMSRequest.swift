@@ -1,22 +1,16 @@
 import NIOCore
-import SMSModel
 
 /// One send-SMS request, as GenAuth's API takes it.
-public struct SendSMSRequest: Sendable, Encodable, Equatable {
-    public var channel: String
-    public var phoneNumber: String
+package struct SendSMSRequest: Sendable, Encodable, Equatable {
+    package var channel: String
+    package var phoneNumber: String
     /// Omitted for mainland China.
-    public var phoneCountryCode: String?
+    package var phoneCountryCode: String?
 
-    public init(channel: String, phoneNumber: String, phoneCountryCode: String?) {
+    package init(channel: String, phoneNumber: String, phoneCountryCode: String?) {
         self.channel = channel
         self.phoneNumber = phoneNumber
         self.phoneCountryCode = phoneCountryCode
-    }
-
-    /// The request for a job that passed triage: its validated phone (no country code for +86).
-    public init(_ job: ValidJob) {
-        self.init(channel: job.channel.rawValue, phoneNumber: job.phone.number, phoneCountryCode: job.phone.countryCode)
     }
 
     /// The JSON body, written straight into a buffer: the same bytes `JSONEncoder` would send up to key

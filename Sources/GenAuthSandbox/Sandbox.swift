@@ -7,34 +7,34 @@ import NIOPosix
 import Synchronization
 
 /// Switches for latency and faults; settable by flag at start and by `POST /__sandbox/faults` later.
-public struct SandboxFaults: Sendable, Codable, Equatable {
+package struct SandboxFaults: Sendable, Codable, Equatable {
     /// Added to every send-sms answer.
-    public var latencyMs: Int = 0
+    package var latencyMs: Int = 0
     /// Share of send-sms calls answered HTTP 503 with no GenAuth body.
-    public var rate503: Double = 0
+    package var rate503: Double = 0
     /// Share answered real HTTP 429 with `Retry-After`.
-    public var rate429: Double = 0
+    package var rate429: Double = 0
     /// Share that hang for `hangSeconds` (longer than a client's timeout).
-    public var rateTimeout: Double = 0
-    public var hangSeconds: Double = 30
+    package var rateTimeout: Double = 0
+    package var hangSeconds: Double = 30
     /// Seconds in `Retry-After` on 429 answers.
-    public var retryAfterSeconds: Int = 1
+    package var retryAfterSeconds: Int = 1
     /// "GenAuth accepted, but answered late": this share of accepted sends is recorded (the SMS went
     /// out, the window is set) and then answered `lateAnswerMs` later, past a client's timeout.
-    public var lateAnswerMs: Int = 0
-    public var lateAnswerRate: Double = 1
+    package var lateAnswerMs: Int = 0
+    package var lateAnswerRate: Double = 1
     /// Share of send-sms calls whose connection is closed without an answer (a connection dropped on
     /// the way back). With `dropAfterAccept` the SMS is accepted and recorded first (it went out).
-    public var rateDrop: Double = 0
-    public var dropAfterAccept = false
+    package var rateDrop: Double = 0
+    package var dropAfterAccept = false
     /// Share of accepted sends answered by a gateway in front of GenAuth instead: HTTP 502 or 504
     /// without GenAuth's body (the SMS went out; the answer is a proxy's).
-    public var rateGatewayAfterAccept: Double = 0
+    package var rateGatewayAfterAccept: Double = 0
 
-    public init() {}
+    package init() {}
 
     /// Every field optional in JSON, so a body that sets a few switches (or an older one) decodes.
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let defaults = SandboxFaults()
         latencyMs = try container.decodeIfPresent(Int.self, forKey: .latencyMs) ?? defaults.latencyMs
@@ -52,54 +52,54 @@ public struct SandboxFaults: Sendable, Codable, Equatable {
     }
 }
 
-public struct SandboxOptions: Sendable {
-    public var host = "127.0.0.1"
-    public var port = 0
+package struct SandboxOptions: Sendable {
+    package var host = "127.0.0.1"
+    package var port = 0
     /// One SMS per phone per channel per this many seconds (GenAuth: a minute).
-    public var windowSeconds: Double = 60
+    package var windowSeconds: Double = 60
     /// Requests per second before real HTTP 429 (GenAuth's free tier: 300); 0 means no limit.
-    public var qps = 0
+    package var qps = 0
     /// When set, the app id header must carry exactly this.
-    public var appID: String? = nil
+    package var appID: String? = nil
     /// Whether international numbers (country code other than +86) are accepted.
-    public var international = false
+    package var international = false
     /// Management-token mode: get-management-token checks these, send-sms then needs the bearer token.
-    public var accessKeyID: String? = nil
-    public var accessKeySecret: String? = nil
+    package var accessKeyID: String? = nil
+    package var accessKeySecret: String? = nil
     /// Lifetime of issued tokens, seconds, as sent in `expires_in` (any number, e.g. 1e300 or -5, to test
     /// clients; the sandbox itself honours at most a day).
-    public var tokenTTL: Double = 7200
-    public var faults = SandboxFaults()
+    package var tokenTTL: Double = 7200
+    package var faults = SandboxFaults()
 
-    public init() {}
+    package init() {}
 }
 
 /// One accepted SMS, as the sandbox recorded it.
-public struct SandboxSend: Sendable, Codable, Equatable {
-    public let requestId: String
-    public let channel: String
-    public let phoneNumber: String
-    public let phoneCountryCode: String?
-    public let at: Double
+package struct SandboxSend: Sendable, Codable, Equatable {
+    package let requestId: String
+    package let channel: String
+    package let phoneNumber: String
+    package let phoneCountryCode: String?
+    package let at: Double
 }
 
-public struct SandboxReport: Sendable, Codable {
-    public let requests: Int
-    public let accepted: [SandboxSend]
+package struct SandboxReport: Sendable, Codable {
+    package let requests: Int
+    package let accepted: [SandboxSend]
     /// Answers by outcome, e.g. "200", "body-400", "http-503".
-    public let answers: [String: Int]
+    package let answers: [String: Int]
     /// send-sms requests received per wall-clock second (epoch second as text).
-    public let perSecond: [String: Int]
+    package let perSecond: [String: Int]
     /// Management tokens issued.
-    public let tokensIssued: Int
+    package let tokensIssued: Int
 }
 
 /// A faithful fake of GenAuth's send-SMS API (and the management-token call), for tests, the demo
 /// and benchmarks. Same shapes and rules as GenAuth: HTTP 200 with a `statusCode` body for most
 /// errors, channel validation, one SMS per phone per channel per window, a `requestId` on every
 /// answer, real HTTP 429 past the QPS limit. Magic phone numbers (see the README) give fixed faults.
-public final class GenAuthSandbox: Sendable {
-    public static let channels: Set<String> = [
+package final class GenAuthSandbox: Sendable {
+    package static let channels: Set<String> = [
         "CHANNEL_LOGIN", "CHANNEL_REGISTER", "CHANNEL_RESET_PASSWORD", "CHANNEL_BIND_PHONE",
         "CHANNEL_UNBIND_PHONE", "CHANNEL_BIND_MFA", "CHANNEL_VERIFY_MFA", "CHANNEL_UNBIND_MFA",
         "CHANNEL_COMPLETE_PHONE", "CHANNEL_IDENTITY_VERIFICATION", "CHANNEL_DELETE_ACCOUNT",
@@ -123,14 +123,14 @@ public final class GenAuthSandbox: Sendable {
     private let state: Mutex<State>
     private let logger: Logger
 
-    public init(options: SandboxOptions, logger: Logger) {
+    package init(options: SandboxOptions, logger: Logger) {
         self.options = options
         self.state = Mutex(State(faults: options.faults))
         self.logger = logger
     }
 
     /// Serves until cancelled or a graceful shutdown; `onListening` gets the bound port.
-    public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
+    package func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
         let router = Router()
         router.post("/api/v3/send-sms") { request, _ in try await self.sendSMS(request) }
         router.post("/api/v3/get-management-token") { request, _ in try await self.managementToken(request) }
@@ -167,7 +167,7 @@ public final class GenAuthSandbox: Sendable {
         try? await eventLoops.shutdownGracefully()
     }
 
-    public func report() -> SandboxReport {
+    package func report() -> SandboxReport {
         state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers, perSecond: $0.perSecond,
                                        tokensIssued: $0.tokensIssued) }
     }

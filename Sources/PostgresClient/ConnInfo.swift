@@ -4,9 +4,9 @@ import Foundation
 /// Keeps the secret of a libpq connection string (a URI's `user:password@`, `?password=`, or
 /// `password=...`) out of every message: libpq's own parse errors quote the token they could not read,
 /// which can be the password itself (`invalid percent-encoded token: "s3cr%zz"`).
-public enum ConnInfo {
+package enum ConnInfo {
     /// Whether `conninfo` carries a password (then it is a secret wherever it is stored).
-    public static func hasPassword(_ conninfo: String) -> Bool { !secretRanges(in: conninfo).isEmpty }
+    package static func hasPassword(_ conninfo: String) -> Bool { !secretRanges(in: conninfo).isEmpty }
 
     /// Where `conninfo` holds a password, read the way libpq reads it (so a `?` or `@` inside a URI's
     /// password does not hide it from us while libpq still takes it as the password). Unicode scalars,
@@ -116,7 +116,7 @@ public enum ConnInfo {
     /// `message` with every secret of `conninfo` replaced by `***` (wherever it appears: a short password
     /// may blank unrelated text too, which is the safe side); with `quoted`, every double-quoted fragment
     /// becomes `"…"` as well (for libpq's parse errors, which quote pieces of the string they could not parse).
-    public static func redact(_ message: String, conninfo: String, quoted: Bool = false) -> String {
+    package static func redact(_ message: String, conninfo: String, quoted: Bool = false) -> String {
         var text = message
         for secret in secrets(in: conninfo) { text = text.replacingOccurrences(of: secret, with: "***") }
         if quoted {
@@ -138,7 +138,7 @@ public enum ConnInfo {
 
     /// The connection string with its password replaced by `***` in place, for logs:
     /// `postgresql://u:***@h/db`, `host=h password='***'`.
-    public static func redacted(_ conninfo: String) -> String {
+    package static func redacted(_ conninfo: String) -> String {
         let text = conninfo.unicodeScalars
         var result = String.UnicodeScalarView()
         var cursor = text.startIndex

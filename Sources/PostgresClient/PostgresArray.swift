@@ -1,13 +1,13 @@
 /// Encodes Swift values as PostgreSQL array literals (`{1,2,NULL}`), so a whole batch travels as one text
 /// parameter and the server expands it with `unnest`: one round trip per batch, not per job.
-public enum PostgresArray {
-    public static func literal(_ values: [Int?]) -> String { numbers(values) }
+package enum PostgresArray {
+    package static func literal(_ values: [Int?]) -> String { numbers(values) }
 
-    public static func literal(_ values: [Int]) -> String {
+    package static func literal(_ values: [Int]) -> String {
         "{" + values.map(String.init).joined(separator: ",") + "}"
     }
 
-    public static func literal(_ values: [Double?]) -> String { numbers(values) }
+    package static func literal(_ values: [Double?]) -> String { numbers(values) }
 
     /// Numbers need no quoting: their text as Swift writes it, which PostgreSQL reads back exactly.
     private static func numbers<Number: LosslessStringConvertible>(_ values: [Number?]) -> String {
@@ -21,7 +21,7 @@ public enum PostgresArray {
 
     /// Every element is double-quoted with `"` and `\` escaped, so commas, braces, quotes, spaces and
     /// the word NULL inside a message survive; a nil element is the bare NULL.
-    public static func literal(_ values: [String?]) -> String {
+    package static func literal(_ values: [String?]) -> String {
         var out = "{"
         for (index, value) in values.enumerated() {
             if index > 0 { out += "," }

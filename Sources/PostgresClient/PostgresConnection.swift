@@ -9,17 +9,17 @@ import Darwin
 #endif
 
 /// A notification received on a LISTEN channel.
-public struct PostgresNotification: Sendable, Equatable {
-    public let channel: String
-    public let payload: String
-    public let backendPID: Int32
+package struct PostgresNotification: Sendable, Equatable {
+    package let channel: String
+    package let payload: String
+    package let backendPID: Int32
 }
 
 /// One libpq connection. libpq blocks, so every call on this connection runs on the connection's own
 /// single-threaded `NIOThreadPool`: never on Swift's cooperative pool, and one call at a time (libpq
 /// connections are not safe for concurrent use). `connection` is only ever touched on that thread,
 /// which is what makes the `@unchecked Sendable` sound.
-public final class PostgresConnection: @unchecked Sendable {
+package final class PostgresConnection: @unchecked Sendable {
     private let thread: NIOThreadPool
     private var connection: OpaquePointer?
     /// SQL text → prepared statement name, for `query(_:_:prepared: true)`. Lives and dies with the
@@ -33,7 +33,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Opens a connection from a libpq conninfo string or URI. `applicationName` shows in
     /// `pg_stat_activity`; a `connect_timeout` of 10 s applies unless the conninfo sets one.
-    public static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher") async throws
+    package static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher") async throws
         -> PostgresConnection
     {
         let thread = NIOThreadPool(numberOfThreads: 1)
@@ -90,7 +90,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Closes the connection. Later calls throw `.closed`.
-    public func close() async {
+    package func close() async {
         _ = try? await thread.runIfActive { [self] in
             if let connection {
                 PQfinish(connection)
@@ -103,7 +103,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs one parameterised statement (`$1`, `$2`, … in text format; nil is NULL) and returns its rows.
     /// With `prepared: true` the statement is prepared once per connection and executed by name after.
     @discardableResult
-    public func query(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) async throws
+    package func query(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) async throws
         -> PostgresRows
     {
         try await run { [self] conn in
@@ -123,7 +123,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Runs a script of one or more statements without parameters (the simple query protocol):
     /// migrations, BEGIN, LISTEN. (COMMIT: `commit()`, which checks that it committed.)
-    public func execute(_ sql: String) async throws {
+    package func execute(_ sql: String) async throws {
         try await run { conn in
             _ = try Self.consume(PQexec(conn, sql), conn: conn)
         }
@@ -131,7 +131,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// COMMIT, and throws unless the server says it committed: a transaction that failed is rolled back
     /// by COMMIT without an error (its tag reads ROLLBACK), and nothing may act as if it were durable.
-    public func commit() async throws {
+    package func commit() async throws {
         try await run { conn in try Self.commit(on: conn) }
     }
 
@@ -152,14 +152,14 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// LISTEN on a channel. Notifications are then collected by `waitForNotifications`.
-    public func listen(_ channel: String) async throws {
+    package func listen(_ channel: String) async throws {
         let quoted = "\"" + channel.replacingOccurrences(of: "\"", with: "\"\"") + "\""
         try await execute("LISTEN \(quoted)")
     }
 
     /// Waits up to `timeout` for notifications on this connection's LISTEN channels and returns what
     /// arrived (possibly nothing). Blocks only this connection's thread.
-    public func waitForNotifications(timeout: Duration) async throws -> [PostgresNotification] {
+    package func waitForNotifications(timeout: Duration) async throws -> [PostgresNotification] {
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000
             + timeout.components.attoseconds / 1_000_000_000_000_000)
         return try await run { conn in
@@ -180,14 +180,14 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// The server process id libpq was given when it connected (BackendKeyData). A connection pooler in
     /// between (PgBouncer) gives its own, so it differs from what `SELECT pg_backend_pid()` answers.
-    public func reportedBackendPID() async throws -> Int32 {
+    package func reportedBackendPID() async throws -> Int32 {
         try await run { conn in PQbackendPID(conn) }
     }
 
     /// The value libpq uses for one of this connection's options (`PQconninfo`), e.g. `tcp_user_timeout`
     /// or `keepalives`; nil when unset. Never a password. (`SHOW tcp_user_timeout` would show the
     /// server's own socket setting, not this client's.)
-    public func connectionOption(_ keyword: String) async throws -> String? {
+    package func connectionOption(_ keyword: String) async throws -> String? {
         guard keyword != "password", keyword != "sslpassword" else { return nil }
         return try await run { conn -> String? in
             guard let options = PQconninfo(conn) else { return nil }
@@ -206,13 +206,13 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// One query of a `pipeline`.
-    public struct PipelinedQuery: Sendable {
-        public var sql: String
-        public var parameters: [String?]
+    package struct PipelinedQuery: Sendable {
+        package var sql: String
+        package var parameters: [String?]
         /// Prepared once per connection and executed by name after (as `query(_:_:prepared:)`).
-        public var prepared: Bool
+        package var prepared: Bool
 
-        public init(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) {
+        package init(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) {
             self.sql = sql
             self.parameters = parameters
             self.prepared = prepared
@@ -225,23 +225,23 @@ public final class PostgresConnection: @unchecked Sendable {
     /// transaction block the transaction is then failed, as after any error). A `COMMIT` among them is
     /// checked as `commit()` checks it. A connection lost meanwhile throws `connectionLost`: any query
     /// sent may have run (a COMMIT too).
-    public func pipeline(_ queries: [PipelinedQuery]) async throws -> [PostgresRows] {
+    package func pipeline(_ queries: [PipelinedQuery]) async throws -> [PostgresRows] {
         try await run { [self] conn in try pipeline(queries, on: conn) }
     }
 
     /// The connection, lent to code that runs on its thread (`withSession`): its statements run at
     /// once, blocking that thread. Valid only inside that code; never kept.
-    public struct Session {
+    package struct Session {
         fileprivate let connection: PostgresConnection
         fileprivate let conn: OpaquePointer
 
         /// As `PostgresConnection.pipeline`, from the connection's thread.
-        public func pipeline(_ queries: [PipelinedQuery]) throws -> [PostgresRows] {
+        package func pipeline(_ queries: [PipelinedQuery]) throws -> [PostgresRows] {
             try connection.pipeline(queries, on: conn)
         }
 
         /// As `PostgresConnection.commit()`, from the connection's thread.
-        public func commit() throws {
+        package func commit() throws {
             try PostgresConnection.commit(on: conn)
         }
     }
@@ -249,7 +249,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs `body` on the connection's thread with the connection lent to it: several round trips and
     /// the (pure, quick) work between them in one trip there and back, where each `await` of a
     /// statement is one each way (a thread handing over to another: ~0.1 ms on a busy two-core host).
-    public func withSession<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) async throws -> T {
+    package func withSession<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) async throws -> T {
         try await run { [self] conn in try body(Session(connection: self, conn: conn)) }
     }
 

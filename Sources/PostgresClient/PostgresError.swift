@@ -1,42 +1,42 @@
 /// An error from the PostgreSQL wrapper. Follows swift-service-lifecycle's style: a struct with a `Code`,
 /// so callers can switch on what happened without parsing messages.
-public struct PostgresError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+package struct PostgresError: Error, Sendable, CustomStringConvertible {
+    package struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         private init(_ name: String) { self.name = name }
-        public var description: String { name }
+        package var description: String { name }
 
         /// Could not open a connection (bad conninfo, server down, authentication refused).
-        public static let connectionFailed = Code("connectionFailed")
+        package static let connectionFailed = Code("connectionFailed")
         /// The connection broke during or before a command; reconnecting may help.
-        public static let connectionLost = Code("connectionLost")
+        package static let connectionLost = Code("connectionLost")
         /// The server rejected the command; `sqlState` says why.
-        public static let queryFailed = Code("queryFailed")
+        package static let queryFailed = Code("queryFailed")
         /// The connection was closed by its owner.
-        public static let closed = Code("closed")
+        package static let closed = Code("closed")
         /// A value in a result could not be read as the requested type.
-        public static let badValue = Code("badValue")
+        package static let badValue = Code("badValue")
     }
 
-    public var code: Code
+    package var code: Code
     /// SQLSTATEs the daemon acts on by name.
-    public enum SQLState {
+    package enum SQLState {
         /// program_limit_exceeded: among others, what a NOTIFY gets at commit when the notification
         /// queue is full.
-        public static let programLimitExceeded = "54000"
+        package static let programLimitExceeded = "54000"
         /// in_failed_transaction: `PostgresConnection.commit()` when COMMIT rolled the transaction back.
-        public static let inFailedTransaction = "25P02"
+        package static let inFailedTransaction = "25P02"
         /// lock_not_available: a lock wait ran past `lock_timeout` (or NOWAIT found it held).
-        public static let lockNotAvailable = "55P03"
+        package static let lockNotAvailable = "55P03"
     }
     /// The five-character SQLSTATE, when the server sent one (e.g. `23505` unique violation).
-    public var sqlState: String?
-    public var message: String
-    public var detail: String?
+    package var sqlState: String?
+    package var message: String
+    package var detail: String?
     /// In `PostgresConnection.pipeline`: which query (0-based) failed; the ones after it did not run.
-    public var pipelineStep: Int?
+    package var pipelineStep: Int?
 
-    public init(code: Code, sqlState: String? = nil, message: String, detail: String? = nil, pipelineStep: Int? = nil) {
+    package init(code: Code, sqlState: String? = nil, message: String, detail: String? = nil, pipelineStep: Int? = nil) {
         self.code = code
         self.sqlState = sqlState
         self.message = message
@@ -45,12 +45,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     }
 
     /// Whether the failure is about the connection rather than the statement: the caller should reconnect.
-    public var isConnectionProblem: Bool {
+    package var isConnectionProblem: Bool {
         code == .connectionLost || code == .connectionFailed || code == .closed
             || (sqlState.map { $0.hasPrefix("08") || $0 == "57P01" || $0 == "57P02" || $0 == "57P03" } ?? false)
     }
 
-    public var description: String {
+    package var description: String {
         var text = "PostgreSQL \(code)"
         if let sqlState { text += " [\(sqlState)]" }
         text += ": \(message)"

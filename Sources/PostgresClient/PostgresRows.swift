@@ -1,12 +1,12 @@
 /// The rows of one result, copied out of the `PGresult` (which is cleared before this exists), as text.
-public struct PostgresRows: Sendable {
-    public let columns: [String]
-    public let rows: [PostgresRow]
+package struct PostgresRows: Sendable {
+    package let columns: [String]
+    package let rows: [PostgresRow]
     /// `PQcmdTuples`: rows affected by an INSERT/UPDATE/DELETE.
-    public let affectedRows: Int
+    package let affectedRows: Int
 
-    public var count: Int { rows.count }
-    public var first: PostgresRow? { rows.first }
+    package var count: Int { rows.count }
+    package var first: PostgresRow? { rows.first }
 
     init(columns: [String], rows: [PostgresRow], affectedRows: Int) {
         self.columns = columns
@@ -15,37 +15,37 @@ public struct PostgresRows: Sendable {
     }
 
     /// Rows made by hand, in the server's text format: a statement's decoding tested without a server.
-    public init(columns: [String], values: [[String?]], affectedRows: Int = 0) {
+    package init(columns: [String], values: [[String?]], affectedRows: Int = 0) {
         let index = Dictionary(columns.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         self.init(columns: columns, rows: values.map { PostgresRow(columnIndex: index, values: $0) },
                   affectedRows: affectedRows)
     }
 }
 
-public struct PostgresRow: Sendable {
+package struct PostgresRow: Sendable {
     let columnIndex: [String: Int]
-    public let values: [String?]
+    package let values: [String?]
 
-    public func isNull(_ column: String) throws -> Bool { try raw(column) == nil }
+    package func isNull(_ column: String) throws -> Bool { try raw(column) == nil }
 
-    public func raw(_ column: String) throws -> String? {
+    package func raw(_ column: String) throws -> String? {
         guard let index = columnIndex[column] else {
             throw PostgresError(code: .badValue, message: "no column \"\(column)\" in result")
         }
         return values[index]
     }
 
-    public func string(_ column: String) throws -> String? { try raw(column) }
+    package func string(_ column: String) throws -> String? { try raw(column) }
 
-    public func requiredString(_ column: String) throws -> String { try required(column, string) }
+    package func requiredString(_ column: String) throws -> String { try required(column, string) }
 
-    public func int(_ column: String) throws -> Int? { try parsed(column, as: "an integer", Int.init) }
+    package func int(_ column: String) throws -> Int? { try parsed(column, as: "an integer", Int.init) }
 
-    public func requiredInt(_ column: String) throws -> Int { try required(column, int) }
+    package func requiredInt(_ column: String) throws -> Int { try required(column, int) }
 
-    public func double(_ column: String) throws -> Double? { try parsed(column, as: "a number", Double.init) }
+    package func double(_ column: String) throws -> Double? { try parsed(column, as: "a number", Double.init) }
 
-    public func requiredDouble(_ column: String) throws -> Double { try required(column, double) }
+    package func requiredDouble(_ column: String) throws -> Double { try required(column, double) }
 
     /// The column's text read by `parse`; nil for NULL, an error naming the column for anything else.
     private func parsed<T>(_ column: String, as what: String, _ parse: (String) -> T?) throws -> T? {
@@ -63,7 +63,7 @@ public struct PostgresRow: Sendable {
         return value
     }
 
-    public func bool(_ column: String) throws -> Bool? {
+    package func bool(_ column: String) throws -> Bool? {
         try parsed(column, as: "a boolean") { $0 == "t" ? true : $0 == "f" ? false : nil }
     }
 }

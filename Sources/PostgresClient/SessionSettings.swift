@@ -1,25 +1,25 @@
 /// Settings made on a session right after it connects: limits, so that no call on it can wait forever
 /// (a statement that runs too long, a lock an operator's open transaction holds, a transaction left
 /// open), and whether PostgreSQL may JIT-compile its statements.
-public struct SessionSettings: Sendable, Equatable {
-    public var statementTimeout: Duration?
-    public var lockTimeout: Duration?
-    public var idleInTransactionTimeout: Duration?
+package struct SessionSettings: Sendable, Equatable {
+    package var statementTimeout: Duration?
+    package var lockTimeout: Duration?
+    package var idleInTransactionTimeout: Duration?
     /// `jit = off` for the daemon: its short statements, run thousands of times, gain nothing from
     /// compiling, and any cost estimate past `jit_above_cost` (a table of millions of finished rows, a
     /// disabled plan node as in the claim, which also sets it) makes a statement compile on every run,
     /// half a second each.
-    public var jit: Bool?
+    package var jit: Bool?
     /// How the session's statements are planned; nil leaves the server's settings.
-    public var plans: Plans?
+    package var plans: Plans?
     /// `search_path = pg_catalog, pg_temp`: every name in the session's statements is written with its
     /// schema, and none may resolve to an object another role created in `public` (before PostgreSQL 15
     /// anyone could, and upgraded databases keep that): a `public.unnest(text[])` would otherwise run,
     /// with the session's rights, in place of pg_catalog's.
-    public var pinnedSearchPath: Bool
+    package var pinnedSearchPath: Bool
 
     /// The planning a session's statements get.
-    public enum Plans: Sendable, Equatable {
+    package enum Plans: Sendable, Equatable {
         /// The server's settings.
         case server
         /// For a session whose every statement finds a few rows by key (claim, reservation, write-back,
@@ -31,7 +31,7 @@ public struct SessionSettings: Sendable, Equatable {
         case keyLookups
     }
 
-    public init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,
+    package init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,
                 jit: Bool? = nil, plans: Plans? = nil, pinnedSearchPath: Bool = false) {
         self.statementTimeout = statementTimeout
         self.lockTimeout = lockTimeout
@@ -41,7 +41,7 @@ public struct SessionSettings: Sendable, Equatable {
         self.pinnedSearchPath = pinnedSearchPath
     }
 
-    public static let none = SessionSettings()
+    package static let none = SessionSettings()
 
     /// `SET ...;` statements for the simple query protocol, or nil when nothing is set.
     var script: String? {
@@ -69,7 +69,7 @@ public struct SessionSettings: Sendable, Equatable {
 
 extension PostgresConnection {
     /// Connects (see `connect(_:applicationName:)`) and applies `session`'s limits before returning.
-    public static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher",
+    package static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher",
                                session: SessionSettings) async throws -> PostgresConnection {
         let connection = try await connect(conninfo, applicationName: applicationName)
         guard let script = session.script else { return connection }
@@ -85,7 +85,7 @@ extension PostgresConnection {
 
 extension PostgresError {
     /// What the caller should do about the error, decided once from its code and SQLSTATE.
-    public enum Disposition: Sendable, Equatable {
+    package enum Disposition: Sendable, Equatable {
         /// The connection is gone or unusable: reconnect, keep the work.
         case connection
         /// The server refused this time (read-only after a failover 25006, disk full 53100, a cancelled
@@ -97,7 +97,7 @@ extension PostgresError {
         case data
     }
 
-    public var disposition: Disposition {
+    package var disposition: Disposition {
         if isConnectionProblem { return .connection }
         if let sqlState, sqlState.hasPrefix("22") || sqlState.hasPrefix("23") { return .data }
         return .transient

@@ -2,11 +2,11 @@ import SMSModel
 
 /// A key's name, what it is for, whether its value is a secret, and what a reload may do with it:
 /// `check-config`, the unknown-key checks and the reload read these.
-public struct ConfigKeySpec: Sendable {
-    public let name: String
-    public let secret: Bool
-    public let reload: ReloadClass
-    public let help: String
+package struct ConfigKeySpec: Sendable {
+    package let name: String
+    package let secret: Bool
+    package let reload: ReloadClass
+    package let help: String
 }
 
 /// One configuration key, declared once: its name and help, how its value is read and checked, where

@@ -2,21 +2,21 @@ import SMSModel
 
 /// What a reload (SIGHUP) makes of a newly loaded configuration, derived from each key's `ReloadClass`:
 /// the live keys' new values are taken, the restart-only keys keep their running values and are named.
-public struct ConfigurationChange: Sendable {
+package struct ConfigurationChange: Sendable {
     /// The configuration to run with from now on: the running one with the live keys' new values (so
     /// its restart-only values are still the ones the running services hold).
-    public let applied: DaemonConfiguration
+    package let applied: DaemonConfiguration
     /// Live keys whose value changed, now in force; a field changed on every channel is one entry,
     /// `channels.*.ttl`.
-    public let live: [String]
+    package let live: [String]
     /// Restart-only keys whose value changed: not applied until a restart. Names only: some values are
     /// secrets (database.url, genauth.app_secret).
-    public let needsRestart: [String]
+    package let needsRestart: [String]
 }
 
 extension DaemonConfiguration {
     /// Compares this (running) configuration with `new`, key by key.
-    public func change(to new: DaemonConfiguration) -> ConfigurationChange {
+    package func change(to new: DaemonConfiguration) -> ConfigurationChange {
         var applied = self
         var live: [String] = []
         var needsRestart: [String] = []
@@ -33,7 +33,7 @@ extension DaemonConfiguration {
     }
 
     /// The reload class of a key; nil for a name that is no key.
-    public static func reloadClass(of key: String) -> ReloadClass? {
+    package static func reloadClass(of key: String) -> ReloadClass? {
         keySpecs.first { $0.name == key }?.reload
     }
 

@@ -7,7 +7,7 @@ import SystemPackage
 extension DaemonConfiguration {
     /// Loads the configuration: the YAML file (if any), `$CREDENTIALS_DIRECTORY`, then `SMSD_*`
     /// environment variables. Throws `ConfigError` naming the key for anything missing or invalid.
-    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+    package static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
                             requireGenAuth: Bool = true) async throws -> (DaemonConfiguration, ConfigSources) {
         var providers: [any ConfigProvider] = []
         // A misspelt SMSD_ variable would silently do nothing: refuse it like an unknown file key.
@@ -104,7 +104,7 @@ extension DaemonConfiguration {
     }
 
     /// The send path needs a host and an app id; `status` and `migrate` do not.
-    public func validateGenAuth() throws {
+    package func validateGenAuth() throws {
         do {
             try dispatcher.genauth.validate()
         } catch {
@@ -120,7 +120,7 @@ extension DaemonConfiguration {
     }
 
     /// `genauth.app_id` → `SMSD_GENAUTH_APP_ID`.
-    public static func environmentName(_ key: String) -> String {
+    package static func environmentName(_ key: String) -> String {
         "SMSD_" + key.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
     }
 }

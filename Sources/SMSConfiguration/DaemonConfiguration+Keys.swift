@@ -113,7 +113,7 @@ extension DaemonConfiguration {
             }, show: { String(Int($0.dispatcher.retention.maxAge.seconds / 86_400)) }),
             .int("retention.batch_size", \.dispatcher.retention.batchSize, in: 1...100_000, reload: .restart, "rows deleted per statement"),
             .seconds("retention.interval", \.dispatcher.retention.interval, in: 1...86_400, reload: .restart,
-                     "seconds between retention runs (one daemon of the cluster at a time)"),
+                     "seconds between retention runs (every daemon runs them, in small deletes)"),
             ConfigSetting("metrics.listen", reload: .restart,
                           "host:port of the Prometheus endpoint, e.g. 127.0.0.1:9464 (unset: off)",
                           value: \.metricsListen, read: { values, config in

@@ -1,6 +1,6 @@
 /// What a reload (SIGHUP, `systemctl reload`) may do with a key, decided once per key in
 /// `DaemonConfiguration.keys`; the reload's diff (`DaemonConfiguration.change(to:)`) derives from it.
-public enum ReloadClass: String, Sendable, CaseIterable {
+package enum ReloadClass: String, Sendable, CaseIterable {
     /// Read anew by a reload and in force from the next claim on (jobs already in a call finish under
     /// the settings they started with), or from the next log line for `log.level`.
     case live

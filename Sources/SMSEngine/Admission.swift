@@ -7,21 +7,21 @@ import SMSModel
 /// attempt used); then the cluster-wide throttle in the database (`sms.reserve_sends`: the phone's
 /// window, the per-phone caps, the fraud guard, a slot in the cluster's rate schedule, and whether the
 /// job is still ours). `plan` and `apply` are pure; `reserve` runs the statement (a chunk of jobs at a time).
-public struct Admission: Sendable {
+package struct Admission: Sendable {
     /// `throttle.window`, `caps.*`, `rate_limit.*`, `fraud.*`.
-    public struct Configuration: Sendable, Equatable {
+    package struct Configuration: Sendable, Equatable {
         /// One SMS per phone per channel in this window (GenAuth allows one a minute).
-        public var throttleWindow = Duration.seconds(60)
+        package var throttleWindow = Duration.seconds(60)
         /// SMS per phone (all channels) per rolling hour / day; 0 disables the cap.
-        public var capPerPhoneHour = 5
-        public var capPerPhoneDay = 10
+        package var capPerPhoneHour = 5
+        package var capPerPhoneDay = 10
         /// API requests per second for the whole cluster (GenAuth's free tier allows 300); 0 disables.
-        public var rateLimit = 300.0
+        package var rateLimit = 300.0
         /// The fraud guard's settings: its mode and limits for the reservation, its anomaly model for
         /// `FraudWatch` (which reads them here, live).
-        public var fraud = FraudSettings()
+        package var fraud = FraudSettings()
 
-        public init() {}
+        package init() {}
     }
 
     /// The cluster's rate schedule spaces calls at 90% of `rate_limit`: a call leaves up to a tenth of a

@@ -18,11 +18,11 @@ import Synchronization
 /// The bookkeeping is a pure value (`State`, every method takes `now`), tested without a clock; the
 /// class only puts it behind a lock. Hand-written: a few lines of state, and no ecosystem package
 /// here offers one.
-public final class CircuitBreaker: Sendable {
-    public enum Phase: String, Sendable { case closed, open, halfOpen = "half-open" }
+package final class CircuitBreaker: Sendable {
+    package enum Phase: String, Sendable { case closed, open, halfOpen = "half-open" }
 
     /// What the dispatcher may do with a batch now.
-    public enum Admission: Sendable, Equatable {
+    package enum Admission: Sendable, Equatable {
         /// Send them all.
         case all
         /// Send this many (a half-open probe); defer the rest for `retryIn`.
@@ -31,25 +31,25 @@ public final class CircuitBreaker: Sendable {
         case none(retryIn: Duration)
     }
 
-    public struct State: Sendable, Equatable {
-        public private(set) var threshold: Int
-        public private(set) var coolDown: Duration
-        public let probeTimeout: Duration
-        public private(set) var phase = Phase.closed
+    package struct State: Sendable, Equatable {
+        package private(set) var threshold: Int
+        package private(set) var coolDown: Duration
+        package let probeTimeout: Duration
+        package private(set) var phase = Phase.closed
         var consecutiveFailures = 0
         var reopensAt: ContinuousClock.Instant
         /// When the probe was handed out, while one is out.
         var probeSince: ContinuousClock.Instant? = nil
-        public private(set) var timesOpened = 0
+        package private(set) var timesOpened = 0
 
-        public init(threshold: Int, coolDown: Duration, probeTimeout: Duration, now: ContinuousClock.Instant) {
+        package init(threshold: Int, coolDown: Duration, probeTimeout: Duration, now: ContinuousClock.Instant) {
             self.threshold = threshold
             self.probeTimeout = probeTimeout
             self.coolDown = coolDown
             self.reopensAt = now
         }
 
-        public mutating func advance(now: ContinuousClock.Instant) {
+        package mutating func advance(now: ContinuousClock.Instant) {
             if phase == .open && now >= reopensAt {
                 phase = .halfOpen
                 probeSince = nil
@@ -59,7 +59,7 @@ public final class CircuitBreaker: Sendable {
             }
         }
 
-        public mutating func admit(_ count: Int, now: ContinuousClock.Instant) -> Admission {
+        package mutating func admit(_ count: Int, now: ContinuousClock.Instant) -> Admission {
             guard threshold > 0, count > 0 else { return .all }
             advance(now: now)
             switch phase {
@@ -75,12 +75,12 @@ public final class CircuitBreaker: Sendable {
         }
 
         /// The probe's job made no call: the next batch may probe.
-        public mutating func releaseProbe() {
+        package mutating func releaseProbe() {
             probeSince = nil
         }
 
         /// Reports one call's verdict. Returns the new phase when this call changed it.
-        public mutating func record(isServerFault: Bool, now: ContinuousClock.Instant) -> Phase? {
+        package mutating func record(isServerFault: Bool, now: ContinuousClock.Instant) -> Phase? {
             guard threshold > 0 else { return nil }
             advance(now: now)
             let before = phase
@@ -103,7 +103,7 @@ public final class CircuitBreaker: Sendable {
         /// A reload's new threshold and cool-down. The phase and the failures counted so far stay: an
         /// open breaker ends its current cool-down (GenAuth was failing a moment ago whatever the file
         /// says), and later cool-downs are the new one. Turned off (threshold 0), it closes.
-        public mutating func reconfigure(threshold: Int, coolDown: Duration) {
+        package mutating func reconfigure(threshold: Int, coolDown: Duration) {
             self.threshold = threshold
             self.coolDown = coolDown
             if threshold == 0 {
@@ -122,25 +122,25 @@ public final class CircuitBreaker: Sendable {
     }
 
     /// `breaker.*`.
-    public struct Configuration: Sendable, Equatable {
+    package struct Configuration: Sendable, Equatable {
         /// Consecutive transient failures that open it; 0 turns the breaker off.
-        public var threshold = 10
+        package var threshold = 10
         /// How long it stays open before a probe call (and again after each failed probe).
-        public var coolDown = Duration.seconds(10)
-        public init() {}
+        package var coolDown = Duration.seconds(10)
+        package init() {}
     }
 
     private let state: Mutex<State>
 
     /// `probeTimeout`: how long a probe may stay out without an answer or a release (the call's timeout
     /// and a margin).
-    public init(configuration: Configuration, probeTimeout: Duration = .seconds(30)) {
+    package init(configuration: Configuration, probeTimeout: Duration = .seconds(30)) {
         self.state = Mutex(State(threshold: configuration.threshold, coolDown: configuration.coolDown,
                                  probeTimeout: probeTimeout, now: .now))
     }
 
     /// The configuration in force (a reload may have changed it since start).
-    public var configuration: Configuration {
+    package var configuration: Configuration {
         state.withLock { state in
             var configuration = Configuration()
             configuration.threshold = state.threshold
@@ -150,25 +150,25 @@ public final class CircuitBreaker: Sendable {
     }
 
     /// A reload (SIGHUP): in force from the next admission or verdict on; see `State.reconfigure`.
-    public func reconfigure(_ configuration: Configuration) {
+    package func reconfigure(_ configuration: Configuration) {
         state.withLock { $0.reconfigure(threshold: configuration.threshold, coolDown: configuration.coolDown) }
     }
 
-    public var phase: Phase {
+    package var phase: Phase {
         state.withLock { state in
             state.advance(now: .now)
             return state.phase
         }
     }
     /// How many times it has opened since start.
-    public var timesOpened: Int { state.withLock { $0.timesOpened } }
+    package var timesOpened: Int { state.withLock { $0.timesOpened } }
 
-    public func admit(_ count: Int) -> Admission { state.withLock { $0.admit(count, now: .now) } }
+    package func admit(_ count: Int) -> Admission { state.withLock { $0.admit(count, now: .now) } }
 
-    public func releaseProbe() { state.withLock { $0.releaseProbe() } }
+    package func releaseProbe() { state.withLock { $0.releaseProbe() } }
 
     @discardableResult
-    public func record(isServerFault: Bool) -> Phase? {
+    package func record(isServerFault: Bool) -> Phase? {
         state.withLock { $0.record(isServerFault: isServerFault, now: .now) }
     }
 }

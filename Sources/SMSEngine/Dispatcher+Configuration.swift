@@ -5,38 +5,38 @@ import SMSModel
 extension Dispatcher {
     /// What the engine needs, grouped by the service that uses it. Filled in from the daemon's
     /// configuration file and environment by SMSConfiguration, where each key is declared once.
-    public struct Configuration: Sendable {
-        public var databaseURL = "postgresql:///sms"
+    package struct Configuration: Sendable {
+        package var databaseURL = "postgresql:///sms"
         /// This daemon's name in `locked_by` and `sms.workers`; nil: `<host>-<pid>-<random>`.
-        public var workerID: String? = nil
+        package var workerID: String? = nil
         /// `maximumConnections` is set from `claims.concurrency`.
-        public var genauth = GenAuthClient.Configuration()
-        public var claims = ClaimLoop.Configuration()
-        public var triage = Triage.Configuration()
-        public var admission = Admission.Configuration()
-        public var breaker = CircuitBreaker.Configuration()
-        public var heartbeat = HeartbeatService.Configuration()
-        public var rescuer = LeaseRescuer.Configuration()
+        package var genauth = GenAuthClient.Configuration(userAgent: "sms-dispatcher/\(SMSDispatcherVersion.current)")
+        package var claims = ClaimLoop.Configuration()
+        package var triage = Triage.Configuration()
+        package var admission = Admission.Configuration()
+        package var breaker = CircuitBreaker.Configuration()
+        package var heartbeat = HeartbeatService.Configuration()
+        package var rescuer = LeaseRescuer.Configuration()
         /// `fraud.evaluate_interval`; the guard's other settings are live, in `admission.fraud`.
-        public var fraudWatch = FraudWatch.Configuration()
-        public var retention = RetentionService.Configuration()
+        package var fraudWatch = FraudWatch.Configuration()
+        package var retention = RetentionService.Configuration()
         /// Count the due jobs on each heartbeat for the queue-depth gauge (when metrics are served).
-        public var publishesQueueDepth = false
+        package var publishesQueueDepth = false
 
-        public init() {}
+        package init() {}
 
         /// Every wait on the database is bounded, so a silent peer or an operator's open transaction
         /// cannot hold a loop past systemd's watchdog: statements end after a third of a lease (at most
         /// 10 s; the heartbeat must get through well within one), lock waits after half of that, TCP
         /// keepalives and `tcp_user_timeout` (set by the connection) notice a peer that vanished.
-        public var sessionSettings: SessionSettings {
+        package var sessionSettings: SessionSettings {
             let statement = min(.seconds(10), max(.seconds(1), claims.lease / 3))
             return SessionSettings(statementTimeout: statement, lockTimeout: statement / 2,
                                    idleInTransactionTimeout: .seconds(60), jit: false, pinnedSearchPath: true)
         }
 
         /// The configured values that only make sense together; the message names the key to change.
-        public func inconsistency() -> (key: String, message: String)? {
+        package func inconsistency() -> (key: String, message: String)? {
             if triage.backoff.maximum < triage.backoff.base {
                 return ("retry.max_delay", "must not be below retry.base_delay (\(triage.backoff.base.seconds))")
             }

@@ -8,7 +8,7 @@ extension Dispatcher {
     /// `DaemonConfiguration.change(to:)` names those keys for a restart. Returns whether anything
     /// changed.
     @discardableResult
-    public func apply(_ configuration: Configuration) -> Bool {
+    package func apply(_ configuration: Configuration) -> Bool {
         let live = LiveSettings(configuration)
         // The breaker first: the batch that sees the new settings should see its new threshold too.
         if breaker.configuration != live.breaker { breaker.reconfigure(live.breaker) }

@@ -4,6 +4,7 @@ import PostgresClient
 import SMSJobStore
 import SMSModel
 import ServiceLifecycle
+import Synchronization
 
 /// The daemon: claims due jobs, triages them, calls GenAuth with at most `concurrency` calls in
 /// flight, and writes every outcome back in batches. A swift-service-lifecycle `Service`: `run()`
@@ -17,9 +18,9 @@ import ServiceLifecycle
 ///                               ▲                                       │ outcome
 ///                               └────────events──── OutcomeWriter ◀─────┘ (WriteQueue)
 ///     HeartbeatService (worker row, leases, status) · LeaseRescuer · RetentionService
-public final class Dispatcher: Service, Sendable {
-    public let configuration: Configuration
-    public let identity: WorkerIdentity
+package final class Dispatcher: Service, Sendable {
+    package let configuration: Configuration
+    package let identity: WorkerIdentity
     private let logger: Logger
     private let notifier: SystemdNotifier
     private let client: GenAuthClient
@@ -33,7 +34,7 @@ public final class Dispatcher: Service, Sendable {
     private let metrics = DispatcherMetrics()
     private let stats: WorkerStats
 
-    public init(configuration: Configuration, logger: Logger, identity: WorkerIdentity,
+    package init(configuration: Configuration, logger: Logger, identity: WorkerIdentity,
                 notifier: SystemdNotifier = SystemdNotifier()) throws {
         var genauth = configuration.genauth
         genauth.maximumConnections = configuration.claims.concurrency
@@ -52,7 +53,7 @@ public final class Dispatcher: Service, Sendable {
     }
 
     /// Connects and checks the schema; throws `StartupError` when the daemon cannot work at all.
-    public static func checkDatabase(_ url: String, requiredSchemaVersion: Int = SchemaVersion.required) async throws {
+    package static func checkDatabase(_ url: String, requiredSchemaVersion: Int = SchemaVersion.required) async throws {
         let connection: PostgresConnection
         do {
             connection = try await PostgresConnection.connect(url)
@@ -85,7 +86,7 @@ public final class Dispatcher: Service, Sendable {
                         applicationName: "sms-dispatcher \(identity.id)", what: what, logger: logger, quiet: quiet)
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let configuration = self.configuration
         logger.notice("dispatcher started", metadata: [
             "concurrency": "\(configuration.claims.concurrency)", "poll_interval": "\(configuration.claims.pollInterval.seconds)",
@@ -119,7 +120,7 @@ public final class Dispatcher: Service, Sendable {
                                          session: session("retention", quiet: true), logger: logger)
         var claims = configuration.claims
         claims.callTimeout = configuration.genauth.timeout
-        var loop = ClaimLoop(
+        let loop = ClaimLoop(
             configuration: claims, identity: identity, settings: settings,
             sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
                                writes: writes, events: events, pauses: pauses, book: CallBook(),
@@ -127,66 +128,54 @@ public final class Dispatcher: Service, Sendable {
             events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, fraud: fraud,
             notifier: notifier, logger: logger, session: session("database", keyLookups: true))
         let listenSession = session("LISTEN connection", quiet: true)
+        let loopSession = loop.session
 
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                group.addTask {
-                    var session = listenSession
-                    await wake.listen(session: &session)
-                }
-                group.addTask { await wake.tick() }
-                group.addTask {
-                    var heartbeat = heartbeat
-                    await heartbeat.run()
-                }
-                group.addTask {
-                    var writer = writer
-                    await writer.run()
-                }
-                group.addTask {
-                    var rescuer = rescuer
-                    await rescuer.run()
-                }
-                group.addTask {
-                    var fraudWatch = fraudWatch
-                    await fraudWatch.run()
-                }
-                // Also with retention.max_age_days 0 (jobs kept): its housekeeping forgets stale rows.
-                group.addTask {
-                    var retention = retention
-                    await retention.run()
-                }
-                await loop.run()
-                events.close()
-                writes.finish()
-                // Outcomes already decided are the truth: the writer gets a bounded while more to write
-                // them (a slow database at shutdown), the heartbeat still extending their leases, rather
-                // than leaving them to the rescue's "delivery unknown". Within TimeoutStopSec (30 s):
-                // grace (10 s) + this (10 s). Checked twenty times a second, only while stopping.
-                for _ in 0..<200 where writes.unsettled > 0 {
-                    try? await Task.sleep(for: .milliseconds(50))
-                }
-                // The heartbeat kept the leases extended through the drain; now everything stops.
-                group.cancelAll()
+        // The services in start order; a graceful shutdown stops them one at a time in reverse, each
+        // once the one after it has stopped: the claim loop drains first, the writer writes what the
+        // drain decided, the wake sources and housekeeping stop, and the heartbeat (keeping the held
+        // leases extended until then) stops last. Each returns only at its turn: a service that ended
+        // on its own would make the group cancel the rest, so one that does shuts the daemon down.
+        let services: [(any Service, String)] = [
+            (heartbeat, "heartbeat"), (rescuer, "lease rescuer"), (fraudWatch, "fraud watch"),
+            (retention, "retention"), (WakeSource.Listening(source: wake, session: listenSession), "LISTEN"),
+            (WakeSource.Ticking(source: wake), "ticker"), (writer, "write-back"), (loop, "claim loop"),
+        ]
+        var group = ServiceGroupConfiguration(
+            services: services.map {
+                .init(service: $0.0, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: $0.1)
+            },
+            logger: logger)
+        // A backstop only: the drain and the writer bound themselves within it.
+        group.maximumGracefulShutdownDuration = configuration.claims.drainLimit + writer.shutdownLimit + .seconds(5)
+        let stopRequested = Mutex(false)
+        do {
+            try await withGracefulShutdownHandler {
+                try await ServiceGroup(configuration: group).run()
+            } onGracefulShutdown: { [notifier] in
+                stopRequested.withLock { $0 = true }
+                notifier.stopping(status: "draining: no new claims, finishing calls in flight")
             }
-        } onGracefulShutdown: { [notifier, events] in
-            // The claim loop drains on this event; LISTEN, the rescuer, the fraud watch and retention stop on the same
-            // graceful shutdown (`Task.isShuttingDownGracefully`, inherited by their tasks); the
-            // heartbeat and the writer carry on until the drain is over.
-            notifier.stopping(status: "draining: no new claims, finishing calls in flight")
-            events.send(.shutdownRequested)
+        } catch {
+            logger.error("a dispatcher service failed; stopping", metadata: ["error": "\(error)"])
         }
-        // After every task (the heartbeat too: a last beat could re-create it): `sms.workers` lists
+        // After every service (the heartbeat too: a last beat could re-create it): `sms.workers` lists
         // running daemons.
-        if let db = await loop.session.connectOnce() {
+        var unregister = loopSession
+        if let db = await unregister.connectOnce() {
             do {
                 try await db.run(UnregisterWorker(worker: identity))
             } catch {
                 logger.warning("could not remove this worker's row from sms.workers", metadata: ["error": "\(error)"])
             }
         }
-        await loop.session.close()
+        await unregister.close()
         await client.shutdown()
+        guard stopRequested.withLock({ $0 }) || Task.isCancelled else {
+            // Neither asked to stop nor cancelled: exit non-zero, so systemd restarts the daemon whole.
+            logger.critical("a dispatcher service stopped on its own; the daemon stops so systemd restarts it")
+            throw DispatcherError(code: .serviceStopped, "a dispatcher service stopped on its own")
+        }
         logger.notice("dispatcher stopped")
     }
 }

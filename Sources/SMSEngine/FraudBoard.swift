@@ -7,7 +7,7 @@ import Synchronization
 /// What this daemon knows of the fraud guard, for its log and metrics: the decisions of its own
 /// reservations per rule, and the blocks in force (as `FraudWatch` last read them). Not what enforces
 /// anything: the reservation decides in the database.
-public final class FraudBoard: Sendable {
+package final class FraudBoard: Sendable {
     private let logger: Logger
     /// `smsd_fraud_decisions_total{rule, decision}`: jobs stopped (`blocked`) or, in monitor mode,
     /// let through that would have been (`flagged`), by this daemon.
@@ -21,7 +21,7 @@ public final class FraudBoard: Sendable {
     private let flaggedSince = Atomic<Int>(0)
 
     /// `factory`: the metrics system's (tests pass their own).
-    public init(logger: Logger, factory: any MetricsFactory = MetricsSystem.factory) {
+    package init(logger: Logger, factory: any MetricsFactory = MetricsSystem.factory) {
         self.logger = logger
         decisions = Dictionary(uniqueKeysWithValues: FraudRule.allCases.map { rule in
             (rule, Dictionary(uniqueKeysWithValues: [FraudDecision.blocked, .flagged].map { decision in

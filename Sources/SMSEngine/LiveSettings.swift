@@ -9,12 +9,12 @@ import Synchronization
 /// (`Triage`, `Admission`), which never look anything up themselves; a batch's calls keep the triage
 /// they started with, so a job in flight finishes under the settings it was sent under. The throttle
 /// window and the delivery policy travel in here too but stay as they were at start (see `Holder`).
-public struct LiveSettings: Sendable, Equatable {
-    public var triage: Triage.Configuration
-    public var admission: Admission.Configuration
-    public var breaker: CircuitBreaker.Configuration
+package struct LiveSettings: Sendable, Equatable {
+    package var triage: Triage.Configuration
+    package var admission: Admission.Configuration
+    package var breaker: CircuitBreaker.Configuration
 
-    public init(_ configuration: Dispatcher.Configuration) {
+    package init(_ configuration: Dispatcher.Configuration) {
         triage = configuration.triage
         admission = configuration.admission
         breaker = configuration.breaker

@@ -6,7 +6,7 @@ import Synchronization
 /// The pauses this daemon knows of, for its log, metrics and systemd status. Not what enforces a
 /// pause: the claim reads `sms.controls` itself, so a pause holds from its commit. Refreshed at once
 /// on `NOTIFY sms_controls` (WakeSource) and on every heartbeat, the fallback for a lost notification.
-public final class PauseBoard: Sendable {
+package final class PauseBoard: Sendable {
     private let current = Mutex(Pauses())
     private let logger: Logger
     /// `smsd_channel_paused{channel}`: 1 while the channel is paused (by its own pause or all channels').
@@ -14,15 +14,15 @@ public final class PauseBoard: Sendable {
         ($0, Gauge(label: "smsd_channel_paused", dimensions: [("channel", $0.rawValue)]))
     })
 
-    public init(logger: Logger) {
+    package init(logger: Logger) {
         self.logger = logger
         for gauge in gauges.values { gauge.record(0) }
     }
 
-    public var pauses: Pauses { current.withLock { $0 } }
+    package var pauses: Pauses { current.withLock { $0 } }
 
     /// Takes the database's view; logs each pause that began or changed and each that ended.
-    public func update(_ fresh: Pauses) {
+    package func update(_ fresh: Pauses) {
         let previous = current.withLock { value in
             defer { value = fresh }
             return value

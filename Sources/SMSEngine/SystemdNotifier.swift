@@ -8,13 +8,13 @@ import Glibc
 /// systemd's notification protocol (sd_notify): datagrams like `READY=1` to the socket in
 /// `$NOTIFY_SOCKET`. Hand-written: it is one `sendto`, and no ecosystem package here wraps it
 /// (linking libsystemd for it would tie the binary to systemd's library).
-public final class SystemdNotifier: Sendable {
+package final class SystemdNotifier: Sendable {
     private let socketPath: String?
     /// Half of `$WATCHDOG_USEC`: how often the watchdog must hear from us; nil when it is off.
-    public let watchdogInterval: Duration?
+    package let watchdogInterval: Duration?
     private let lastWatchdog = Mutex(ContinuousClock.now - .seconds(3600))
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         let path = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         self.socketPath = path
         if path != nil, let usec = environment["WATCHDOG_USEC"].flatMap(Int64.init), usec > 0,
@@ -25,15 +25,15 @@ public final class SystemdNotifier: Sendable {
         }
     }
 
-    public var isEnabled: Bool { socketPath != nil }
+    package var isEnabled: Bool { socketPath != nil }
 
-    public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
-    public func stopping(status: String) { send("STOPPING=1\nSTATUS=\(status)") }
-    public func status(_ text: String) { send("STATUS=\(text)") }
+    package func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+    package func stopping(status: String) { send("STOPPING=1\nSTATUS=\(status)") }
+    package func status(_ text: String) { send("STATUS=\(text)") }
 
     /// A reload begins (`Type=notify` with `ExecReload=`, or `Type=notify-reload`): systemd wants the
     /// time on CLOCK_MONOTONIC with it, and `ready(status:)` when the reload is over.
-    public func reloading(status: String) {
+    package func reloading(status: String) {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         let microseconds = Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1_000
@@ -42,7 +42,7 @@ public final class SystemdNotifier: Sendable {
 
     /// Called from the dispatch loop every round; sends `WATCHDOG=1` at most every half watchdog period,
     /// so a wedged loop stops feeding it and systemd restarts the service.
-    public func watchdog() {
+    package func watchdog() {
         guard let interval = watchdogInterval else { return }
         let due = lastWatchdog.withLock { last -> Bool in
             let now = ContinuousClock.now

@@ -5,36 +5,36 @@ import SMSModel
 /// Decides what becomes of a job, without I/O: whether a claimed job may be sent at all (and if so
 /// checks and types it once, as a `ValidJob`), what a deferral says, and what one call's result means
 /// for the job. Pure: the claim loop and the call completions ask it; tests ask it directly.
-public struct Triage: Sendable {
+package struct Triage: Sendable {
     /// What configuration says about deciding (`channels.*`, `countries.*`, `retry.*`, `delivery.policy`).
-    public struct Configuration: Sendable, Equatable {
-        public var rules = SendingRules()
-        public var policy = DeliveryPolicy.atLeastOnce
-        public var backoff = Backoff()
-        public init() {}
+    package struct Configuration: Sendable, Equatable {
+        package var rules = SendingRules()
+        package var policy = DeliveryPolicy.atLeastOnce
+        package var backoff = Backoff()
+        package init() {}
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     /// One SMS per phone per channel in this window (`throttle.window`): for messages, and so that the
     /// retry after an unanswered call comes while GenAuth's own window still holds.
-    public let throttleWindow: Duration
+    package let throttleWindow: Duration
     /// How long GenAuth can prove an earlier call went out (`throttle.window`, at most GenAuth's minute).
-    public var proofWindow: ProofWindow { ProofWindow(throttleWindow: throttleWindow) }
+    package var proofWindow: ProofWindow { ProofWindow(throttleWindow: throttleWindow) }
 
-    public init(configuration: Configuration, throttleWindow: Duration) {
+    package init(configuration: Configuration, throttleWindow: Duration) {
         self.configuration = configuration
         self.throttleWindow = throttleWindow
     }
 
     /// A claimed job is either sendable (checked and typed) or settled here without a call.
-    public enum Decision: Sendable, Equatable {
+    package enum Decision: Sendable, Equatable {
         case send(ValidJob)
         case settle(JobOutcome)
     }
 
     /// Jobs that must not be sent: expired, invalid, against a channel or country rule, superseded by
     /// a newer job for the same phone and channel, or out of attempts. None of these reaches GenAuth.
-    public func decide(_ job: ClaimedJob) -> Decision {
+    package func decide(_ job: ClaimedJob) -> Decision {
         func settle(_ state: JobState, _ message: String) -> Decision {
             .settle(JobOutcome(job: job.lease, state: state, message: message))
         }
@@ -85,7 +85,7 @@ public struct Triage: Sendable {
 
     /// Back to pending until `until` (epoch, database clock), no attempt used; or `expired` if the job's
     /// deadline comes first. `reason` says why, for the message (default: the phone's window).
-    public func deferral(_ job: ValidJob, until: Double, reason: String? = nil) -> JobOutcome {
+    package func deferral(_ job: ValidJob, until: Double, reason: String? = nil) -> JobOutcome {
         let when = Date(timeIntervalSince1970: until).formatted(.iso8601)
         let reason = reason ?? "one SMS per phone per channel every \(Int(throttleWindow.seconds)) s (throttle.window)"
         if let deadline = job.deadline, until >= deadline {
@@ -97,7 +97,7 @@ public struct Triage: Sendable {
     }
 
     /// Turns one call's result (classified once, by the caller) into the job's next state.
-    public func outcome(for job: ValidJob, result: CallResult, answer: AnswerClass, started: ContinuousClock.Instant,
+    package func outcome(for job: ValidJob, result: CallResult, answer: AnswerClass, started: ContinuousClock.Instant,
                         finished: ContinuousClock.Instant) -> JobOutcome {
         var call = CallRecord(startedAt: started, finishedAt: finished)
         var retryAfter: Duration? = nil

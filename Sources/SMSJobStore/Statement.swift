@@ -4,7 +4,7 @@ import PostgresClient
 /// its stored properties are its parameters, `bindings` lays them out in `$1…$n` order in one place
 /// (next to the SQL), and `decode` reads its rows. Callers build a value and `run` it; the bench runs
 /// the same values, so what it measures is the daemon's SQL with the daemon's bindings.
-public protocol Statement: Sendable {
+package protocol Statement: Sendable {
     associatedtype Output: Sendable
     static var sql: String { get }
     /// Run as a named prepared statement (planned once per connection): the statements the daemon
@@ -16,24 +16,24 @@ public protocol Statement: Sendable {
 }
 
 extension Statement {
-    public static var isPrepared: Bool { true }
+    package static var isPrepared: Bool { true }
 }
 
 extension Statement where Output == Void {
-    public func decode(_ rows: PostgresRows) throws {}
+    package func decode(_ rows: PostgresRows) throws {}
 }
 
 extension PostgresConnection {
     /// Runs `statement` and decodes its answer.
     @discardableResult
-    public func run<S: Statement>(_ statement: S) async throws -> S.Output {
+    package func run<S: Statement>(_ statement: S) async throws -> S.Output {
         try statement.decode(try await query(S.sql, statement.bindings, prepared: S.isPrepared))
     }
 }
 
 extension PostgresConnection.Session {
     /// BEGIN, then `statement`, in one round trip (`pipeline`): its answer, in a transaction left open.
-    public func begin<S: Statement>(with statement: S) throws -> S.Output {
+    package func begin<S: Statement>(with statement: S) throws -> S.Output {
         let rows = try pipeline([.init("BEGIN"), .init(S.sql, statement.bindings, prepared: S.isPrepared)])
         return try statement.decode(rows[1])
     }
@@ -41,7 +41,7 @@ extension PostgresConnection.Session {
     /// `statement`, then COMMIT, in one round trip (`pipeline`): its answer once committed. A failure of
     /// the statement (`pipelineStep` 0) skipped the COMMIT: the transaction did not commit. A failed
     /// COMMIT throws as `commit()` does.
-    public func runAndCommit<S: Statement>(_ statement: S) throws -> S.Output {
+    package func runAndCommit<S: Statement>(_ statement: S) throws -> S.Output {
         let rows = try pipeline([.init(S.sql, statement.bindings, prepared: S.isPrepared), .init("COMMIT")])
         return try statement.decode(rows[0])
     }
@@ -57,7 +57,7 @@ extension PostgresRows {
 
 /// A statement that announces the rows it writes on `sms_job_events`, and can do the same work
 /// without announcing.
-public protocol AnnouncingStatement: Statement {
+package protocol AnnouncingStatement: Statement {
     var announces: Bool { get set }
 }
 
@@ -67,7 +67,7 @@ extension PostgresConnection {
     /// without announcing: the rows' truth never waits on a listener. By SQLSTATE alone: the message is
     /// translated by the server's `lc_messages`, and one quiet retry is harmless whatever the cause.
     /// `queueFull` hears of each refusal.
-    public func runAnnouncing<S: AnnouncingStatement>(_ statement: S, queueFull: (PostgresError) -> Void) async throws
+    package func runAnnouncing<S: AnnouncingStatement>(_ statement: S, queueFull: (PostgresError) -> Void) async throws
         -> S.Output
     {
         do {

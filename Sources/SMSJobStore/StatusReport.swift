@@ -4,23 +4,23 @@ import SMSModel
 
 /// What `sms-dispatcher status` shows: `sms.queue_stats` and `sms.workers`, with warnings an operator
 /// should not have to work out: workers whose heartbeat stopped, and a backlog that is getting old.
-public struct StatusReport: Sendable, Codable {
-    public let queue: [QueueStatsRow]
-    public let workers: [WorkerRow]
+package struct StatusReport: Sendable, Codable {
+    package let queue: [QueueStatsRow]
+    package let workers: [WorkerRow]
     /// Operators' pauses in force (`sms.controls`).
-    public let pauses: [Pause]
+    package let pauses: [Pause]
     /// The fraud guard's anomaly blocks in force, and its decisions per rule in the last hour.
-    public let fraudBlocks: [FraudBlock]
-    public let fraudDecisions: [FraudDecisionCounts.Count]
-    public let totals: [String: Int]
-    public let warnings: [String]
+    package let fraudBlocks: [FraudBlock]
+    package let fraudDecisions: [FraudDecisionCounts.Count]
+    package let totals: [String: Int]
+    package let warnings: [String]
 
     /// A worker is stale after this many missed heartbeats.
     static let staleHeartbeats = 3.0
     /// Pending jobs older than this (seconds) mean the daemons are not keeping up.
     static let backlogAgeWarning = 60.0
 
-    public static func load(_ db: PostgresConnection, heartbeatInterval: Duration) async throws -> StatusReport {
+    package static func load(_ db: PostgresConnection, heartbeatInterval: Duration) async throws -> StatusReport {
         let queue = try await db.run(QueueStats())
         let workers = try await db.run(ListWorkers())
         let pauses = try await db.run(ListPauses()).all
@@ -64,14 +64,14 @@ public struct StatusReport: Sendable, Codable {
                             fraudDecisions: fraudDecisions, totals: totals, warnings: warnings)
     }
 
-    public func json() throws -> String {
+    package func json() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 
-    public func table() -> String {
+    package func table() -> String {
         var out = "Jobs by state: "
         out += JobState.allCases.map { "\($0.rawValue)=\(totals[$0.rawValue] ?? 0)" }.joined(separator: " ")
         out += " (deferred by the throttle: \(totals["deferred"] ?? 0))\n\n"
@@ -124,7 +124,7 @@ public struct StatusReport: Sendable, Codable {
         return out
     }
 
-    public static func utc(_ epoch: Double) -> String {
+    package static func utc(_ epoch: Double) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.timeZone = TimeZone(identifier: "UTC")
         return formatter.string(from: Date(timeIntervalSince1970: epoch))

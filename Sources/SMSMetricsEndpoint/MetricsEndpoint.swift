@@ -7,14 +7,14 @@ import ServiceLifecycle
 
 /// Serves `GET /metrics` in Prometheus' text format on `metrics.listen` (loopback by default in the
 /// example configuration). A swift-service-lifecycle service beside the dispatcher.
-public struct MetricsEndpoint: Service {
+package struct MetricsEndpoint: Service {
     let registry: PrometheusCollectorRegistry
     let host: String
     let port: Int
     let logger: Logger
 
     /// Bootstraps swift-metrics with a Prometheus registry; call once, before the dispatcher starts.
-    public static func bootstrap(listen: String, logger: Logger) -> MetricsEndpoint {
+    package static func bootstrap(listen: String, logger: Logger) -> MetricsEndpoint {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let colon = listen.lastIndex(of: ":")!
@@ -24,7 +24,7 @@ public struct MetricsEndpoint: Service {
                                logger: logger)
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let router = Router()
         let registry = self.registry
         router.get("/metrics") { _, _ in

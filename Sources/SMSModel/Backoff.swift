@@ -2,19 +2,19 @@
 /// "equal jitter" keeps half of it fixed so a retry never comes back almost at once, while the other
 /// half spreads a burst of failures out. A `Retry-After` from the server wins when it is longer, even
 /// past `maximum` (the server knows when it will take calls again), up to an hour.
-public struct Backoff: Sendable, Equatable {
-    public var base: Duration
-    public var maximum: Duration
+package struct Backoff: Sendable, Equatable {
+    package var base: Duration
+    package var maximum: Duration
     /// A larger `Retry-After` is taken as a server bug, not an instruction.
     static let longestRetryAfter = Duration.seconds(3600)
 
-    public init(base: Duration = .seconds(2), maximum: Duration = .seconds(300)) {
+    package init(base: Duration = .seconds(2), maximum: Duration = .seconds(300)) {
         self.base = base
         self.maximum = maximum
     }
 
     /// The wait after the `attempt`-th call (1-based) failed.
-    public func delay(afterAttempt attempt: Int, retryAfter: Duration? = nil,
+    package func delay(afterAttempt attempt: Int, retryAfter: Duration? = nil,
                       random: Double = Double.random(in: 0...1)) -> Duration {
         let exponent = max(0, min(attempt - 1, 30))
         let ceiling = min(maximum.seconds, base.seconds * Double(1 << exponent))

@@ -1,5 +1,5 @@
 /// The GenAuth send-SMS channels: exactly the eleven the API accepts (also the `sms.jobs` CHECK).
-public enum Channel: String, CaseIterable, Sendable, Codable {
+package enum Channel: String, CaseIterable, Sendable, Codable {
     case login = "CHANNEL_LOGIN"
     case register = "CHANNEL_REGISTER"
     case resetPassword = "CHANNEL_RESET_PASSWORD"
@@ -16,7 +16,7 @@ public enum Channel: String, CaseIterable, Sendable, Codable {
 extension Channel {
     /// A job's `channel` column, checked: the row's CHECK allows only these, but a row written before
     /// it (or with it dropped) is rejected with a message naming the valid ones.
-    public static func parse(_ raw: String) -> Result<Channel, JobRejection> {
+    package static func parse(_ raw: String) -> Result<Channel, JobRejection> {
         if let channel = Channel(rawValue: raw) { return .success(channel) }
         return .failure(JobRejection(
             "channel \"\(raw.prefix(64))\" is not a GenAuth channel; expected one of "

@@ -1,37 +1,37 @@
 /// A job as the claim hands it to the dispatcher.
-public struct ClaimedJob: Sendable, Equatable {
-    public let lease: JobLease
-    public var id: Int64 { lease.id }
-    public let channel: String
-    public let phoneNumber: String
-    public let phoneCountryCode: String?
+package struct ClaimedJob: Sendable, Equatable {
+    package let lease: JobLease
+    package var id: Int64 { lease.id }
+    package let channel: String
+    package let phoneNumber: String
+    package let phoneCountryCode: String?
     /// Country code (+86 when none) and number: the phone's identity for throttling and caps.
-    public let phoneKey: String
+    package let phoneKey: String
     /// API calls made before this claim.
-    public let attempts: Int
-    public let maxAttempts: Int
+    package let attempts: Int
+    package let maxAttempts: Int
     /// Epoch seconds, by the database's clock (as is `now`).
-    public let createdAt: Double
-    public let expiresAt: Double?
-    public let now: Double
+    package let createdAt: Double
+    package let expiresAt: Double?
+    package let now: Double
     /// A newer job for the same phone and channel that is still to be sent, if any.
-    public let newerJob: Int64?
+    package let newerJob: Int64?
     /// An earlier call may have gone out (its answer never came, or its worker died during it).
-    public let uncertain: Bool
+    package let uncertain: Bool
     /// While `uncertain`: when GenAuth stops being able to prove the earliest such call (epoch seconds,
     /// database clock; `sms.jobs.proof_until`). Nil when no call of the job went unanswered.
-    public let proofUntil: Double?
+    package let proofUntil: Double?
     /// When the claim was sent, by this host's monotonic clock: with `now` (the database's clock as the
     /// claim ended), what maps an instant of this host to the database's clock (`databaseTime(of:)`),
     /// so no host clock is ever read. The estimate runs ahead of the database by at most the claim's
     /// round trip, never behind.
-    public let claimedAt: ContinuousClock.Instant
+    package let claimedAt: ContinuousClock.Instant
     /// The database's clock as the claim's transaction began, and when its answer arrived by this
     /// host's clock: the other mapping (`earliestDatabaseTime(of:)`), which runs behind, never ahead.
-    public let startedNow: Double
-    public let answeredAt: ContinuousClock.Instant
+    package let startedNow: Double
+    package let answeredAt: ContinuousClock.Instant
 
-    public init(id: Int64, leaseToken: Int64 = 0, channel: String, phoneNumber: String, phoneCountryCode: String?,
+    package init(id: Int64, leaseToken: Int64 = 0, channel: String, phoneNumber: String, phoneCountryCode: String?,
                 phoneKey: String? = nil, attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil,
                 now: Double = 0, newerJob: Int64? = nil, uncertain: Bool = false, proofUntil: Double? = nil,
                 claimedAt: ContinuousClock.Instant = .now, startedNow: Double? = nil,
@@ -55,7 +55,7 @@ public struct ClaimedJob: Sendable, Equatable {
     }
 
     /// Equal when everything the claim read is: `claimedAt` is this process's bookkeeping.
-    public static func == (lhs: ClaimedJob, rhs: ClaimedJob) -> Bool {
+    package static func == (lhs: ClaimedJob, rhs: ClaimedJob) -> Bool {
         lhs.lease == rhs.lease && lhs.channel == rhs.channel && lhs.phoneNumber == rhs.phoneNumber
             && lhs.phoneCountryCode == rhs.phoneCountryCode && lhs.phoneKey == rhs.phoneKey && lhs.attempts == rhs.attempts
             && lhs.maxAttempts == rhs.maxAttempts && lhs.createdAt == rhs.createdAt && lhs.expiresAt == rhs.expiresAt
@@ -65,20 +65,20 @@ public struct ClaimedJob: Sendable, Equatable {
 
     /// `instant` of this host's monotonic clock on the database's clock (epoch seconds), at the latest:
     /// for asking whether a moment is past a proof window's close.
-    public func databaseTime(of instant: ContinuousClock.Instant) -> Double {
+    package func databaseTime(of instant: ContinuousClock.Instant) -> Double {
         now + (instant - claimedAt).seconds
     }
 
     /// `instant` on the database's clock at the earliest: for a call's start, from which its proof
     /// window is reckoned (never later than GenAuth's).
-    public func earliestDatabaseTime(of instant: ContinuousClock.Instant) -> Double {
+    package func earliestDatabaseTime(of instant: ContinuousClock.Instant) -> Double {
         startedNow + (instant - answeredAt).seconds
     }
 
     /// Where a call starting at `instant` stands with GenAuth's proof of the job's earliest call whose
     /// answer never came: classified here once, read by triage (presumed sent, superseded, a possible
     /// second SMS, the retry's delay) and admission (the breaker).
-    public func proof(at instant: ContinuousClock.Instant) -> Proof {
+    package func proof(at instant: ContinuousClock.Instant) -> Proof {
         guard uncertain else { return .none }
         guard let proofUntil, databaseTime(of: instant) + ProofWindow.margin.seconds < proofUntil else { return .closed }
         return .open(closes: proofUntil)
@@ -86,7 +86,7 @@ public struct ClaimedJob: Sendable, Equatable {
 
     /// When it must no longer be sent (epoch seconds, database clock): `expires_at`, or `created_at` +
     /// the channel's TTL (zero: none), whichever is first.
-    public func deadline(ttl: Duration) -> Double? {
+    package func deadline(ttl: Duration) -> Double? {
         let byTTL = ttl > .zero ? createdAt + ttl.seconds : nil
         switch (expiresAt, byTTL) {
         case let (expires?, ttl?): return min(expires, ttl)

@@ -1,30 +1,30 @@
 /// An anomaly block of the fraud guard (`sms.fraud_blocks`): a number prefix or a country whose
 /// traffic was far above its baseline with almost no codes verified.
-public struct FraudBlock: Sendable, Equatable, Codable {
-    public enum Scope: String, Sendable, CaseIterable, Codable {
+package struct FraudBlock: Sendable, Equatable, Codable {
+    package enum Scope: String, Sendable, CaseIterable, Codable {
         case prefix
         case country
     }
 
-    public var scope: Scope
+    package var scope: Scope
     /// `+86 1380013` (a prefix) or `+62` (a country).
-    public var key: String
+    package var key: String
     /// Epoch seconds.
-    public var since: Double
-    public var until: Double
-    public var reason: String
+    package var since: Double
+    package var until: Double
+    package var reason: String
     /// Who ended it early (`sms-dispatcher fraud unblock`), if anyone.
-    public var clearedBy: String?
+    package var clearedBy: String?
 
     /// A block's identity: one per scope and key.
-    public struct ID: Hashable, Sendable {
-        public var scope: Scope
-        public var key: String
+    package struct ID: Hashable, Sendable {
+        package var scope: Scope
+        package var key: String
     }
 
-    public var id: ID { ID(scope: scope, key: key) }
+    package var id: ID { ID(scope: scope, key: key) }
 
-    public init(scope: Scope, key: String, since: Double, until: Double, reason: String, clearedBy: String? = nil) {
+    package init(scope: Scope, key: String, since: Double, until: Double, reason: String, clearedBy: String? = nil) {
         self.scope = scope
         self.key = key
         self.since = since

@@ -1,7 +1,7 @@
 /// The fraud guard's rules, as `sms.fraud_decide` names them (in messages, metrics and
 /// `sms.fraud_counts`): the four rolling-hour limits, named after their configuration keys, and the two
 /// anomaly blocks.
-public enum FraudRule: String, Sendable, CaseIterable, Codable {
+package enum FraudRule: String, Sendable, CaseIterable, Codable {
     case perIPHour = "per_ip_hour"
     case perUserHour = "per_user_hour"
     case perPrefixHour = "per_prefix_hour"
@@ -11,7 +11,7 @@ public enum FraudRule: String, Sendable, CaseIterable, Codable {
 }
 
 /// What the fraud guard decided for one job.
-public enum FraudDecision: String, Sendable, CaseIterable, Codable {
+package enum FraudDecision: String, Sendable, CaseIterable, Codable {
     /// Let through and counted.
     case pass
     /// On the allow-list: let through, not counted.

@@ -7,33 +7,33 @@
 ///
 /// The minute runs from when GenAuth accepted the call, which is after the call started: the window
 /// here counts from the call's start, so it never outlasts GenAuth's.
-public struct ProofWindow: Sendable, Equatable {
+package struct ProofWindow: Sendable, Equatable {
     /// GenAuth's one-SMS-per-phone-per-channel window.
-    public static let genauthMinute = Duration.seconds(60)
+    package static let genauthMinute = Duration.seconds(60)
     /// A retry must leave this long before the window closes, to reach GenAuth inside it.
-    public static let margin = Duration.seconds(1)
+    package static let margin = Duration.seconds(1)
 
     /// `throttle.window` when it is shorter than GenAuth's minute (a test's sandbox), else the minute.
-    public let length: Duration
+    package let length: Duration
 
-    public init(throttleWindow: Duration) {
+    package init(throttleWindow: Duration) {
         length = min(throttleWindow, Self.genauthMinute)
     }
 
     /// When the window closes for a call that started at `start` (epoch seconds, database clock).
-    public func closes(afterCallAt start: Double) -> Double { start + length.seconds }
+    package func closes(afterCallAt start: Double) -> Double { start + length.seconds }
 
     /// How long before the window closes a retry must be claimed: `margin` (its call reaching GenAuth),
     /// a second for the claim and the reservation, and the claim loop's poll interval (a job that falls
     /// due is found on the next poll tick, at most; capped at 10 s: the loop comes round that often).
-    public static func lead(pollInterval: Duration) -> Duration {
+    package static func lead(pollInterval: Duration) -> Duration {
         margin + .seconds(1) + min(pollInterval, .seconds(10))
     }
 }
 
 /// Where a call of a job stands with GenAuth's proof of the job's earliest unanswered call
 /// (`ClaimedJob.proof(at:)`).
-public enum Proof: Sendable, Equatable {
+package enum Proof: Sendable, Equatable {
     /// No call of the job went unanswered: nothing to prove.
     case none
     /// The call reaches GenAuth while it can still prove that call; the window closes then (epoch
@@ -43,7 +43,7 @@ public enum Proof: Sendable, Equatable {
     /// may be a second SMS.
     case closed
 
-    public var isOpen: Bool {
+    package var isOpen: Bool {
         if case .open = self { return true }
         return false
     }

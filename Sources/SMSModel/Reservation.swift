@@ -1,5 +1,5 @@
 /// The cluster-wide throttle's answer for one job (`sms.reserve_sends`).
-public enum Reservation: Sendable, Equatable {
+package enum Reservation: Sendable, Equatable {
     /// Send it, starting `slot` from now (by the cluster's rate schedule; zero without a rate limit).
     case granted(slot: Duration)
     /// The phone+channel window is open until this epoch second.

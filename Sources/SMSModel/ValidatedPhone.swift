@@ -1,24 +1,24 @@
 /// A phone number that passed validation: what GenAuth is sent. Made once per job by `validate`, and
 /// carried from there to the request, so nothing checks or normalises the number a second time.
-public struct ValidatedPhone: Sendable, Equatable {
+package struct ValidatedPhone: Sendable, Equatable {
     /// National number, digits only.
-    public let number: String
+    package let number: String
     /// `+CC`; nil for mainland China, which GenAuth assumes when the field is absent.
-    public let countryCode: String?
+    package let countryCode: String?
 
-    public static let chinaCountryCode = "+86"
+    package static let chinaCountryCode = "+86"
     /// The database's bound on `phone_number` (constraint `jobs_phone_number_length`).
-    public static let maximumNumberBytes = 64
+    package static let maximumNumberBytes = 64
 
     /// What goes in GenAuth's `phoneCountryCode`: nothing for mainland China (`+86` or none).
-    public static func sentCountryCode(_ countryCode: String?) -> String? {
+    package static func sentCountryCode(_ countryCode: String?) -> String? {
         countryCode == chinaCountryCode ? nil : countryCode
     }
 
     /// Checks a job's phone before anything is sent. A row that fails is `rejected` with the returned
     /// message, which says exactly what is wrong, so the producer can fix it. Messages never repeat the
     /// whole number (it is on the row already; logs must not carry it).
-    public static func validate(number: String, countryCode: String?) -> Result<ValidatedPhone, JobRejection> {
+    package static func validate(number: String, countryCode: String?) -> Result<ValidatedPhone, JobRejection> {
         // Bounded before anything is looked at character by character (the database refuses longer
         // values since schema 14: these only catch rows older than that).
         guard number.utf8.count <= maximumNumberBytes else {
@@ -85,7 +85,7 @@ public struct ValidatedPhone: Sendable, Equatable {
     /// `13800138000` → `138****8000`: enough to tell numbers apart in a log, not enough to text anyone.
     /// At least four digits are hidden, and of a number shorter than a mainland mobile's (11 digits) at
     /// least half: a 7-digit number shows its last 3 (`****234`), an 8-digit one its last 4.
-    public static func masked(_ number: String) -> String {
+    package static func masked(_ number: String) -> String {
         let characters = Array(number)
         let n = characters.count
         let hidden = n >= 11 ? max(4, n - 7) : min(n, max(4, (n + 1) / 2))

@@ -1,16 +1,16 @@
 /// The worker row's counters (cumulative since start).
-public struct WorkerCounters: Sendable, Equatable {
-    public var claimed = 0
-    public var sent = 0
-    public var failed = 0
-    public var retried = 0
-    public var rejected = 0
-    public var expired = 0
-    public var deferred = 0
-    public var superseded = 0
-    public init() {}
+package struct WorkerCounters: Sendable, Equatable {
+    package var claimed = 0
+    package var sent = 0
+    package var failed = 0
+    package var retried = 0
+    package var rejected = 0
+    package var expired = 0
+    package var deferred = 0
+    package var superseded = 0
+    package init() {}
 
-    public mutating func count(_ outcome: JobOutcome) {
+    package mutating func count(_ outcome: JobOutcome) {
         switch outcome.state {
         case .sent: sent += 1
         case .failed: failed += 1

@@ -11,7 +11,7 @@ extension Bench {
         try await connection.execute("CREATE DATABASE \(name)")
         await connection.close()
         let url = admin[..<admin.lastIndex(of: "/")!] + "/" + name
-        let migrate = try runToEnd(bin + "/sms-dispatcher", ["migrate", "--sql-dir", "sql"], environment: ["SMSD_DATABASE_URL": url])
+        let migrate = try runToEnd(bin + "/sms-dispatcher", ["migrate"], environment: ["SMSD_DATABASE_URL": url])
         guard migrate.contains("schema is at version") else { throw ValidationError("migrate: \(migrate)") }
         let db = try await PostgresConnection.connect(url)
         // Roles are the cluster's: made once, by whichever database comes first.

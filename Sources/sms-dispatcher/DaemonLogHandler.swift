@@ -9,17 +9,17 @@ import Synchronization
 ///
 /// Every handler of the process reads one `SharedLevel`, so a reload's `log.level` (SIGHUP) reaches
 /// the loggers the services made copies of at start, from their next line on.
-public struct DaemonLogHandler: LogHandler {
+package struct DaemonLogHandler: LogHandler {
     /// The process's log level, changeable while loggers made from it are in use. An atomic: it is
     /// read for every line logged or not.
-    public final class SharedLevel: Sendable {
+    package final class SharedLevel: Sendable {
         private let index: Atomic<Int>
 
-        public init(_ level: Logger.Level) {
+        package init(_ level: Logger.Level) {
             index = Atomic(Self.index(of: level))
         }
 
-        public var level: Logger.Level {
+        package var level: Logger.Level {
             get { Logger.Level.allCases[index.load(ordering: .relaxed)] }
             set { index.store(Self.index(of: newValue), ordering: .relaxed) }
         }
@@ -29,33 +29,33 @@ public struct DaemonLogHandler: LogHandler {
         }
     }
 
-    public var metadata: Logger.Metadata = [:]
-    public let journal: Bool
+    package var metadata: Logger.Metadata = [:]
+    package let journal: Bool
     private let shared: SharedLevel
     /// Set on one logger (`logger.logLevel = …`): that logger's own level, which a reload leaves alone.
     private var override: Logger.Level? = nil
 
-    public var logLevel: Logger.Level {
+    package var logLevel: Logger.Level {
         get { override ?? shared.level }
         set { override = newValue }
     }
 
-    public init(level: SharedLevel, journal: Bool) {
+    package init(level: SharedLevel, journal: Bool) {
         self.shared = level
         self.journal = journal
     }
 
     /// journald sets `JOURNAL_STREAM` for services whose stderr it collects.
-    public static func underJournal(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+    package static func underJournal(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
         !(environment["JOURNAL_STREAM"] ?? "").isEmpty
     }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
         var line = journal

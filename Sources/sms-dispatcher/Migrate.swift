@@ -8,18 +8,18 @@ import SMSModel
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create or upgrade the schema from the sql/ files; idempotent, safe to run from two hosts at once.")
+        abstract: "Create or upgrade the schema from the migrations built into this binary (sql/migrations/); idempotent, safe to run from two hosts at once.")
     @OptionGroup var options: CommonOptions
-    @Option(name: .customLong("sql-dir"), help: "Directory of NNNN_name.sql files (default: $SMSD_SQL_DIR, ./sql, <prefix>/share/sms-dispatcher/sql).")
+    @Option(name: .customLong("sql-dir"), help: "Apply the NNNN_name.sql files of this directory instead of the built-in migrations (default: $SMSD_SQL_DIR if set; for development and tests).")
     var sqlDirectory: String?
 
     func run() async throws {
         let (config, _) = try await options.load(requireGenAuth: false)
         let logger = makeLogger(level: config.logLevel)
-        let directory = Migrator.locateDirectory(explicit: sqlDirectory, environment: ProcessInfo.processInfo.environment)
+        let directory = sqlDirectory ?? ProcessInfo.processInfo.environment["SMSD_SQL_DIR"].flatMap { $0.isEmpty ? nil : $0 }
         let migrator: Migrator
         do {
-            migrator = try Migrator.load(directory: directory)
+            migrator = try directory.map(Migrator.load(directory:)) ?? .embedded
         } catch let error as MigrationError {
             fail(error.description, code: ExitStatus.config)
         }

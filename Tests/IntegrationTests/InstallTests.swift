@@ -49,7 +49,7 @@ struct InstallTests {
         for secret in ["genauth-app-secret", "genauth-access-key-secret", "database-url"] {
             #expect(try Self.mode(destination.path + "/etc/sms-dispatcher/credentials/" + secret) == 0o600, "\(secret)")
         }
-        #expect(try Self.mode(destination.path + "/usr/local/share/sms-dispatcher/sql/0009_roles.sql") == 0o644)
+        #expect(try Self.mode(destination.path + "/usr/local/share/sms-dispatcher/sql/schema/functions/reserve_sends.sql") == 0o644)
 
         let checked = try await Self.checkConfigAsDynamicUser(destination)
         #expect(checked.status == 0, "\(checked.output)")

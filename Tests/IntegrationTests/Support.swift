@@ -25,7 +25,10 @@ enum TestEnvironment {
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    static var sqlDirectory: String { repositoryRoot.appendingPathComponent("sql").path }
+    /// The migrations as files (the binary embeds the same ones; EmbeddedMigrationsTests checks it).
+    static var sqlDirectory: String { repositoryRoot.appendingPathComponent("sql/migrations").path }
+    /// Today's schema, one file per object.
+    static var schemaDirectory: String { repositoryRoot.appendingPathComponent("sql/schema").path }
 
     /// The folder holding the test bundle also holds the package's executables.
     static var binDirectory: URL {
@@ -47,7 +50,7 @@ struct TestSetupError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A fresh database per test, migrated from `sql/`, dropped afterwards: tests never share rows.
+/// A fresh database per test, migrated by the migrations the binary embeds, dropped afterwards: tests never share rows.
 final class TestDatabase: Sendable {
     let name: String
     let url: String
@@ -67,7 +70,7 @@ final class TestDatabase: Sendable {
         let database = TestDatabase(name: name, url: adminURL[..<slash] + "/" + name)
         if migrated {
             let connection = try await database.connect()
-            try await Migrator.load(directory: TestEnvironment.sqlDirectory).migrate(connection, logger: quietLogger)
+            try await Migrator.embedded.migrate(connection, logger: quietLogger)
             await connection.close()
         }
         return database

@@ -1,14 +1,14 @@
 /// Where GenAuth is: parsed once from the configured host URL. Public so the configuration can be
 /// checked with the very parser the connections use (what passes there is what they can reach).
-public struct GenAuthEndpoint: Sendable, Equatable {
-    public let tls: Bool
-    public let host: String
-    public let port: Int
+package struct GenAuthEndpoint: Sendable, Equatable {
+    package let tls: Bool
+    package let host: String
+    package let port: Int
     /// Path prefix from the configured host URL, without a trailing slash ("" for none).
-    public let basePath: String
+    package let basePath: String
 
     /// Parses `http(s)://host[:port][/prefix]`.
-    public init(url: String) throws {
+    package init(url: String) throws {
         var rest = Substring(url)
         if rest.lowercased().hasPrefix("https://") {
             tls = true
@@ -51,14 +51,14 @@ public struct GenAuthEndpoint: Sendable, Equatable {
     }
 
     /// The `host` header: the port only when it is not the scheme's default.
-    public var hostHeader: String {
+    package var hostHeader: String {
         let name = host.contains(":") ? "[\(host)]" : host
         return port == (tls ? 443 : 80) ? name : "\(name):\(port)"
     }
 
     /// A header name made of RFC 9110 token characters and a value without CR, LF, NUL or other
     /// control characters but tab.
-    public static func isSafeHeader(name: String, value: String) -> Bool {
+    package static func isSafeHeader(name: String, value: String) -> Bool {
         let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
         guard !name.isEmpty, name.utf8.allSatisfy({ byte in
             (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
@@ -69,7 +69,7 @@ public struct GenAuthEndpoint: Sendable, Equatable {
 
     /// `url` for an error message: user info (`https://user:password@host`, which the host may not
     /// carry, but a misconfiguration can) is replaced, so a password never reaches a log or a terminal.
-    public static func shown(_ url: String) -> String {
+    package static func shown(_ url: String) -> String {
         guard let scheme = url.range(of: "://") else { return url }
         let authority = url[scheme.upperBound...].prefix { $0 != "/" }
         guard let at = authority.lastIndex(of: "@") else { return url }

@@ -1,5 +1,6 @@
 import Logging
 import PostgresClient
+import ServiceLifecycle
 import SMSJobStore
 import SMSModel
 
@@ -11,30 +12,30 @@ import SMSModel
 /// The live settings (rules, retries, caps, rate limit) are read once at the start of each batch and
 /// passed to triage and admission, so a reload (SIGHUP) takes effect from the next batch and never in
 /// the middle of one.
-public struct ClaimLoop: Sendable {
+package struct ClaimLoop: Service {
     /// `concurrency`, `poll_interval`, `lease.duration`, `shutdown.grace`.
-    public struct Configuration: Sendable, Equatable {
+    package struct Configuration: Sendable, Equatable {
         /// API calls in flight per daemon.
-        public var concurrency = 64
+        package var concurrency = 64
         /// How often the loop comes round when no notification arrives.
-        public var pollInterval = Duration.seconds(1)
+        package var pollInterval = Duration.seconds(1)
         /// How long a claimed job stays leased without a heartbeat.
-        public var lease = Duration.seconds(30)
+        package var lease = Duration.seconds(30)
         /// How long a shutdown waits for calls in flight before it stops waiting (their jobs stay
         /// leased and are rescued when the lease runs out).
-        public var shutdownGrace = Duration.seconds(10)
+        package var shutdownGrace = Duration.seconds(10)
         /// `genauth.timeout` (set by the dispatcher): how long a call may take.
-        public var callTimeout = Duration.seconds(10)
+        package var callTimeout = Duration.seconds(10)
 
         /// How long a drain waits for calls in flight: `shutdown.grace`, and never less than a call
         /// started at the last moment needs (its slot up to `CallSender.recheckBeyond` into the drain,
         /// then its timeout): a call the drain stopped waiting for is rescued as "stopped during the
         /// call", although its daemon would have known how it ended.
-        public var drainLimit: Duration {
+        package var drainLimit: Duration {
             max(shutdownGrace, callTimeout + CallSender.recheckBeyond + .milliseconds(500))
         }
 
-        public init() {}
+        package init() {}
     }
 
     /// Under load, calls finish one by one and each wakes this loop: claiming each single free slot
@@ -60,7 +61,7 @@ public struct ClaimLoop: Sendable {
 
     /// Returns once a shutdown has drained (every call answered and every outcome written, or the
     /// grace period over), or when its task is cancelled.
-    mutating func run() async {
+    mutating func turns() async {
         var machine = StateMachine(concurrency: configuration.concurrency, drainLimit: configuration.drainLimit,
                                    claimLinger: Self.claimLinger, now: .now)
         turns: while let batch = await events.next() {
@@ -281,5 +282,22 @@ public struct ClaimLoop: Sendable {
         machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
         sender.start(verdicts.granted, deciding: admission.triage, probe: probeCall)
         stats.setInFlight(machine.inFlight)
+    }
+}
+
+extension ClaimLoop {
+    /// The last of the dispatcher's services, so the first to hear the shutdown: it drains (no new
+    /// claims; calls in flight answered and their outcomes submitted, within the drain limit), then
+    /// closes the event stream and finishes the write queue, which lets the writer stop once it is empty.
+    package func run() async throws {
+        let (events, writes) = (self.events, self.writes)
+        await withGracefulShutdownHandler {
+            var loop = self
+            await loop.turns()
+        } onGracefulShutdown: {
+            events.send(.shutdownRequested)
+        }
+        events.close()
+        writes.finish()
     }
 }

@@ -11,12 +11,12 @@ import SMSModel
 /// guard's retention (`sms.fraud_prune`, at most every 5 minutes, in a transaction of its own). Not on
 /// the rescuer's connection: a slow evaluation must never delay a lease rescue. A failed round drops
 /// the session (the outage is logged once by `DatabaseSession`) and the next one reconnects.
-public struct FraudWatch: Sendable {
+package struct FraudWatch: Service {
     /// `fraud.evaluate_interval`.
-    public struct Configuration: Sendable, Equatable {
-        public var interval = Duration.seconds(30)
+    package struct Configuration: Sendable, Equatable {
+        package var interval = Duration.seconds(30)
 
-        public init() {}
+        package init() {}
     }
 
     let configuration: Configuration
@@ -26,7 +26,7 @@ public struct FraudWatch: Sendable {
     var session: DatabaseSession
     let logger: Logger
 
-    mutating func run() async {
+    mutating func rounds() async {
         let (configuration, settings, board, logger) = (self.configuration, self.settings, self.board, self.logger)
         await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: false,
                                while: { !Task.isShuttingDownGracefully }) { db in
@@ -66,5 +66,16 @@ public struct FraudWatch: Sendable {
             logger.debug("fraud guard pruned old counters", metadata: ["rows": "\(pruned)"])
         }
         if let evaluationError { throw evaluationError }
+    }
+}
+
+extension FraudWatch {
+    /// Its evaluator rounds until its turn in the shutdown, which stops it at once (between rounds or in one:
+    /// a round is a transaction that either commits or is rolled back).
+    package func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var service = self
+            await service.rounds()
+        }
     }
 }

@@ -1,18 +1,19 @@
 import Foundation
 import Logging
 import PostgresClient
+import ServiceLifecycle
 import SMSJobStore
 import SMSModel
 
 /// Keeps this process's worker row fresh and the leases of exactly the jobs it holds extended; then
-/// tells systemd and the metrics how things stand. Runs until cancelled, which is after the drain:
-/// leases stay extended while the last calls finish.
-public struct HeartbeatService: Sendable {
+/// tells systemd and the metrics how things stand. First of the dispatcher's services, so the last to
+/// stop: leases stay extended while the last calls finish and their outcomes are written.
+package struct HeartbeatService: Service {
     /// `heartbeat.interval`.
-    public struct Configuration: Sendable, Equatable {
-        public var interval = Duration.seconds(5)
+    package struct Configuration: Sendable, Equatable {
+        package var interval = Duration.seconds(5)
 
-        public init() {}
+        package init() {}
     }
 
     let configuration: Configuration
@@ -33,7 +34,7 @@ public struct HeartbeatService: Sendable {
     /// A daemon whose heartbeat is older than this is not counted as live.
     var staleAfter: Duration { max(configuration.interval * 3, .seconds(10)) }
 
-    mutating func run() async {
+    mutating func beat() async {
         // The channel settings' generation last published: the start's, then each reload's.
         var publishedGeneration: Int? = nil
         var warnedSharedID = false
@@ -97,5 +98,15 @@ struct StatusReporter: Sendable {
         let writer = stuck.map { String(format: "; write-back failing for %.0f s (%d outcomes waiting)", $0.seconds, unwritten) } ?? ""
         let paused = pauses.isEmpty ? "" : "; paused: " + pauses.all.map { $0.scope.shown }.joined(separator: ", ")
         notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live\(writer)\(paused)")
+    }
+}
+
+extension HeartbeatService {
+    /// Beats until its turn in the shutdown (the last), then stops at once.
+    package func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var heartbeat = self
+            await heartbeat.beat()
+        }
     }
 }

@@ -7,12 +7,12 @@ import SMSModel
 /// Returns jobs whose lease ran out (their holder died, hung, or lost the database longer than a
 /// lease) to the queue by the delivery policy. Any daemon may do it; the row lock makes each rescue
 /// happen once. River's rescuer. Each round is followed by the paused-job expirer's, on this session.
-public struct LeaseRescuer: Sendable {
+package struct LeaseRescuer: Service {
     /// `lease.rescue_interval`.
-    public struct Configuration: Sendable, Equatable {
-        public var interval = Duration.seconds(10)
+    package struct Configuration: Sendable, Equatable {
+        package var interval = Duration.seconds(10)
 
-        public init() {}
+        package init() {}
     }
 
     let configuration: Configuration
@@ -28,7 +28,7 @@ public struct LeaseRescuer: Sendable {
     let logger: Logger
     let queueFullLog = OccasionalLog()
 
-    mutating func run() async {
+    mutating func rounds() async {
         let (policy, logger, expirer, queueFullLog) = (self.policy, self.logger, self.expirer, self.queueFullLog)
         let throttleWindow = self.throttleWindow
         await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) { db in
@@ -61,6 +61,17 @@ public struct LeaseRescuer: Sendable {
                 logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); rescuing without announcing on sms_job_events",
                              metadata: ["error": "\(error)"])
             }
+        }
+    }
+}
+
+extension LeaseRescuer {
+    /// Its rescue rounds until its turn in the shutdown, which stops it at once (between rounds or in one:
+    /// a round is a transaction that either commits or is rolled back).
+    package func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var service = self
+            await service.rounds()
         }
     }
 }

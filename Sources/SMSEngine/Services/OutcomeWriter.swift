@@ -1,5 +1,6 @@
 import Logging
 import PostgresClient
+import ServiceLifecycle
 import SMSJobStore
 import SMSModel
 
@@ -9,7 +10,7 @@ import SMSModel
 /// failure in memory (gone, read-only, full, slow) and go out once it accepts them again. Ends when
 /// the queue is finished and empty (after the drain), or when cancelled (grace period over). River's
 /// completer.
-struct OutcomeWriter: Sendable {
+struct OutcomeWriter: Service {
     /// How long the writer waits for a small batch of outcomes to grow before writing it. At a few
     /// hundred jobs a second a statement per one or two outcomes was a third of the database's work;
     /// waiting a few milliseconds writes several in one. The SMS has gone out by then: only the row
@@ -17,6 +18,10 @@ struct OutcomeWriter: Sendable {
     static let linger = Duration.milliseconds(5)
 
     let worker: String
+    /// How long, once its turn in the shutdown comes (after the claim loop's drain), it goes on writing
+    /// what is left: outcomes already decided are the truth, and written they spare their jobs the
+    /// rescue's "delivery unknown". Within TimeoutStopSec (30 s): the drain, then this.
+    var shutdownLimit = Duration.seconds(10)
     let throttleWindow: Duration
     /// Below this many outcomes a batch lingers for company (half the calls in flight).
     let smallBatch: Int
@@ -29,7 +34,7 @@ struct OutcomeWriter: Sendable {
     let logger: Logger
     let queueFullLog = OccasionalLog()
 
-    mutating func run() async {
+    mutating func write() async {
         var pending: [JobOutcome] = []
         while !Task.isCancelled {
             var finished = false
@@ -154,5 +159,24 @@ extension JobOutcome {
     /// Back to pending with nothing to wait for.
     fileprivate var isDueAgainNow: Bool {
         state == .pending && deferredUntil == nil && (retryIn ?? .zero) <= .zero
+    }
+}
+
+extension OutcomeWriter {
+    /// Writes until its turn in the shutdown, and from then at most `shutdownLimit` more: it stops as
+    /// soon as everything submitted is written (the claim loop finished the queue when it stopped),
+    /// never before its turn (a service of the group that ends out of turn cancels the others).
+    func run() async throws {
+        let limit = shutdownLimit
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                var writer = self
+                await writer.write()
+            }
+            try? await gracefulShutdown()
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }

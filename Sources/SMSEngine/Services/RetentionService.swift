@@ -7,19 +7,19 @@ import SMSModel
 /// Deletes finished jobs (and their attempts) older than `retention.max_age_days`, in batches, and the
 /// housekeeping's stale rows (`ForgetStaleRows`), in a task of its own so a long delete never delays a
 /// heartbeat. River's cleaner. Every daemon runs it; runs that meet only find less to delete.
-public struct RetentionService: Sendable {
+package struct RetentionService: Service {
     /// `retention.*`.
-    public struct Configuration: Sendable, Equatable {
+    package struct Configuration: Sendable, Equatable {
         /// Finished jobs older than this are deleted; zero keeps them (the housekeeping still runs).
-        public var maxAge = Duration.seconds(30 * 86_400)
-        public var batchSize = 1000
-        public var interval = Duration.seconds(300)
+        package var maxAge = Duration.seconds(30 * 86_400)
+        package var batchSize = 1000
+        package var interval = Duration.seconds(300)
         /// How long one run may delete for; a run that ran out of time with more to delete is
         /// followed by the next one after a breath, so retention keeps pace with any insert rate the
         /// database can delete at.
-        public var budget = Duration.seconds(5)
+        package var budget = Duration.seconds(5)
 
-        public init() {}
+        package init() {}
     }
 
     /// What one run did.
@@ -33,7 +33,7 @@ public struct RetentionService: Sendable {
     var session: DatabaseSession
     let logger: Logger
 
-    mutating func run() async {
+    mutating func rounds() async {
         let (configuration, logger) = (self.configuration, self.logger)
         // The first run waits one interval, so a restart loop does not hammer the table.
         await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: true,
@@ -65,5 +65,16 @@ public struct RetentionService: Sendable {
         let until = ContinuousClock.now + configuration.budget
         while try await db.run(ForgetKeyLocks()) == ForgetKeyLocks().batch, ContinuousClock.now < until {}
         return Run(deleted: purged.deleted, more: purged.more)
+    }
+}
+
+extension RetentionService {
+    /// Its housekeeping rounds until its turn in the shutdown, which stops it at once (between rounds or in one:
+    /// a round is a transaction that either commits or is rolled back).
+    package func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var service = self
+            await service.rounds()
+        }
     }
 }

@@ -76,3 +76,28 @@ struct WakeSource: Sendable {
         await session.close()
     }
 }
+
+extension WakeSource {
+    /// The ticker as a service: it runs until its turn in the shutdown, after the claim loop's drain
+    /// (which needs the clock) and the writer's.
+    struct Ticking: Service {
+        let source: WakeSource
+
+        func run() async throws {
+            try await cancelWhenGracefulShutdown { await source.tick() }
+        }
+    }
+
+    /// LISTEN as a service, on a session of its own, until its turn in the shutdown.
+    struct Listening: Service {
+        let source: WakeSource
+        let session: DatabaseSession
+
+        func run() async throws {
+            try await cancelWhenGracefulShutdown {
+                var session = self.session
+                await source.listen(session: &session)
+            }
+        }
+    }
+}

@@ -1,73 +1,94 @@
 import Foundation
 import Logging
 import PostgresClient
+import SMSSchema
 
-/// One file of `sql/`: `NNNN_name.sql`, applied once, in order of NNNN.
-public struct Migration: Sendable, Equatable {
-    public let version: Int
-    public let name: String
-    public let sql: String
+/// One file of `sql/migrations/`: `NNNN_name.sql`, applied once, in order of NNNN.
+package struct Migration: Sendable, Equatable {
+    package let version: Int
+    package let name: String
+    package let sql: String
 
-    public init(version: Int, name: String, sql: String) {
+    package init(version: Int, name: String, sql: String) {
         self.version = version
         self.name = name
         self.sql = sql
     }
 }
 
-/// Applies `sql/` migrations: each in its own transaction together with its row in
+/// Applies the migrations (`sql/migrations/`, embedded in the binary): each in its own transaction together with its row in
 /// `sms.schema_migrations`, under a session advisory lock so two hosts migrating at once take turns
 /// (the second finds nothing left to do).
-public struct Migrator: Sendable {
-    public let migrations: [Migration]
+package struct Migrator: Sendable {
+    package let migrations: [Migration]
 
-    public init(migrations: [Migration]) {
+    package init(migrations: [Migration]) {
         self.migrations = migrations.sorted { $0.version < $1.version }
     }
 
-    /// Reads `NNNN_name.sql` files from a directory; anything else there is ignored.
-    public static func load(directory: String) throws -> Migrator {
-        let files: [String]
+    /// The migrations compiled into this binary (`sql/migrations/`, embedded by SwiftPM): what
+    /// `sms-dispatcher migrate` applies unless told a directory.
+    package static let embedded: Migrator = {
         do {
-            files = try FileManager.default.contentsOfDirectory(atPath: directory)
+            return try parse(EmbeddedMigrations.files.map { ($0.name, String(decoding: $0.bytes, as: UTF8.self)) },
+                             source: "the embedded migrations")
+        } catch {
+            // Checked by the build's tests (EmbeddedMigrationsTests): a broken list never ships.
+            fatalError("\(error)")
+        }
+    }()
+
+    /// Reads `NNNN_name.sql` files from a directory (`migrate --sql-dir`, tests); anything else there is
+    /// ignored.
+    package static func load(directory: String) throws -> Migrator {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
             throw MigrationError(code: .unreadableDirectory, "cannot read migrations from \(directory): \(error.localizedDescription)")
         }
+        var files: [(name: String, sql: String)] = []
+        for name in names where name.hasSuffix(".sql") {
+            do {
+                files.append((name, try String(contentsOfFile: directory + "/" + name, encoding: .utf8)))
+            } catch {
+                throw MigrationError(code: .unreadableDirectory, "cannot read migration \(directory)/\(name): \(error.localizedDescription)")
+            }
+        }
+        return try parse(files, source: directory)
+    }
+
+    /// `NNNN_name.sql` files into migrations; other names are ignored, two files of one version refused.
+    static func parse(_ files: [(name: String, sql: String)], source: String) throws -> Migrator {
         var migrations: [Migration] = []
-        for file in files where file.hasSuffix(".sql") {
+        for (file, sql) in files where file.hasSuffix(".sql") {
             let stem = file.dropLast(4)
             guard let underscore = stem.firstIndex(of: "_"), let version = Int(stem[..<underscore]) else { continue }
-            let sql: String
-            do {
-                sql = try String(contentsOfFile: directory + "/" + file, encoding: .utf8)
-            } catch {
-                throw MigrationError(code: .unreadableDirectory, "cannot read migration \(directory)/\(file): \(error.localizedDescription)")
-            }
             if migrations.contains(where: { $0.version == version }) {
-                throw MigrationError(code: .unreadableDirectory, "two migrations have version \(version) in \(directory)")
+                throw MigrationError(code: .unreadableDirectory, "two migrations have version \(version) in \(source)")
             }
             migrations.append(Migration(version: version, name: String(stem[stem.index(after: underscore)...]), sql: sql))
         }
         guard !migrations.isEmpty else {
-            throw MigrationError(code: .unreadableDirectory, "no NNNN_name.sql migrations in \(directory)")
+            throw MigrationError(code: .unreadableDirectory, "no NNNN_name.sql migrations in \(source)")
         }
         return Migrator(migrations: migrations)
     }
 
     /// The version the schema has once every migration here is applied.
-    public var latestVersion: Int { migrations.last?.version ?? 0 }
+    package var latestVersion: Int { migrations.last?.version ?? 0 }
 
     /// How long a migration's statements wait for a lock: `ALTER TABLE` waiting behind a long transaction
     /// (a report, a forgotten `psql`) would queue every producer's insert behind it for as long. After
     /// this the migration rolls back, says which sessions hold transactions open, and tries again
     /// `retryAfter` later (producers go on meanwhile), until `patience` has passed.
-    public var lockTimeout = Duration.seconds(2)
-    public var retryAfter = Duration.seconds(3)
-    public var patience = Duration.seconds(600)
+    package var lockTimeout = Duration.seconds(2)
+    package var retryAfter = Duration.seconds(3)
+    package var patience = Duration.seconds(600)
 
     /// Applies what is missing; returns the versions applied now.
     @discardableResult
-    public func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> [Int] {
+    package func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> [Int] {
         try await takeMigrationLock(connection, logger: logger)
         do {
             try await connection.execute("""
@@ -168,43 +189,30 @@ public struct Migrator: Sendable {
     }
 
     /// The highest applied version, or nil when the schema was never migrated.
-    public static func currentVersion(_ connection: PostgresConnection) async throws -> Int? {
+    package static func currentVersion(_ connection: PostgresConnection) async throws -> Int? {
         let exists = try await connection.query("SELECT to_regclass('sms.schema_migrations') IS NOT NULL AS present")
         guard try exists.first?.bool("present") == true else { return nil }
         return try await connection.query("SELECT max(version) AS version FROM sms.schema_migrations").first?.int("version")
     }
-
-    /// Finds `sql/`: an explicit directory, `$SMSD_SQL_DIR`, `./sql`, then the installed
-    /// `<prefix>/share/sms-dispatcher/sql` next to the executable's `bin/`.
-    public static func locateDirectory(explicit: String?, environment: [String: String]) -> String {
-        if let explicit { return explicit }
-        if let fromEnvironment = environment["SMSD_SQL_DIR"], !fromEnvironment.isEmpty { return fromEnvironment }
-        var candidates = [FileManager.default.currentDirectoryPath + "/sql"]
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        candidates.append(executable.deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("share/sms-dispatcher/sql").path)
-        candidates.append("/usr/share/sms-dispatcher/sql")
-        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/0001_jobs.sql") } ?? candidates[0]
-    }
 }
 
 /// Why migrating failed. A struct with a `Code`, as swift-service-lifecycle's errors are.
-public struct MigrationError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable {
+package struct MigrationError: Error, Sendable, CustomStringConvertible {
+    package struct Code: Hashable, Sendable {
         private let name: String
         private init(_ name: String) { self.name = name }
         /// The `sql/` directory cannot be read, or holds no (or clashing) migrations.
-        public static let unreadableDirectory = Code("unreadableDirectory")
+        package static let unreadableDirectory = Code("unreadableDirectory")
         /// A migration's SQL failed; it was rolled back.
-        public static let failed = Code("failed")
+        package static let failed = Code("failed")
         /// Its locks stayed held by other sessions for longer than the migrator's patience.
-        public static let lockUnavailable = Code("lockUnavailable")
+        package static let lockUnavailable = Code("lockUnavailable")
     }
-    public let code: Code
-    public let message: String
-    public init(code: Code, _ message: String) {
+    package let code: Code
+    package let message: String
+    package init(code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
-    public var description: String { message }
+    package var description: String { message }
 }

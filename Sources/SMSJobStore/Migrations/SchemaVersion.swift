@@ -1,4 +1,4 @@
-/// The schema version this build needs: the highest `sql/NNNN_*.sql` it was written against.
-public enum SchemaVersion {
-    public static let required = 14
+/// The schema version this build needs: the highest migration compiled into it.
+package enum SchemaVersion {
+    package static let required = Migrator.embedded.latestVersion
 }

@@ -2,13 +2,13 @@ import PostgresClient
 import SMSModel
 
 /// Operator `cancel`: pending jobs become `cancelled`; says, per id, what happened.
-public struct CancelJobs: Statement {
-    public var ids: [Int64]
+package struct CancelJobs: Statement {
+    package var ids: [Int64]
 
-    public init(ids: [Int64]) { self.ids = ids }
+    package init(ids: [Int64]) { self.ids = ids }
 
     /// What became of one id.
-    public enum Result: Sendable, Equatable, CustomStringConvertible {
+    package enum Result: Sendable, Equatable, CustomStringConvertible {
         case cancelled
         case noSuchJob
         /// Claimed by a daemon right now: its call may be under way.
@@ -16,7 +16,7 @@ public struct CancelJobs: Statement {
         /// Finished already, in this state.
         case alreadyFinished(JobState)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .cancelled: return "cancelled"
             case .noSuchJob: return "no such job"
@@ -26,16 +26,16 @@ public struct CancelJobs: Statement {
         }
     }
 
-    public static let isPrepared = false
+    package static let isPrepared = false
     // `sms.cancel_jobs` (SECURITY DEFINER, for sms_operator) holds the statement and announces the
     // cancelled jobs on `sms_job_events`.
-    public static let sql = """
+    package static let sql = """
         SELECT r_id AS id, r_cancelled AS cancelled, r_state AS state FROM sms.cancel_jobs($1::bigint[])
         """
 
-    public var bindings: [String?] { [PostgresArray.literal(ids.map { Int($0) })] }
+    package var bindings: [String?] { [PostgresArray.literal(ids.map { Int($0) })] }
 
-    public func decode(_ rows: PostgresRows) throws -> [(id: Int64, result: Result)] {
+    package func decode(_ rows: PostgresRows) throws -> [(id: Int64, result: Result)] {
         try rows.rows.map { row in
             let id = Int64(try row.requiredInt("id"))
             if try row.bool("cancelled") == true { return (id, .cancelled) }

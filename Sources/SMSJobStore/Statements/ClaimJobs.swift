@@ -4,32 +4,32 @@ import SMSModel
 /// Claims up to `limit` due pending jobs for `worker` (`sms.claim_jobs`: River's CTE form, so the LIMIT
 /// applies to rows actually locked, with a plan that survives stale statistics). Each claim hands out a
 /// new claim token. Retries of calls that may have gone out come first (see `ProofWindow`).
-public struct ClaimJobs: Statement {
-    public var worker: String
-    public var limit: Int
-    public var lease: Duration
+package struct ClaimJobs: Statement {
+    package var worker: String
+    package var limit: Int
+    package var lease: Duration
     /// When the claim was sent, by this host's monotonic clock (the value is made just before it is
     /// sent). With `now_epoch`, the database's clock as the claim ended, it maps this host's instants
     /// onto the database's clock, ahead rather than behind (`ClaimedJob.databaseTime(of:)`): a proof
     /// window's close is then never taken for later than it is.
-    public var sentAt: ContinuousClock.Instant
+    package var sentAt: ContinuousClock.Instant
 
-    public init(worker: String, limit: Int, lease: Duration, sentAt: ContinuousClock.Instant = .now) {
+    package init(worker: String, limit: Int, lease: Duration, sentAt: ContinuousClock.Instant = .now) {
         self.worker = worker
         self.limit = limit
         self.lease = lease
         self.sentAt = sentAt
     }
 
-    public static let sql = """
+    package static let sql = """
         SELECT id, lease_token, channel, phone_number, phone_country_code, phone_key, attempts, max_attempts,
                created_epoch, expires_epoch, now_epoch, started_epoch, newer_job, uncertain, proof_epoch
         FROM sms.claim_jobs($1, $2::int, $3::float8)
         """
 
-    public var bindings: [String?] { [worker, String(limit), String(lease.seconds)] }
+    package var bindings: [String?] { [worker, String(limit), String(lease.seconds)] }
 
-    public func decode(_ rows: PostgresRows) throws -> [ClaimedJob] {
+    package func decode(_ rows: PostgresRows) throws -> [ClaimedJob] {
         let answeredAt = ContinuousClock.now
         return try rows.rows.map { row in
             ClaimedJob(

@@ -1,12 +1,12 @@
 import PostgresClient
 
 /// Pending jobs due now: the queue depth metric.
-public struct CountDueJobs: Statement {
-    public init() {}
+package struct CountDueJobs: Statement {
+    package init() {}
 
-    public static let sql = "SELECT count(*)::int AS n FROM sms.jobs WHERE due_at <= now()"
+    package static let sql = "SELECT count(*)::int AS n FROM sms.jobs WHERE due_at <= now()"
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
-    public func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("n") ?? 0 }
+    package func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("n") ?? 0 }
 }

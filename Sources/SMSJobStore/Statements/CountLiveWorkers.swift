@@ -3,31 +3,31 @@ import SMSModel
 
 /// Daemons alive (a heartbeat within `staleAfter`), and how many other live processes use this
 /// process's worker id.
-public struct CountLiveWorkers: Statement {
-    public var worker: WorkerIdentity
-    public var staleAfter: Duration
+package struct CountLiveWorkers: Statement {
+    package var worker: WorkerIdentity
+    package var staleAfter: Duration
 
-    public init(worker: WorkerIdentity, staleAfter: Duration) {
+    package init(worker: WorkerIdentity, staleAfter: Duration) {
         self.worker = worker
         self.staleAfter = staleAfter
     }
 
-    public struct Count: Sendable, Equatable {
+    package struct Count: Sendable, Equatable {
         /// Daemons alive, this one included.
-        public var live: Int
+        package var live: Int
         /// Other live processes using this worker id.
-        public var sharingID: Int
+        package var sharingID: Int
     }
 
-    public static let sql = """
+    package static let sql = """
         SELECT count(*)::int AS n, count(*) FILTER (WHERE id = $2 AND instance <> $3)::int AS sharing
         FROM sms.workers
         WHERE heartbeat_at > now() - make_interval(secs => $1::float8) AND stopped_at IS NULL
         """
 
-    public var bindings: [String?] { [String(staleAfter.seconds), worker.id, worker.instance] }
+    package var bindings: [String?] { [String(staleAfter.seconds), worker.id, worker.instance] }
 
-    public func decode(_ rows: PostgresRows) throws -> Count {
+    package func decode(_ rows: PostgresRows) throws -> Count {
         Count(live: max(1, try rows.first?.int("n") ?? 1), sharingID: try rows.first?.int("sharing") ?? 0)
     }
 }

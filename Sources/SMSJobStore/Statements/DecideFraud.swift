@@ -4,46 +4,46 @@ import SMSModel
 /// The fraud guard's decision for a list of would-be sends (`sms.fraud_decide`), counted as the
 /// reservation counts them. The daemon reaches it through `ReserveSends`; `sms-bench`'s fraud scenario
 /// runs it alone, on a simulated clock.
-public struct DecideFraud: Statement {
-    public struct Request: Sendable, Equatable {
+package struct DecideFraud: Statement {
+    package struct Request: Sendable, Equatable {
         /// `+CC national`, as `sms.jobs.phone_key`.
-        public var phoneKey: String
-        public var clientIP: String?
-        public var userRef: String?
+        package var phoneKey: String
+        package var clientIP: String?
+        package var userRef: String?
 
-        public init(phoneKey: String, clientIP: String?, userRef: String?) {
+        package init(phoneKey: String, clientIP: String?, userRef: String?) {
             self.phoneKey = phoneKey
             self.clientIP = clientIP
             self.userRef = userRef
         }
     }
 
-    public var requests: [Request]
-    public var settings: FraudSettings
+    package var requests: [Request]
+    package var settings: FraudSettings
     /// Epoch seconds; nil: now().
-    public var now: Double?
+    package var now: Double?
 
-    public init(requests: [Request], settings: FraudSettings, now: Double? = nil) {
+    package init(requests: [Request], settings: FraudSettings, now: Double? = nil) {
         self.requests = requests
         self.settings = settings
         self.now = now
     }
 
-    public static let sql = """
+    package static let sql = """
         SELECT r_index, r_decision, r_rule, r_detail
         FROM sms.fraud_decide(COALESCE(to_timestamp($1::float8), now()), $2::text[], $3::inet[], $4::text[],
                               $5::text, $6::int[], $7::int)
         ORDER BY r_index
         """
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [now.map { String($0) }, PostgresArray.literal(requests.map { Optional($0.phoneKey) }),
          PostgresArray.literal(requests.map(\.clientIP)), PostgresArray.literal(requests.map(\.userRef)),
          settings.mode.rawValue, PostgresArray.literal(settings.limits), String(settings.trustVerifiedDays)]
     }
 
     /// In request order: each one's decision and, if a rule fired, its name.
-    public func decode(_ rows: PostgresRows) throws -> [(decision: FraudDecision, rule: FraudRule?)] {
+    package func decode(_ rows: PostgresRows) throws -> [(decision: FraudDecision, rule: FraudRule?)] {
         try rows.rows.map { row in
             let decision = try row.requiredString("r_decision")
             guard let known = FraudDecision(rawValue: decision) else {

@@ -5,39 +5,39 @@ import SMSModel
 /// the baselines, blocks (or keeps blocked) the anomalous prefixes and countries. Returns the blocks it
 /// made or extended; nothing when another daemon is evaluating or evaluated less than `interval` ago.
 /// `now` nil: the database's clock (the daemon); the bench passes its simulated clock.
-public struct EvaluateFraud: Statement {
-    public var settings: FraudSettings
+package struct EvaluateFraud: Statement {
+    package var settings: FraudSettings
     /// How often the cluster evaluates (`fraud.evaluate_interval`).
-    public var interval: Duration
+    package var interval: Duration
     /// Epoch seconds; nil: now().
-    public var now: Double?
+    package var now: Double?
 
-    public init(settings: FraudSettings, interval: Duration = .seconds(30), now: Double? = nil) {
+    package init(settings: FraudSettings, interval: Duration = .seconds(30), now: Double? = nil) {
         self.settings = settings
         self.interval = interval
         self.now = now
     }
 
     /// A block this round made (`isNew`) or extended.
-    public struct Change: Sendable, Equatable {
-        public var block: FraudBlock
-        public var isNew: Bool
+    package struct Change: Sendable, Equatable {
+        package var block: FraudBlock
+        package var isNew: Bool
     }
 
-    public static let sql = """
+    package static let sql = """
         SELECT r_scope, r_key, extract(epoch FROM r_since)::float8 AS since, extract(epoch FROM r_until)::float8 AS until,
                r_reason, r_new
         FROM sms.fraud_evaluate(COALESCE(to_timestamp($1::float8), now()), $2::float8, $3::int, $4::float8,
                                 $5::float8, $6::float8, $7::float8)
         """
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [now.map { String($0) }, String(settings.anomalyFactor), String(settings.anomalyMinRequests),
          String(settings.anomalyMaxVerified), String(settings.blockDuration.seconds / 60), String(settings.baselineHours),
          String(interval.seconds)]
     }
 
-    public func decode(_ rows: PostgresRows) throws -> [Change] {
+    package func decode(_ rows: PostgresRows) throws -> [Change] {
         try rows.rows.map { row in
             let stored = try row.requiredString("r_scope")
             guard let scope = FraudBlock.Scope(rawValue: stored) else {

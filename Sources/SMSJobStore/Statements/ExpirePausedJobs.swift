@@ -4,19 +4,19 @@ import SMSModel
 /// Pending jobs of paused channels whose time ran out end `expired` (`sms.expire_paused_jobs`): the
 /// claim skips them, so the daemon's triage never sees them. At most `limit` per call; it also tells up
 /// to `limit` paused jobs why they wait (those `sms.pause` did not reach).
-public struct ExpirePausedJobs: AnnouncingStatement {
-    public var limit: Int
+package struct ExpirePausedJobs: AnnouncingStatement {
+    package var limit: Int
     /// Announce the expired jobs on `sms_job_events`; off only when PostgreSQL refuses notifications.
-    public var announces: Bool
+    package var announces: Bool
 
-    public init(limit: Int = 1000, announces: Bool = true) {
+    package init(limit: Int = 1000, announces: Bool = true) {
         self.limit = limit
         self.announces = announces
     }
 
-    public static let sql = "SELECT sms.expire_paused_jobs($1, $2::bool) AS expired"
+    package static let sql = "SELECT sms.expire_paused_jobs($1, $2::bool) AS expired"
 
-    public var bindings: [String?] { [String(limit), announces ? "true" : "false"] }
+    package var bindings: [String?] { [String(limit), announces ? "true" : "false"] }
 
-    public func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("expired") ?? 0 }
+    package func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("expired") ?? 0 }
 }

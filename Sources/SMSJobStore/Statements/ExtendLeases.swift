@@ -5,16 +5,16 @@ import SMSModel
 /// memory). A job this process never claimed, or claimed under an earlier token, keeps running out its
 /// lease, so a process restarted under the same worker id cannot keep its predecessor's jobs from being
 /// rescued.
-public struct ExtendLeases: Statement {
-    public var held: [JobLease]
-    public var lease: Duration
+package struct ExtendLeases: Statement {
+    package var held: [JobLease]
+    package var lease: Duration
 
-    public init(held: [JobLease], lease: Duration) {
+    package init(held: [JobLease], lease: Duration) {
         self.held = held
         self.lease = lease
     }
 
-    public static let sql = """
+    package static let sql = """
         WITH mine AS (
             -- SKIP LOCKED: a row the write-back is finishing right now needs no longer lease, and
             -- waiting for it (while the write-back waits for a row locked here) would deadlock.
@@ -40,11 +40,11 @@ public struct ExtendLeases: Statement {
         SELECT count(*)::int AS extended FROM extended
         """
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [PostgresArray.literal(held.map { Int($0.id) }), PostgresArray.literal(held.map { Int($0.token) }),
          String(lease.seconds)]
     }
 
     /// Leases extended.
-    public func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("extended") ?? 0 }
+    package func decode(_ rows: PostgresRows) throws -> Int { try rows.first?.int("extended") ?? 0 }
 }

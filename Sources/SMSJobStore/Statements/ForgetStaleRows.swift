@@ -2,11 +2,11 @@ import PostgresClient
 
 /// Retention's housekeeping: throttle windows closed for a day (unless still a running job's crash
 /// marker) and worker rows silent for a day. (The reservation's key rows: `ForgetKeyLocks`.)
-public struct ForgetStaleRows: Statement {
-    public init() {}
+package struct ForgetStaleRows: Statement {
+    package init() {}
 
-    public static let isPrepared = false
-    public static let sql = """
+    package static let isPrepared = false
+    package static let sql = """
         WITH windows AS (
             -- Not a window that is still a crash marker: its job runs under the claim it was granted
             -- to (the database or every daemon away for a day), and its rescue must read it.
@@ -18,10 +18,10 @@ public struct ForgetStaleRows: Statement {
         SELECT (SELECT count(*) FROM windows)::int AS windows, (SELECT count(*) FROM workers)::int AS workers
         """
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
     /// Throttle windows and worker rows forgotten.
-    public func decode(_ rows: PostgresRows) throws -> (windows: Int, workers: Int) {
+    package func decode(_ rows: PostgresRows) throws -> (windows: Int, workers: Int) {
         let row = try rows.single("forgetting stale rows")
         return (try row.requiredInt("windows"), try row.requiredInt("workers"))
     }

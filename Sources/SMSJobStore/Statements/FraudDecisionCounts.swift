@@ -2,19 +2,19 @@ import PostgresClient
 
 /// The fraud guard's decisions per rule in the last hour, cluster-wide (the guard's `rule` counters):
 /// what `status` and `fraud list` show.
-public struct FraudDecisionCounts: Statement {
-    public struct Count: Sendable, Equatable, Codable {
+package struct FraudDecisionCounts: Statement {
+    package struct Count: Sendable, Equatable, Codable {
         /// `per_ip_hour`, `prefix_block`, ...
-        public var rule: String
+        package var rule: String
         /// `blocked` or `flagged` (monitor mode).
-        public var decision: String
-        public var count: Int
+        package var decision: String
+        package var count: Int
     }
 
-    public init() {}
+    package init() {}
 
-    public static let isPrepared = false
-    public static let sql = """
+    package static let isPrepared = false
+    package static let sql = """
         SELECT split_part(key, ':', 1) AS rule, split_part(key, ':', 2) AS decision, sum(requests)::int AS n
         FROM sms.fraud_counts
         WHERE scope = 'rule' AND minute >= date_trunc('minute', now() - interval '1 hour')
@@ -22,9 +22,9 @@ public struct FraudDecisionCounts: Statement {
         ORDER BY 3 DESC, 1, 2
         """
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
-    public func decode(_ rows: PostgresRows) throws -> [Count] {
+    package func decode(_ rows: PostgresRows) throws -> [Count] {
         try rows.rows.map { row in
             Count(rule: try row.requiredString("rule"), decision: try row.requiredString("decision"), count: try row.requiredInt("n"))
         }
@@ -34,7 +34,7 @@ public struct FraudDecisionCounts: Statement {
 extension PostgresConnection {
     /// The guard's decisions per rule in the last hour, or why they cannot be read: a hot standby
     /// cannot read the guard's counters (UNLOGGED), and `status` and `fraud list` must still work there.
-    public func fraudDecisionsIfReadable() async -> Result<[FraudDecisionCounts.Count], any Error> {
+    package func fraudDecisionsIfReadable() async -> Result<[FraudDecisionCounts.Count], any Error> {
         do {
             return .success(try await run(FraudDecisionCounts()))
         } catch {

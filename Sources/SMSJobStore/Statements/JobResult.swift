@@ -2,35 +2,35 @@ import PostgresClient
 import SMSModel
 
 /// One job's state and GenAuth's answer to its last call: what a producer waiting on it reports.
-public struct JobResult: Statement {
+package struct JobResult: Statement {
     // Unnamed: read once a second by `enqueue --wait`, which producers may run through a pooler in
     // transaction pooling (a named statement prepared on one server session is missing on the next).
-    public static let isPrepared = false
-    public var id: Int64
+    package static let isPrepared = false
+    package var id: Int64
 
-    public init(id: Int64) { self.id = id }
+    package init(id: Int64) { self.id = id }
 
-    public static let sql = """
+    package static let sql = """
         SELECT state, status_code, api_code, message, request_id, http_status, attempts,
                extract(epoch FROM run_at - now())::float8 AS run_in
         FROM sms.jobs WHERE id = $1
         """
 
-    public var bindings: [String?] { [String(id)] }
+    package var bindings: [String?] { [String(id)] }
 
-    public struct Row: Sendable, Equatable, Codable {
-        public var id: Int64
-        public var state: JobState
-        public var statusCode: Int?
-        public var apiCode: Int?
-        public var message: String?
-        public var requestID: String?
-        public var httpStatus: Int?
-        public var attempts: Int
+    package struct Row: Sendable, Equatable, Codable {
+        package var id: Int64
+        package var state: JobState
+        package var statusCode: Int?
+        package var apiCode: Int?
+        package var message: String?
+        package var requestID: String?
+        package var httpStatus: Int?
+        package var attempts: Int
         /// Seconds until it is due (a deferred or retried job: "resend in ...").
-        public var runIn: Double
+        package var runIn: Double
 
-        public init(id: Int64, state: JobState, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
+        package init(id: Int64, state: JobState, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
                     requestID: String? = nil, httpStatus: Int? = nil, attempts: Int = 0, runIn: Double = 0) {
             self.id = id
             self.state = state
@@ -45,7 +45,7 @@ public struct JobResult: Statement {
     }
 
     /// nil: no such job (never inserted, or purged).
-    public func decode(_ rows: PostgresRows) throws -> Row? {
+    package func decode(_ rows: PostgresRows) throws -> Row? {
         guard let row = rows.first else { return nil }
         let stored = try row.requiredString("state")
         guard let state = JobState(rawValue: stored) else {

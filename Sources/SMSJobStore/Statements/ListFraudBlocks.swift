@@ -2,10 +2,10 @@ import PostgresClient
 import SMSModel
 
 /// The fraud guard's blocks in force (`sms.fraud_blocks`, until in the future), newest first.
-public struct ListFraudBlocks: Statement {
-    public init() {}
+package struct ListFraudBlocks: Statement {
+    package init() {}
 
-    public static let sql = """
+    package static let sql = """
         SELECT scope, key, extract(epoch FROM since)::float8 AS since, extract(epoch FROM until)::float8 AS until,
                reason, cleared_by
         FROM sms.fraud_blocks
@@ -14,9 +14,9 @@ public struct ListFraudBlocks: Statement {
         LIMIT 10000
         """
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
-    public func decode(_ rows: PostgresRows) throws -> [FraudBlock] {
+    package func decode(_ rows: PostgresRows) throws -> [FraudBlock] {
         try rows.rows.map { row in
             let stored = try row.requiredString("scope")
             guard let scope = FraudBlock.Scope(rawValue: stored) else {

@@ -2,19 +2,19 @@ import PostgresClient
 import SMSModel
 
 /// The pauses in force (`sms.controls`, less those whose end has passed).
-public struct ListPauses: Statement {
-    public init() {}
+package struct ListPauses: Statement {
+    package init() {}
 
-    public static let sql = """
+    package static let sql = """
         SELECT \(Pause.columns)
         FROM sms.controls
         WHERE paused_until IS NULL OR paused_until > now()
         ORDER BY channel
         """
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
-    public func decode(_ rows: PostgresRows) throws -> Pauses {
+    package func decode(_ rows: PostgresRows) throws -> Pauses {
         Pauses(try rows.rows.map(Pause.init(row:)))
     }
 }

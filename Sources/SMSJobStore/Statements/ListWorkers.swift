@@ -2,11 +2,11 @@ import PostgresClient
 import SMSModel
 
 /// `sms.workers`: the running daemons.
-public struct ListWorkers: Statement {
-    public init() {}
+package struct ListWorkers: Statement {
+    package init() {}
 
-    public static let isPrepared = false
-    public static let sql = """
+    package static let isPrepared = false
+    package static let sql = """
         SELECT id, host, pid, version, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started_at,
                extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s,
                in_flight, claimed, sent, failed, retried, rejected, expired, deferred, superseded,
@@ -14,9 +14,9 @@ public struct ListWorkers: Statement {
         FROM sms.workers ORDER BY started_at, id
         """
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
-    public func decode(_ rows: PostgresRows) throws -> [WorkerRow] {
+    package func decode(_ rows: PostgresRows) throws -> [WorkerRow] {
         try rows.rows.map { row in
             WorkerRow(
                 id: try row.requiredString("id"), host: try row.requiredString("host"),
@@ -33,25 +33,25 @@ public struct ListWorkers: Statement {
     }
 }
 
-public struct WorkerRow: Sendable, Codable, Equatable {
-    public let id: String
-    public let host: String
-    public let pid: Int
-    public let version: String
-    public let startedAt: String
-    public let heartbeatAgeSeconds: Double
-    public let inFlight: Int
-    public let claimed: Int
-    public let sent: Int
-    public let failed: Int
-    public let retried: Int
-    public let rejected: Int
-    public let expired: Int
-    public let deferred: Int
-    public let superseded: Int
+package struct WorkerRow: Sendable, Codable, Equatable {
+    package let id: String
+    package let host: String
+    package let pid: Int
+    package let version: String
+    package let startedAt: String
+    package let heartbeatAgeSeconds: Double
+    package let inFlight: Int
+    package let claimed: Int
+    package let sent: Int
+    package let failed: Int
+    package let retried: Int
+    package let rejected: Int
+    package let expired: Int
+    package let deferred: Int
+    package let superseded: Int
     /// Random per process: two daemons run with one worker id are two rows.
-    public let instance: String
+    package let instance: String
     /// Outcomes decided and not yet written, and how long writes have been failing (nil: they succeed).
-    public let unwritten: Int
-    public let oldestUnwrittenSeconds: Double?
+    package let unwritten: Int
+    package let oldestUnwrittenSeconds: Double?
 }

@@ -2,11 +2,11 @@ import PostgresClient
 
 /// Wakes idle daemons (`NOTIFY sms_jobs`, what the insert trigger sends) after jobs became due without
 /// an insert: a requeue.
-public struct NotifyJobsAvailable: Statement {
-    public init() {}
+package struct NotifyJobsAvailable: Statement {
+    package init() {}
 
-    public static let isPrepared = false
-    public static let sql = "SELECT pg_notify($1, '')"
+    package static let isPrepared = false
+    package static let sql = "SELECT pg_notify($1, '')"
 
-    public var bindings: [String?] { [NotificationChannel.jobsAvailable.rawValue] }
+    package var bindings: [String?] { [NotificationChannel.jobsAvailable.rawValue] }
 }

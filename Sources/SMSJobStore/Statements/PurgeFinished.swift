@@ -2,29 +2,29 @@ import PostgresClient
 
 /// Deletes up to `batch` finished jobs older than `olderThan` (their attempts cascade), oldest first:
 /// one statement of operator `purge --older-than` and of retention.
-public struct PurgeFinished: Statement {
-    public var olderThan: Duration
-    public var batch: Int
+package struct PurgeFinished: Statement {
+    package var olderThan: Duration
+    package var batch: Int
 
-    public init(olderThan: Duration, batch: Int) {
+    package init(olderThan: Duration, batch: Int) {
         self.olderThan = olderThan
         self.batch = batch
     }
 
     // `sms.purge_finished` (SECURITY DEFINER, for sms_operator and sms_dispatcher, neither of which may
     // DELETE from sms.jobs) holds the statement.
-    public static let sql = "SELECT sms.purge_finished($1::float8, $2::int) AS deleted"
+    package static let sql = "SELECT sms.purge_finished($1::float8, $2::int) AS deleted"
 
-    public var bindings: [String?] { [String(olderThan.seconds), String(batch)] }
+    package var bindings: [String?] { [String(olderThan.seconds), String(batch)] }
 
     /// Jobs deleted; fewer than `batch` means none older are left.
-    public func decode(_ rows: PostgresRows) throws -> Int { try rows.single("purge").requiredInt("deleted") }
+    package func decode(_ rows: PostgresRows) throws -> Int { try rows.single("purge").requiredInt("deleted") }
 }
 
 extension PurgeFinished {
     /// Batch after batch until none older are left, or `deadline` passes with more to delete (then
     /// `more` is true): operator `purge` runs it to the end, retention within its time budget.
-    public func repeated(on db: PostgresConnection, until deadline: ContinuousClock.Instant? = nil) async throws
+    package func repeated(on db: PostgresConnection, until deadline: ContinuousClock.Instant? = nil) async throws
         -> (deleted: Int, more: Bool)
     {
         var deleted = 0

@@ -2,18 +2,18 @@ import PostgresClient
 import SMSModel
 
 /// `sms.queue_stats`, per channel and state.
-public struct QueueStats: Statement {
-    public init() {}
+package struct QueueStats: Statement {
+    package init() {}
 
-    public static let isPrepared = false
-    public static let sql = """
+    package static let isPrepared = false
+    package static let sql = """
         SELECT channel, state, jobs, due, oldest_pending_age_s, sent_last_minute, sent_last_hour, deferred, paused
         FROM sms.queue_stats ORDER BY channel, state
         """
 
-    public var bindings: [String?] { [] }
+    package var bindings: [String?] { [] }
 
-    public func decode(_ rows: PostgresRows) throws -> [QueueStatsRow] {
+    package func decode(_ rows: PostgresRows) throws -> [QueueStatsRow] {
         try rows.rows.map { row in
             QueueStatsRow(
                 channel: try row.requiredString("channel"), state: try row.requiredString("state"),
@@ -26,15 +26,15 @@ public struct QueueStats: Statement {
     }
 }
 
-public struct QueueStatsRow: Sendable, Codable, Equatable {
-    public let channel: String
-    public let state: String
-    public let jobs: Int
-    public let due: Int
-    public let oldestPendingAgeSeconds: Double?
-    public let sentLastMinute: Int
-    public let sentLastHour: Int
-    public let deferred: Int
+package struct QueueStatsRow: Sendable, Codable, Equatable {
+    package let channel: String
+    package let state: String
+    package let jobs: Int
+    package let due: Int
+    package let oldestPendingAgeSeconds: Double?
+    package let sentLastMinute: Int
+    package let sentLastHour: Int
+    package let deferred: Int
     /// The channel is paused (`sms.controls`): its pending jobs wait.
-    public let paused: Bool
+    package let paused: Bool
 }

@@ -2,24 +2,24 @@ import PostgresClient
 
 /// Codes entered, counted for the guard's baselines (`sms.fraud_verified`, which `sms.mark_verified`
 /// calls for one job): `sms-bench`'s fraud scenario reports its simulated users' codes with it.
-public struct RecordVerifications: Statement {
+package struct RecordVerifications: Statement {
     /// `+CC national` of each verified code, and its user_ref.
-    public var phoneKeys: [String]
-    public var userRefs: [String?]
+    package var phoneKeys: [String]
+    package var userRefs: [String?]
     /// Epoch seconds; nil: now().
-    public var now: Double?
+    package var now: Double?
 
-    public init(phoneKeys: [String], userRefs: [String?], now: Double? = nil) {
+    package init(phoneKeys: [String], userRefs: [String?], now: Double? = nil) {
         self.phoneKeys = phoneKeys
         self.userRefs = userRefs
         self.now = now
     }
 
-    public static let sql = """
+    package static let sql = """
         SELECT sms.fraud_verified(COALESCE(to_timestamp($1::float8), now()), $2::text[], $3::text[])
         """
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [now.map { String($0) }, PostgresArray.literal(phoneKeys.map { Optional($0) }), PostgresArray.literal(userRefs)]
     }
 }

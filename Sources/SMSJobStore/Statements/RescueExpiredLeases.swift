@@ -3,19 +3,19 @@ import SMSModel
 
 /// Returns jobs whose lease ran out (their worker died or hung) to the queue, by the delivery policy
 /// (`sms.rescue_expired_leases`). Any daemon may run this; the row lock makes each rescue happen once.
-public struct RescueExpiredLeases: AnnouncingStatement {
-    public var policy: DeliveryPolicy
+package struct RescueExpiredLeases: AnnouncingStatement {
+    package var policy: DeliveryPolicy
     /// Announce the rescued jobs on `sms_job_events`; off only when PostgreSQL refuses notifications
     /// (a full queue): the rescue never depends on them.
-    public var announces: Bool
+    package var announces: Bool
     /// `throttle.window`: the reservation wrote the phone's window as the call's slot + this + 1 s, so
     /// the rescue reads the slot back from it.
-    public var throttleWindow: Duration
+    package var throttleWindow: Duration
     /// Once a rescued call's proof window has closed, how long its holder's own answer gets to land
     /// before the job is retried (the retry may be a second SMS).
-    public var holderGrace: Duration
+    package var holderGrace: Duration
 
-    public init(policy: DeliveryPolicy, throttleWindow: Duration = .seconds(60), holderGrace: Duration = .seconds(15),
+    package init(policy: DeliveryPolicy, throttleWindow: Duration = .seconds(60), holderGrace: Duration = .seconds(15),
                 announces: Bool = true) {
         self.policy = policy
         self.throttleWindow = throttleWindow
@@ -23,16 +23,16 @@ public struct RescueExpiredLeases: AnnouncingStatement {
         self.announces = announces
     }
 
-    public static let sql =
+    package static let sql =
         "SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1, $2::bool, $3::float8, $4::float8, $5::float8)"
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [policy.rawValue, announces ? "true" : "false", String(throttleWindow.seconds),
          String(ProofWindow(throttleWindow: throttleWindow).length.seconds), String(holderGrace.seconds)]
     }
 
     /// Each rescued job and the state it was put in.
-    public func decode(_ rows: PostgresRows) throws -> [(id: Int64, state: JobState)] {
+    package func decode(_ rows: PostgresRows) throws -> [(id: Int64, state: JobState)] {
         try rows.rows.map { row in
             let state = try row.requiredString("r_state")
             guard let known = JobState(rawValue: state) else {

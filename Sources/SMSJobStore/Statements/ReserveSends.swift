@@ -4,20 +4,20 @@ import SMSModel
 /// Asks the cluster-wide throttle (`sms.reserve_sends`) for each job's phone+channel slot, the
 /// per-phone caps, the fraud guard (first attempts only) and, with `rate` > 0, a slot in the cluster's
 /// rate schedule. Only jobs still running under their claim are granted anything.
-public struct ReserveSends: Statement {
-    public var jobs: [ValidJob]
-    public var window: Duration
+package struct ReserveSends: Statement {
+    package var jobs: [ValidJob]
+    package var window: Duration
     /// SMS per phone per rolling hour / day; 0: no cap.
-    public var hourCap: Int
-    public var dayCap: Int
+    package var hourCap: Int
+    package var dayCap: Int
     /// Calls per second for the whole cluster; 0: no rate schedule.
-    public var rate: Double
-    public var fraud: FraudSettings
+    package var rate: Double
+    package var fraud: FraudSettings
     /// How long before its proof window closes a retry of a call that may have gone out must be granted
     /// to be spared the per-phone caps (see `ProofWindow`).
-    public var proofMargin: Duration
+    package var proofMargin: Duration
 
-    public init(jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double,
+    package init(jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double,
                 fraud: FraudSettings = FraudSettings(), proofMargin: Duration = .seconds(2)) {
         self.jobs = jobs
         self.window = window
@@ -29,24 +29,24 @@ public struct ReserveSends: Statement {
     }
 
     /// Each job's verdict, and the jobs the fraud guard flagged in monitor mode (granted all the same).
-    public struct Answer: Sendable, Equatable {
+    package struct Answer: Sendable, Equatable {
         /// A job missing from the answer is missing here too (asked again next round).
-        public var verdicts: [Int64: Reservation] = [:]
-        public var flagged: [Int64: FraudFlag] = [:]
+        package var verdicts: [Int64: Reservation] = [:]
+        package var flagged: [Int64: FraudFlag] = [:]
 
-        public init(verdicts: [Int64: Reservation] = [:], flagged: [Int64: FraudFlag] = [:]) {
+        package init(verdicts: [Int64: Reservation] = [:], flagged: [Int64: FraudFlag] = [:]) {
             self.verdicts = verdicts
             self.flagged = flagged
         }
     }
 
-    public static let sql = """
+    package static let sql = """
         SELECT r_job_id, r_verdict, extract(epoch FROM r_until)::float8 AS until, r_detail, r_slot, r_rule
         FROM sms.reserve_sends($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::float8, $6::int, $7::int,
                                $8::float8, $9::text, $10::int[], $11::int, $12::float8)
         """
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Int($0.lease.token) }),
          PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
          PostgresArray.literal(jobs.map { Optional($0.channel.rawValue) }), String(window.seconds), String(hourCap),
@@ -54,7 +54,7 @@ public struct ReserveSends: Statement {
          String(fraud.trustVerifiedDays), String(proofMargin.seconds)]
     }
 
-    public func decode(_ rows: PostgresRows) throws -> Answer {
+    package func decode(_ rows: PostgresRows) throws -> Answer {
         var answer = Answer()
         for row in rows.rows {
             let id = Int64(try row.requiredInt("r_job_id"))

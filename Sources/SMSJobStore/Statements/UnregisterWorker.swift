@@ -2,13 +2,13 @@ import PostgresClient
 import SMSModel
 
 /// Removes this process's worker row on a clean stop: `sms.workers` lists running daemons.
-public struct UnregisterWorker: Statement {
-    public var worker: WorkerIdentity
+package struct UnregisterWorker: Statement {
+    package var worker: WorkerIdentity
 
-    public init(worker: WorkerIdentity) { self.worker = worker }
+    package init(worker: WorkerIdentity) { self.worker = worker }
 
-    public static let isPrepared = false
-    public static let sql = "DELETE FROM sms.workers WHERE id = $1 AND instance = $2"
+    package static let isPrepared = false
+    package static let sql = "DELETE FROM sms.workers WHERE id = $1 AND instance = $2"
 
-    public var bindings: [String?] { [worker.id, worker.instance] }
+    package var bindings: [String?] { [worker.id, worker.instance] }
 }

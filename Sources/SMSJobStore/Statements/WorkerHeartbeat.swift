@@ -3,15 +3,15 @@ import SMSModel
 
 /// Refreshes this process's row in `sms.workers` (`(id, instance)`: two processes with one worker id
 /// are two rows), with its counters and how far its write-back is behind.
-public struct WorkerHeartbeat: Statement {
-    public var worker: WorkerIdentity
-    public var inFlight: Int
-    public var counters: WorkerCounters
+package struct WorkerHeartbeat: Statement {
+    package var worker: WorkerIdentity
+    package var inFlight: Int
+    package var counters: WorkerCounters
     /// Outcomes decided and not yet written, and for how long writes have been failing (nil: they succeed).
-    public var unwritten: Int
-    public var oldestUnwritten: Duration?
+    package var unwritten: Int
+    package var oldestUnwritten: Duration?
 
-    public init(worker: WorkerIdentity, inFlight: Int, counters: WorkerCounters, unwritten: Int = 0,
+    package init(worker: WorkerIdentity, inFlight: Int, counters: WorkerCounters, unwritten: Int = 0,
                 oldestUnwritten: Duration? = nil) {
         self.worker = worker
         self.inFlight = inFlight
@@ -20,7 +20,7 @@ public struct WorkerHeartbeat: Statement {
         self.oldestUnwritten = oldestUnwritten
     }
 
-    public static let sql = """
+    package static let sql = """
         INSERT INTO sms.workers (id, instance, host, pid, version, in_flight, claimed, sent, failed, retried,
                                  rejected, expired, deferred, superseded, unwritten, oldest_unwritten_s)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
@@ -32,7 +32,7 @@ public struct WorkerHeartbeat: Statement {
             oldest_unwritten_s = EXCLUDED.oldest_unwritten_s, stopped_at = NULL
         """
 
-    public var bindings: [String?] {
+    package var bindings: [String?] {
         [worker.id, worker.instance, worker.host, String(worker.pid), SMSDispatcherVersion.current, String(inFlight),
          String(counters.claimed), String(counters.sent), String(counters.failed), String(counters.retried),
          String(counters.rejected), String(counters.expired), String(counters.deferred),
