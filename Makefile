@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CONFIGURATION ?= debug
 
-.PHONY: all deps build release test soak demo bench install install-files clean
+.PHONY: all deps build release test soak demo bench install install-files clean format format-check
 
 all: build
 
@@ -52,6 +52,14 @@ MINUTES ?= 10
 SEED ?=
 soak: build
 	SMSD_SOAK_MINUTES=$(MINUTES) SMSD_SOAK_SEED=$(SEED) bash scripts/with-postgres.sh $(SWIFT) test --skip-build --filter $(SOAK)
+
+# The code's layout is swift-format's (.swift-format); CI refuses code it would change.
+FORMATTED = Sources Tests Package.swift sql/EmbeddedMigrations.swift
+format:
+	$(SWIFT) format format --in-place --recursive --parallel $(FORMATTED)
+
+format-check:
+	$(SWIFT) format lint --strict --recursive --parallel $(FORMATTED)
 
 demo: deps
 	$(SWIFT) build --product sms-dispatcher

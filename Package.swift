@@ -158,6 +158,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // What the tests and the bench share: child processes, throwaway databases, free ports, waiting
+        // for a condition. Not part of the daemon.
+        .target(
+            name: "SMSTestSupport",
+            dependencies: [
+                "PostgresClient",
+                "SMSJobStore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // `make bench`: drives the release daemon and sandbox against a throwaway PostgreSQL and prints
         // figures; one file per scenario.
         .executableTarget(
@@ -167,6 +177,7 @@ let package = Package(
                 "SMSModel",
                 "GenAuth",
                 "SMSJobStore",
+                "SMSTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
@@ -197,6 +208,7 @@ let package = Package(
                 "SMSConfiguration",
                 "PostgresClient",
                 "GenAuthSandbox",
+                "SMSTestSupport",
                 "sms-dispatcher",
                 "genauth-sandbox",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

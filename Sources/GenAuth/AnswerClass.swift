@@ -51,7 +51,7 @@ package enum AnswerClass: Sendable, Hashable, CaseIterable {
         case .accepted: return .sent
         case .callerFault, .requestRefused: return .permanentFailure
         case .qpsLimited, .phoneWindowHeld, .serverError, .genauthFault, .providerFault, .unrecognised, .unanswered,
-             .notSent:
+            .notSent:
             return .transientFailure
         }
     }

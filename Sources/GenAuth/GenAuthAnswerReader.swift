@@ -46,8 +46,9 @@ extension GenAuthResponseBody {
             guard reader.afterValue() else { return nil }
         }
         guard reader.finished, let statusCode else { return nil }
-        return GenAuthResponseBody(statusCode: statusCode, message: message ?? nil, apiCode: apiCode ?? nil,
-                                   requestId: requestID ?? nil)
+        return GenAuthResponseBody(
+            statusCode: statusCode, message: message ?? nil, apiCode: apiCode ?? nil,
+            requestId: requestID ?? nil)
     }
 }
 
@@ -197,11 +198,17 @@ private struct FlatObjectReader {
     private mutating func skipItems(closing: UInt8, _ item: (inout FlatObjectReader) -> Bool) -> Bool {
         index += 1
         skipWhitespace()
-        if current == closing { index += 1; return true }
+        if current == closing {
+            index += 1
+            return true
+        }
         while true {
             guard item(&self) else { return false }
             skipWhitespace()
-            if current == closing { index += 1; return true }
+            if current == closing {
+                index += 1
+                return true
+            }
             guard current == UInt8(ascii: ",") else { return false }
             index += 1
             skipWhitespace()

@@ -34,9 +34,11 @@ extension GenAuthClient {
         /// Sent as `user-agent`: the daemon names itself and its version.
         package var userAgent: String
 
-        package init(host: String = "", appID: String = "", headerFamily: HeaderFamily = .genauth,
-                    timeout: Duration = .seconds(10), maximumConnections: Int = 64, accessKey: AccessKey? = nil,
-                    userAgent: String = "sms-dispatcher") {
+        package init(
+            host: String = "", appID: String = "", headerFamily: HeaderFamily = .genauth,
+            timeout: Duration = .seconds(10), maximumConnections: Int = 64, accessKey: AccessKey? = nil,
+            userAgent: String = "sms-dispatcher"
+        ) {
             self.userAgent = userAgent
             self.host = host
             self.appID = appID
@@ -61,13 +63,18 @@ extension GenAuthClient {
         package func validate() throws(Problem) {
             guard !host.isEmpty else { throw Problem(field: .host, message: "is required") }
             guard URL(string: host)?.host != nil, (try? GenAuthEndpoint(url: host)) != nil else {
-                throw Problem(field: .host, message:
-                    "must be an http:// or https:// URL (scheme://host[:port][/path], no user info, query or fragment), not \"\(GenAuthEndpoint.shown(host))\"")
+                throw Problem(
+                    field: .host,
+                    message:
+                        "must be an http:// or https:// URL (scheme://host[:port][/path], no user info, query or fragment), not \"\(GenAuthEndpoint.shown(host))\""
+                )
             }
             guard !appID.isEmpty else { throw Problem(field: .appID, message: "is required") }
             guard GenAuthEndpoint.isSafeHeader(name: headerFamily.appIdHeader, value: appID) else {
-                throw Problem(field: .appID, message:
-                    "contains a control character (such as a line break), which an HTTP header cannot carry")
+                throw Problem(
+                    field: .appID,
+                    message:
+                        "contains a control character (such as a line break), which an HTTP header cannot carry")
             }
         }
     }

@@ -34,8 +34,9 @@ package final class GenAuthClient: Sendable {
                 maximumConnections: config.maximumConnections, connectTimeout: TimeAmount(config.connectTimeout))
             self.sendHead = try pool.head(.POST, path: "/api/v3/send-sms", headers: headers)
             if let key = config.accessKey {
-                self.tokens = try ManagementTokenProvider(pool: pool, accessKeyID: key.id, accessKeySecret: key.secret,
-                                                          timeout: timeout)
+                self.tokens = try ManagementTokenProvider(
+                    pool: pool, accessKeyID: key.id, accessKeySecret: key.secret,
+                    timeout: timeout)
             } else {
                 self.tokens = nil
             }
@@ -62,8 +63,10 @@ package final class GenAuthClient: Sendable {
         /// Runs with the call's result (on the client's event loop: keep it short and non-blocking).
         package var completion: @Sendable (CallResult) -> Void
 
-        package init(request: SendSMSRequest, notBefore: ContinuousClock.Instant? = nil,
-                    completion: @escaping @Sendable (CallResult) -> Void) {
+        package init(
+            request: SendSMSRequest, notBefore: ContinuousClock.Instant? = nil,
+            completion: @escaping @Sendable (CallResult) -> Void
+        ) {
             self.request = request
             self.notBefore = notBefore
             self.completion = completion
@@ -85,12 +88,15 @@ package final class GenAuthClient: Sendable {
             return
         }
         let timeout = self.timeout
-        pool.execute(calls.map { call in
-            GenAuthConnectionPool.Request(head: sendHead, body: call.request.jsonBody(), timeout: timeout,
-                                          notBefore: call.notBefore.map(Self.deadline)) { answer in
-                call.completion(Self.callResult(answer, timeout: timeout))
-            }
-        })
+        pool.execute(
+            calls.map { call in
+                GenAuthConnectionPool.Request(
+                    head: sendHead, body: call.request.jsonBody(), timeout: timeout,
+                    notBefore: call.notBefore.map(Self.deadline)
+                ) { answer in
+                    call.completion(Self.callResult(answer, timeout: timeout))
+                }
+            })
     }
 
     /// One call, awaited (management-token mode, tests).

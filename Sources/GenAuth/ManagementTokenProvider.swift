@@ -21,8 +21,9 @@ final class ManagementTokenProvider: Sendable {
 
     init(pool: GenAuthConnectionPool, accessKeyID: String, accessKeySecret: String, timeout: TimeAmount) throws {
         self.pool = pool
-        self.head = try pool.head(.POST, path: "/api/v3/get-management-token",
-                              headers: ["content-type": "application/json", "accept": "application/json"])
+        self.head = try pool.head(
+            .POST, path: "/api/v3/get-management-token",
+            headers: ["content-type": "application/json", "accept": "application/json"])
         let payload = ["accessKeyId": accessKeyID, "accessKeySecret": accessKeySecret]
         self.body = ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: payload)) ?? Data())
         self.timeout = timeout
@@ -35,23 +36,26 @@ final class ManagementTokenProvider: Sendable {
 
     private struct Answer: Decodable {
         struct TokenData: Decodable {
-            let access_token: String
-            let expires_in: Double
+            let accessToken: String
+            let expiresIn: Double
 
-            enum CodingKeys: String, CodingKey { case access_token, expires_in }
+            enum CodingKeys: String, CodingKey {
+                case accessToken = "access_token"
+                case expiresIn = "expires_in"
+            }
 
             init(from decoder: any Decoder) throws {
                 let container = try decoder.container(keyedBy: CodingKeys.self)
-                access_token = try container.decode(String.self, forKey: .access_token)
+                accessToken = try container.decode(String.self, forKey: .accessToken)
                 do {
-                    expires_in = try container.decode(Double.self, forKey: .expires_in)
+                    expiresIn = try container.decode(Double.self, forKey: .expiresIn)
                 } catch let error as DecodingError {
                     guard case .dataCorrupted = error else { throw error }  // missing, null, not a number
-                    expires_in = 0
+                    expiresIn = 0
                 } catch {
                     // A JSON number beyond a Double (1e400; Foundation on Linux throws its own error type
                     // here): no lifetime we can trust, so the token is used once.
-                    expires_in = 0
+                    expiresIn = 0
                 }
             }
         }
@@ -99,14 +103,19 @@ final class ManagementTokenProvider: Sendable {
         guard let head = try? JSONDecoder().decode(Head.self, from: body), head.statusCode == 200 else {
             // GenAuth's statusCode and message only: a body of another shape may hold a token or echo a secret.
             let head = try? JSONDecoder().decode(Head.self, from: body)
-            throw Failure(description: "get-management-token answered HTTP \(status)"
-                + (head.map { ": statusCode \($0.statusCode)\($0.message.map { ", \($0)" } ?? "")" } ?? ", not a GenAuth answer"))
+            throw Failure(
+                description: "get-management-token answered HTTP \(status)"
+                    + (head.map { ": statusCode \($0.statusCode)\($0.message.map { ", \($0)" } ?? "")" }
+                        ?? ", not a GenAuth answer"))
         }
         // The body is left out from here on: it may hold a live token.
         guard let answer = try? JSONDecoder().decode(Answer.self, from: body) else {
-            throw Failure(description: "get-management-token answered statusCode 200 without data.access_token (a string) and data.expires_in (a number)")
+            throw Failure(
+                description:
+                    "get-management-token answered statusCode 200 without data.access_token (a string) and data.expires_in (a number)"
+            )
         }
-        return (answer.data.access_token, answer.data.expires_in)
+        return (answer.data.accessToken, answer.data.expiresIn)
     }
 
     private func fetch() async throws -> String {

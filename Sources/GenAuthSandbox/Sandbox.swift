@@ -47,7 +47,8 @@ package struct SandboxFaults: Sendable, Codable, Equatable {
         lateAnswerRate = try container.decodeIfPresent(Double.self, forKey: .lateAnswerRate) ?? defaults.lateAnswerRate
         rateDrop = try container.decodeIfPresent(Double.self, forKey: .rateDrop) ?? defaults.rateDrop
         dropAfterAccept = try container.decodeIfPresent(Bool.self, forKey: .dropAfterAccept) ?? defaults.dropAfterAccept
-        rateGatewayAfterAccept = try container.decodeIfPresent(Double.self, forKey: .rateGatewayAfterAccept)
+        rateGatewayAfterAccept =
+            try container.decodeIfPresent(Double.self, forKey: .rateGatewayAfterAccept)
             ?? defaults.rateGatewayAfterAccept
     }
 }
@@ -168,8 +169,11 @@ package final class GenAuthSandbox: Sendable {
     }
 
     package func report() -> SandboxReport {
-        state.withLock { SandboxReport(requests: $0.requests, accepted: $0.accepted, answers: $0.answers, perSecond: $0.perSecond,
-                                       tokensIssued: $0.tokensIssued) }
+        state.withLock {
+            SandboxReport(
+                requests: $0.requests, accepted: $0.accepted, answers: $0.answers, perSecond: $0.perSecond,
+                tokensIssued: $0.tokensIssued)
+        }
     }
 
     // MARK: - send-sms
@@ -192,7 +196,10 @@ package final class GenAuthSandbox: Sendable {
         if options.qps > 0 {
             let second = Int(now)
             let over = state.withLock { state -> Bool in
-                if state.qpsSecond != second { state.qpsSecond = second; state.qpsCount = 0 }
+                if state.qpsSecond != second {
+                    state.qpsSecond = second
+                    state.qpsCount = 0
+                }
                 state.qpsCount += 1
                 return state.qpsCount > options.qps
             }
@@ -248,8 +255,10 @@ package final class GenAuthSandbox: Sendable {
             state.callsPerPhone[key, default: 0] += 1
             return state.callsPerPhone[key]!
         }
-        if let scripted = try await scriptedFault(phone: phone, countryCode: countryCode, call: callNumber,
-                                                  requestId: requestId, faults: faults) {
+        if let scripted = try await scriptedFault(
+            phone: phone, countryCode: countryCode, call: callNumber,
+            requestId: requestId, faults: faults)
+        {
             return scripted
         }
 
@@ -258,12 +267,17 @@ package final class GenAuthSandbox: Sendable {
                 return options.windowSeconds - (now - last)
             }
             state.lastSent[key] = now
-            state.accepted.append(SandboxSend(requestId: requestId, channel: channel, phoneNumber: phone,
-                                              phoneCountryCode: sent.phoneCountryCode, at: now))
+            state.accepted.append(
+                SandboxSend(
+                    requestId: requestId, channel: channel, phoneNumber: phone,
+                    phoneCountryCode: sent.phoneCountryCode, at: now))
             return nil
         }
         if let wait = verdict {
-            return body(429, apiCode: 2021, "SMS sent too frequently: one per phone per channel per \(Int(options.windowSeconds)) s; retry in \(Int(wait.rounded(.up))) s", requestId)
+            return body(
+                429, apiCode: 2021,
+                "SMS sent too frequently: one per phone per channel per \(Int(options.windowSeconds)) s; retry in \(Int(wait.rounded(.up))) s",
+                requestId)
         }
         if dropped { return droppedConnection() }
         if faults.lateAnswerMs > 0, Double.random(in: 0..<1) < faults.lateAnswerRate {
@@ -273,7 +287,8 @@ package final class GenAuthSandbox: Sendable {
             return httpError(Bool.random() ? 502 : 504, "Bad Gateway", retryAfter: nil, requestId: requestId)
         }
         if let script = scripted(phone: phone, countryCode: countryCode), script.kind == 6,
-           script.failures == 0 || callNumber <= script.failures {
+            script.failures == 0 || callNumber <= script.failures
+        {
             // Accepted (recorded above, window set), with values no 32-bit or short column holds.
             return oddBody(statusCode: 200, apiCode: 99_999_999_999, message: "", requestId: String(repeating: "r", count: 300))
         }
@@ -284,8 +299,9 @@ package final class GenAuthSandbox: Sendable {
     private func scripted(phone: String, countryCode: String) -> (kind: Int, failures: Int)? {
         let digits = Array(phone)
         guard countryCode == "+86", digits.count == 11, digits[0] == "1", digits[1] == "7",
-              String(digits[3...5]) == "000", let kind = digits[2].wholeNumberValue,
-              let failures = digits[6].wholeNumberValue else { return nil }
+            String(digits[3...5]) == "000", let kind = digits[2].wholeNumberValue,
+            let failures = digits[6].wholeNumberValue
+        else { return nil }
         return (kind, failures)
     }
 
@@ -295,8 +311,10 @@ package final class GenAuthSandbox: Sendable {
     /// Kind 6 is no fault here: the SMS is accepted and recorded like any success (window set), and
     /// `sendSMS` answers it with an apiCode (99999999999) and a 300-character requestId that no 32-bit
     /// or short column holds. Every answer is counted in `answers` ("200", "body-…", "http-…").
-    private func scriptedFault(phone: String, countryCode: String, call: Int, requestId: String,
-                               faults: SandboxFaults) async throws -> Response? {
+    private func scriptedFault(
+        phone: String, countryCode: String, call: Int, requestId: String,
+        faults: SandboxFaults
+    ) async throws -> Response? {
         guard let script = scripted(phone: phone, countryCode: countryCode) else { return nil }
         let (kind, failures) = (script.kind, script.failures)
         if kind != 0 && failures > 0 && call > failures { return nil }
@@ -325,7 +343,7 @@ package final class GenAuthSandbox: Sendable {
         let requestId = UUID().uuidString.lowercased()
         let raw = try await request.body.collect(upTo: 64 * 1024)
         guard let body = try? JSONDecoder().decode(TokenBody.self, from: Data(raw.readableBytesView)),
-              let id = body.accessKeyId, !id.isEmpty, let secret = body.accessKeySecret, !secret.isEmpty
+            let id = body.accessKeyId, !id.isEmpty, let secret = body.accessKeySecret, !secret.isEmpty
         else {
             return self.body(400, apiCode: 1400, "accessKeyId and accessKeySecret are required", requestId)
         }
@@ -334,7 +352,9 @@ package final class GenAuthSandbox: Sendable {
         }
         let token = "sandbox-" + UUID().uuidString.lowercased()
         // JSON has no NaN or infinity (JSONSerialization would throw): the largest finite number stands in.
-        let ttl = options.tokenTTL.isNaN ? 0 : min(max(options.tokenTTL, -Double.greatestFiniteMagnitude), Double.greatestFiniteMagnitude)
+        let ttl =
+            options.tokenTTL.isNaN
+            ? 0 : min(max(options.tokenTTL, -Double.greatestFiniteMagnitude), Double.greatestFiniteMagnitude)
         state.withLock {
             // Kept for at most a day here, whatever expires_in says.
             $0.tokens[token] = Date().timeIntervalSince1970 + min(max(ttl, 0), 86_400)
@@ -345,8 +365,9 @@ package final class GenAuthSandbox: Sendable {
             "data": ["access_token": token, "expires_in": ttl] as [String: Any],
         ]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     // MARK: - Answers
@@ -380,10 +401,14 @@ package final class GenAuthSandbox: Sendable {
 
     private func body(_ statusCode: Int, apiCode: Int?, _ message: String, _ requestId: String) -> Response {
         state.withLock { $0.answers[statusCode == 200 ? "200" : "body-\(statusCode)", default: 0] += 1 }
-        let data = (try? Self.encoder.encode(Answer(apiCode: apiCode, message: message, requestId: requestId,
-                                                     statusCode: statusCode))) ?? Data()
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        let data =
+            (try? Self.encoder.encode(
+                Answer(
+                    apiCode: apiCode, message: message, requestId: requestId,
+                    statusCode: statusCode))) ?? Data()
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     /// An answer with numbers GenAuth's documented shape allows but a client's columns may not hold.
@@ -392,24 +417,30 @@ package final class GenAuthSandbox: Sendable {
         var text = "{\"statusCode\":\(statusCode),\"message\":\"\(message)\",\"requestId\":\"\(requestId)\""
         if let apiCode { text += ",\"apiCode\":\(apiCode)" }
         text += "}"
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     /// GenAuth's QPS limit: HTTP 429 with `Retry-After`, and its JSON body saying 429 as well.
     private func qpsLimited(requestId: String) -> Response {
         state.withLock { $0.answers["http-429", default: 0] += 1 }
-        let data = (try? Self.encoder.encode(Answer(apiCode: nil, message: "Too Many Requests: QPS limit \(options.qps)",
-                                                     requestId: requestId, statusCode: 429))) ?? Data()
-        return Response(status: .tooManyRequests, headers: [.contentType: "application/json", .retryAfter: "1"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        let data =
+            (try? Self.encoder.encode(
+                Answer(
+                    apiCode: nil, message: "Too Many Requests: QPS limit \(options.qps)",
+                    requestId: requestId, statusCode: 429))) ?? Data()
+        return Response(
+            status: .tooManyRequests, headers: [.contentType: "application/json", .retryAfter: "1"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     /// The connection closes with no answer: a head promising a body, then a body that fails, which
     /// makes the server drop the connection mid-answer.
     private func droppedConnection() -> Response {
         state.withLock { $0.answers["dropped", default: 0] += 1 }
-        return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: "100"],
-                        body: ResponseBody { _ in throw DroppedConnection() })
+        return Response(
+            status: .ok, headers: [.contentType: "application/json", .contentLength: "100"],
+            body: ResponseBody { _ in throw DroppedConnection() })
     }
 
     private struct DroppedConnection: Error {}
@@ -419,13 +450,15 @@ package final class GenAuthSandbox: Sendable {
         var headers: HTTPFields = [.contentType: "text/plain"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         headers[HTTPField.Name("x-request-id")!] = requestId
-        return Response(status: .init(code: status, reasonPhrase: text), headers: headers,
-                        body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
+        return Response(
+            status: .init(code: status, reasonPhrase: text), headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
     }
 
     private func json<T: Encodable>(_ value: T) throws -> Response {
         let data = try JSONEncoder().encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }

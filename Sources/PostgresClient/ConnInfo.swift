@@ -37,7 +37,8 @@ package enum ConnInfo {
                 while pairStart < text.endIndex {
                     let pairEnd = text[pairStart...].firstIndex(of: "&") ?? text.endIndex
                     if let equals = text[pairStart..<pairEnd].firstIndex(of: "="),
-                       isSecretKeyword(String(text[pairStart..<equals]).removingPercentEncoding ?? "") {
+                        isSecretKeyword(String(text[pairStart..<equals]).removingPercentEncoding ?? "")
+                    {
                         ranges.append(text.index(after: equals)..<pairEnd)
                     }
                     pairStart = pairEnd < text.endIndex ? text.index(after: pairEnd) : pairEnd
@@ -104,7 +105,10 @@ package enum ConnInfo {
             var unescaped = String.UnicodeScalarView()
             var escaping = false
             for scalar in raw.unicodeScalars {
-                if !escaping && scalar == "\\" { escaping = true; continue }
+                if !escaping && scalar == "\\" {
+                    escaping = true
+                    continue
+                }
                 escaping = false
                 unescaped.append(scalar)
             }

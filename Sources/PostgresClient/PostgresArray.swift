@@ -25,7 +25,10 @@ package enum PostgresArray {
         var out = "{"
         for (index, value) in values.enumerated() {
             if index > 0 { out += "," }
-            guard let value else { out += "NULL"; continue }
+            guard let value else {
+                out += "NULL"
+                continue
+            }
             out += "\""
             // Most values (ids, numbers, plain messages) need no escaping: append them whole.
             if !value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0 }) {

@@ -3,9 +3,9 @@ import Foundation
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A notification received on a LISTEN channel.
@@ -33,7 +33,9 @@ package final class PostgresConnection: @unchecked Sendable {
 
     /// Opens a connection from a libpq conninfo string or URI. `applicationName` shows in
     /// `pg_stat_activity`; a `connect_timeout` of 10 s applies unless the conninfo sets one.
-    package static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher") async throws
+    package static func connect(
+        _ conninfo: String, applicationName: String = "sms-dispatcher"
+    ) async throws
         -> PostgresConnection
     {
         let thread = NIOThreadPool(numberOfThreads: 1)
@@ -62,8 +64,10 @@ package final class PostgresConnection: @unchecked Sendable {
         // gssencmode=disable unless the caller asks for GSS: libpq's default ("prefer") calls into
         // Kerberos on every connect, and Kerberos's library aborted a process that was connecting
         // while it exited (k5_mutex_lock assertion); sites using GSS say so in their URL.
-        let keywords = ["connect_timeout", "fallback_application_name", "keepalives", "keepalives_idle",
-                        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "gssencmode", "dbname"]
+        let keywords = [
+            "connect_timeout", "fallback_application_name", "keepalives", "keepalives_idle",
+            "keepalives_interval", "keepalives_count", "tcp_user_timeout", "gssencmode", "dbname",
+        ]
         let values = ["10", applicationName, "1", "5", "2", "3", "15000", "disable", conninfo]
         let conn: OpaquePointer? = withCStrings(keywords) { keywordPointers in
             withCStrings(values) { valuePointers in
@@ -103,7 +107,9 @@ package final class PostgresConnection: @unchecked Sendable {
     /// Runs one parameterised statement (`$1`, `$2`, … in text format; nil is NULL) and returns its rows.
     /// With `prepared: true` the statement is prepared once per connection and executed by name after.
     @discardableResult
-    package func query(_ sql: String, _ parameters: [String?] = [], prepared: Bool = false) async throws
+    package func query(
+        _ sql: String, _ parameters: [String?] = [], prepared: Bool = false
+    ) async throws
         -> PostgresRows
     {
         try await run { [self] conn in
@@ -140,14 +146,16 @@ package final class PostgresConnection: @unchecked Sendable {
     /// other than ROLLBACK may have committed).
     private static func commit(on conn: OpaquePointer) throws {
         guard let result = PQexec(conn, "COMMIT") else {
-            throw PostgresError(code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
-                                message: Self.errorMessage(conn))
+            throw PostgresError(
+                code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
+                message: Self.errorMessage(conn))
         }
         let tag = String(cString: PQcmdStatus(result))
         _ = try Self.consume(result, conn: conn)
         guard tag == "COMMIT" else {
-            throw PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
-                                message: "COMMIT answered \(tag): the transaction was rolled back")
+            throw PostgresError(
+                code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
+                message: "COMMIT answered \(tag): the transaction was rolled back")
         }
     }
 
@@ -160,8 +168,9 @@ package final class PostgresConnection: @unchecked Sendable {
     /// Waits up to `timeout` for notifications on this connection's LISTEN channels and returns what
     /// arrived (possibly nothing). Blocks only this connection's thread.
     package func waitForNotifications(timeout: Duration) async throws -> [PostgresNotification] {
-        let milliseconds = Int32(clamping: timeout.components.seconds * 1000
-            + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let milliseconds = Int32(
+            clamping: timeout.components.seconds * 1000
+                + timeout.components.attoseconds / 1_000_000_000_000_000)
         return try await run { conn in
             var received = try Self.drainNotifications(conn)
             if !received.isEmpty { return received }
@@ -282,9 +291,10 @@ package final class PostgresConnection: @unchecked Sendable {
                 do {
                     rows.append(try Self.consume(result, conn: conn))
                     if query.sql == "COMMIT" && tag != "COMMIT" && failure == nil {
-                        failure = PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
-                                                message: "COMMIT answered \(tag): the transaction was rolled back",
-                                                pipelineStep: step)
+                        failure = PostgresError(
+                            code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
+                            message: "COMMIT answered \(tag): the transaction was rolled back",
+                            pipelineStep: step)
                     }
                 } catch var error as PostgresError {
                     error.pipelineStep = step
@@ -306,8 +316,9 @@ package final class PostgresConnection: @unchecked Sendable {
     // MARK: - On the connection's thread only
 
     private static func lost(_ conn: OpaquePointer, step: Int) -> PostgresError {
-        PostgresError(code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
-                      message: errorMessage(conn), pipelineStep: step)
+        PostgresError(
+            code: PQstatus(conn) == CONNECTION_BAD ? .connectionLost : .queryFailed,
+            message: errorMessage(conn), pipelineStep: step)
     }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws -> T) async throws -> T {
@@ -340,10 +351,11 @@ package final class PostgresConnection: @unchecked Sendable {
         }
         var received: [PostgresNotification] = []
         while let notify = PQnotifies(conn) {
-            received.append(PostgresNotification(
-                channel: String(cString: notify.pointee.relname),
-                payload: String(cString: notify.pointee.extra),
-                backendPID: notify.pointee.be_pid))
+            received.append(
+                PostgresNotification(
+                    channel: String(cString: notify.pointee.relname),
+                    payload: String(cString: notify.pointee.extra),
+                    backendPID: notify.pointee.be_pid))
             PQfreemem(notify)
         }
         return received
@@ -422,10 +434,12 @@ private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>
 }
 
 /// Copies each string to a C string for the duration of `body`; nil stays a null pointer (SQL NULL).
-private func withOptionalCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) throws -> R) rethrows
+private func withOptionalCStrings<R>(
+    _ strings: [String?], _ body: ([UnsafePointer<CChar>?]) throws -> R
+) rethrows
     -> R
 {
     let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
-    defer { copies.forEach { free($0) } }
+    defer { for copy in copies { free(copy) } }
     return try body(copies.map { UnsafePointer($0) })
 }

@@ -17,8 +17,9 @@ package struct PostgresRows: Sendable {
     /// Rows made by hand, in the server's text format: a statement's decoding tested without a server.
     package init(columns: [String], values: [[String?]], affectedRows: Int = 0) {
         let index = Dictionary(columns.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-        self.init(columns: columns, rows: values.map { PostgresRow(columnIndex: index, values: $0) },
-                  affectedRows: affectedRows)
+        self.init(
+            columns: columns, rows: values.map { PostgresRow(columnIndex: index, values: $0) },
+            affectedRows: affectedRows)
     }
 }
 

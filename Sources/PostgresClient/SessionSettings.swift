@@ -31,8 +31,10 @@ package struct SessionSettings: Sendable, Equatable {
         case keyLookups
     }
 
-    package init(statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,
-                jit: Bool? = nil, plans: Plans? = nil, pinnedSearchPath: Bool = false) {
+    package init(
+        statementTimeout: Duration? = nil, lockTimeout: Duration? = nil, idleInTransactionTimeout: Duration? = nil,
+        jit: Bool? = nil, plans: Plans? = nil, pinnedSearchPath: Bool = false
+    ) {
         self.statementTimeout = statementTimeout
         self.lockTimeout = lockTimeout
         self.idleInTransactionTimeout = idleInTransactionTimeout
@@ -69,8 +71,10 @@ package struct SessionSettings: Sendable, Equatable {
 
 extension PostgresConnection {
     /// Connects (see `connect(_:applicationName:)`) and applies `session`'s limits before returning.
-    package static func connect(_ conninfo: String, applicationName: String = "sms-dispatcher",
-                               session: SessionSettings) async throws -> PostgresConnection {
+    package static func connect(
+        _ conninfo: String, applicationName: String = "sms-dispatcher",
+        session: SessionSettings
+    ) async throws -> PostgresConnection {
         let connection = try await connect(conninfo, applicationName: applicationName)
         guard let script = session.script else { return connection }
         do {

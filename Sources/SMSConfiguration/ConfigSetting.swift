@@ -25,10 +25,12 @@ struct ConfigSetting {
     let adopt: (DaemonConfiguration, inout DaemonConfiguration) -> Void
 
     /// A key whose value lives at `value`: comparing and adopting it on a reload follow from the path.
-    init<T: Equatable>(_ name: String, secret: Bool = false, reload: ReloadClass, _ help: String,
-                       value path: Path<T>,
-                       read: @escaping (RawValues, inout DaemonConfiguration) throws -> Void,
-                       show: @escaping (DaemonConfiguration) -> String) {
+    init<T: Equatable>(
+        _ name: String, secret: Bool = false, reload: ReloadClass, _ help: String,
+        value path: Path<T>,
+        read: @escaping (RawValues, inout DaemonConfiguration) throws -> Void,
+        show: @escaping (DaemonConfiguration) -> String
+    ) {
         self.spec = ConfigKeySpec(name: name, secret: secret, reload: reload, help: help)
         self.read = read
         self.show = show
@@ -38,9 +40,11 @@ struct ConfigSetting {
 
     /// A key with no value of its own, only a fallback for other keys (`channels.defaults.*`): a change
     /// shows, and is adopted, in the keys that fall back to it.
-    init(fallback name: String, reload: ReloadClass, _ help: String,
-         read: @escaping (RawValues, inout DaemonConfiguration) throws -> Void,
-         show: @escaping (DaemonConfiguration) -> String) {
+    init(
+        fallback name: String, reload: ReloadClass, _ help: String,
+        read: @escaping (RawValues, inout DaemonConfiguration) throws -> Void,
+        show: @escaping (DaemonConfiguration) -> String
+    ) {
         self.spec = ConfigKeySpec(name: name, secret: false, reload: reload, help: help)
         self.read = read
         self.show = show
@@ -50,54 +54,79 @@ struct ConfigSetting {
 
     typealias Path<T> = WritableKeyPath<DaemonConfiguration, T>
 
-    static func string(_ name: String, _ path: Path<String>, secret: Bool = false, reload: ReloadClass,
-                       _ help: String) -> ConfigSetting {
-        ConfigSetting(name, secret: secret, reload: reload, help, value: path, read: { values, config in
-            try values.string(name).map { config[keyPath: path] = $0 }
-        }, show: { secret ? "<redacted>" : $0[keyPath: path] })
+    static func string(
+        _ name: String, _ path: Path<String>, secret: Bool = false, reload: ReloadClass,
+        _ help: String
+    ) -> ConfigSetting {
+        ConfigSetting(
+            name, secret: secret, reload: reload, help, value: path,
+            read: { values, config in
+                try values.string(name).map { config[keyPath: path] = $0 }
+            }, show: { secret ? "<redacted>" : $0[keyPath: path] })
     }
 
-    static func optionalString(_ name: String, _ path: Path<String?>, secret: Bool = false, unset: String = "(unset)",
-                               reload: ReloadClass, _ help: String) -> ConfigSetting {
-        ConfigSetting(name, secret: secret, reload: reload, help, value: path, read: { values, config in
-            config[keyPath: path] = try values.string(name)
-        }, show: { config in config[keyPath: path] == nil ? unset : secret ? "<redacted>" : config[keyPath: path]! })
+    static func optionalString(
+        _ name: String, _ path: Path<String?>, secret: Bool = false, unset: String = "(unset)",
+        reload: ReloadClass, _ help: String
+    ) -> ConfigSetting {
+        ConfigSetting(
+            name, secret: secret, reload: reload, help, value: path,
+            read: { values, config in
+                config[keyPath: path] = try values.string(name)
+            }, show: { config in config[keyPath: path] == nil ? unset : secret ? "<redacted>" : config[keyPath: path]! })
     }
 
-    static func int(_ name: String, _ path: Path<Int>, in range: ClosedRange<Int>, reload: ReloadClass,
-                    _ help: String) -> ConfigSetting {
-        ConfigSetting(name, reload: reload, help, value: path, read: { values, config in
-            try values.int(name, in: range).map { config[keyPath: path] = $0 }
-        }, show: { String($0[keyPath: path]) })
+    static func int(
+        _ name: String, _ path: Path<Int>, in range: ClosedRange<Int>, reload: ReloadClass,
+        _ help: String
+    ) -> ConfigSetting {
+        ConfigSetting(
+            name, reload: reload, help, value: path,
+            read: { values, config in
+                try values.int(name, in: range).map { config[keyPath: path] = $0 }
+            }, show: { String($0[keyPath: path]) })
     }
 
-    static func number(_ name: String, _ path: Path<Double>, in range: ClosedRange<Double>, reload: ReloadClass,
-                       _ help: String) -> ConfigSetting {
-        ConfigSetting(name, reload: reload, help, value: path, read: { values, config in
-            try values.double(name, in: range).map { config[keyPath: path] = $0 }
-        }, show: { String($0[keyPath: path]) })
+    static func number(
+        _ name: String, _ path: Path<Double>, in range: ClosedRange<Double>, reload: ReloadClass,
+        _ help: String
+    ) -> ConfigSetting {
+        ConfigSetting(
+            name, reload: reload, help, value: path,
+            read: { values, config in
+                try values.double(name, in: range).map { config[keyPath: path] = $0 }
+            }, show: { String($0[keyPath: path]) })
     }
 
     /// A duration, written as a number of seconds.
-    static func seconds(_ name: String, _ path: Path<Duration>, in range: ClosedRange<Double>, reload: ReloadClass,
-                        _ help: String) -> ConfigSetting {
-        ConfigSetting(name, reload: reload, help, value: path, read: { values, config in
-            try values.seconds(name, in: range).map { config[keyPath: path] = $0 }
-        }, show: { String($0[keyPath: path].seconds) })
+    static func seconds(
+        _ name: String, _ path: Path<Duration>, in range: ClosedRange<Double>, reload: ReloadClass,
+        _ help: String
+    ) -> ConfigSetting {
+        ConfigSetting(
+            name, reload: reload, help, value: path,
+            read: { values, config in
+                try values.seconds(name, in: range).map { config[keyPath: path] = $0 }
+            }, show: { String($0[keyPath: path].seconds) })
     }
 
     static func bool(_ name: String, _ path: Path<Bool>, reload: ReloadClass, _ help: String) -> ConfigSetting {
-        ConfigSetting(name, reload: reload, help, value: path, read: { values, config in
-            try values.bool(name).map { config[keyPath: path] = $0 }
-        }, show: { String($0[keyPath: path]) })
+        ConfigSetting(
+            name, reload: reload, help, value: path,
+            read: { values, config in
+                try values.bool(name).map { config[keyPath: path] = $0 }
+            }, show: { String($0[keyPath: path]) })
     }
 
-    static func choice<T: RawRepresentable & CaseIterable & Equatable>(_ name: String, _ path: Path<T>, reload: ReloadClass,
-                                                                        _ help: String) -> ConfigSetting
-        where T.RawValue == String
-    {
-        ConfigSetting(name, reload: reload, help, value: path, read: { values, config in
-            try values.choice(name, as: T.self).map { config[keyPath: path] = $0 }
-        }, show: { $0[keyPath: path].rawValue })
+    static func choice<T: RawRepresentable & CaseIterable & Equatable>(
+        _ name: String, _ path: Path<T>, reload: ReloadClass,
+        _ help: String
+    ) -> ConfigSetting
+    where T.RawValue == String {
+        ConfigSetting(
+            name, reload: reload, help, value: path,
+            read: { values, config in
+                try values.choice(name, as: T.self).map { config[keyPath: path] = $0 }
+            }, show: { $0[keyPath: path].rawValue })
     }
 }

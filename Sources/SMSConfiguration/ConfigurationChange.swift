@@ -48,7 +48,7 @@ extension DaemonConfiguration {
         var result: [String] = []
         for name in names {
             guard name.hasPrefix(prefix), let field = name.split(separator: ".").last.map(String.init),
-                  perField[field] == Channel.allCases.count
+                perField[field] == Channel.allCases.count
             else {
                 result.append(name)
                 continue

@@ -19,7 +19,7 @@ final class RawValues {
         let secret = specs[key]?.secret ?? false
         // An empty value (SMSD_X=, an empty credential file) counts as unset.
         guard let value = reader.string(forKey: ConfigKey(key), isSecret: secret),
-              !value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+            !value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
         else { return nil }
         sources.entries.append((key, secret ? "<redacted>" : value, secret))
         return value
@@ -51,7 +51,9 @@ final class RawValues {
             return array.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
         // A single value (or an environment variable) is a comma-separated list.
-        return try string(key).map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+        return try string(key).map {
+            $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
     }
 
     func double(_ key: String, in range: ClosedRange<Double>) throws -> Double? {

@@ -22,7 +22,8 @@ enum YAMLKeyLister {
                 }
                 try walk(value, prefix: prefix + [name], into: &keys)
             }
-        case .scalar(let scalar) where scalar.tag.rawValue == Tag.Name.null.rawValue || (scalar.string.isEmpty && scalar.style == .plain):
+        case .scalar(let scalar)
+        where scalar.tag.rawValue == Tag.Name.null.rawValue || (scalar.string.isEmpty && scalar.style == .plain):
             // An empty section (`metrics:` with its keys commented out) or an explicit null: nothing set.
             return
         default:

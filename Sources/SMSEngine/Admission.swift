@@ -114,8 +114,11 @@ package struct Admission: Sendable {
     }
 
     private func breakerDeferral(_ job: ValidJob, until: Double) -> JobOutcome {
-        triage.deferral(job, until: until, reason:
-            "GenAuth is failing: circuit breaker open after \(breaker.configuration.threshold) consecutive transient failures (breaker.*)")
+        triage.deferral(
+            job, until: until,
+            reason:
+                "GenAuth is failing: circuit breaker open after \(breaker.configuration.threshold) consecutive transient failures (breaker.*)"
+        )
     }
 
     /// Jobs per reservation statement. The reservation holds a row lock per phone and per fraud key (up
@@ -128,7 +131,9 @@ package struct Admission: Sendable {
     /// (outside a transaction). A chunk that fails after others went through leaves its jobs unanswered
     /// (asked again next round) rather than losing the verdicts already committed (`interrupted` hears
     /// of it); a first chunk that fails throws, as a single statement would.
-    func reserve(_ batch: [ValidJob], on db: PostgresConnection, interrupted: (any Error) -> Void) async throws
+    func reserve(
+        _ batch: [ValidJob], on db: PostgresConnection, interrupted: (any Error) -> Void
+    ) async throws
         -> ReserveSends.Answer
     {
         var answer = ReserveSends.Answer()
@@ -137,7 +142,7 @@ package struct Admission: Sendable {
                 let part = try await db.run(statement(for: Array(batch[range])))
                 answer.verdicts.merge(part.verdicts) { _, new in new }
                 answer.flagged.merge(part.flagged) { _, new in new }
-            } catch where range.lowerBound > 0 {
+            } catch  where range.lowerBound > 0 {
                 interrupted(error)
                 break
             }
@@ -153,9 +158,10 @@ package struct Admission: Sendable {
     }
 
     private func statement(for chunk: [ValidJob]) -> ReserveSends {
-        ReserveSends(jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
-                     dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
-                     fraud: configuration.fraud, proofMargin: ProofWindow.margin)
+        ReserveSends(
+            jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
+            dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
+            fraud: configuration.fraud, proofMargin: ProofWindow.margin)
     }
 
     /// The reservation statements for `count` jobs: consecutive ranges of at most `reservationChunk`.
@@ -188,9 +194,12 @@ package struct Admission: Sendable {
                 result.settled.append(JobOutcome(job: job.lease, state: .pending, message: message, retryIn: .zero))
             case .busy(let retryIn):
                 // Another session held the job's row or one of its keys for a moment: this job alone waits.
-                result.settled.append(JobOutcome(job: job.lease, state: .pending, message:
-                    "waiting: another session held this job's phone or row for a moment; next try in \(retryIn.seconds) s",
-                    retryIn: retryIn))
+                result.settled.append(
+                    JobOutcome(
+                        job: job.lease, state: .pending,
+                        message:
+                            "waiting: another session held this job's phone or row for a moment; next try in \(retryIn.seconds) s",
+                        retryIn: retryIn))
             case nil: result.unanswered.append(job)
             }
         }

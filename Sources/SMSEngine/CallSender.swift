@@ -1,7 +1,7 @@
 import GenAuth
 import Logging
-import ServiceLifecycle
 import SMSModel
+import ServiceLifecycle
 
 /// Starts the calls of granted jobs, each at its slot in the cluster's rate schedule, without waiting;
 /// each call's answer is classified once, counted (metrics, breaker), turned into the job's outcome by
@@ -43,9 +43,13 @@ struct CallSender: Sendable {
             let started = now + slot
             if slot > Self.longestSlotWait {
                 if job.id == probe { breaker.releaseProbe() }
-                logger.warning("call slot too far off in the cluster's rate schedule; the job waits for it unsent",
-                               metadata: ["job": "\(job.id)", "slot_s": "\(Int(slot.seconds))"])
-                withhold(job, "released unsent: the cluster's rate schedule (rate_limit.requests_per_second) had no slot for \(Int(slot.seconds)) s", retryIn: slot)
+                logger.warning(
+                    "call slot too far off in the cluster's rate schedule; the job waits for it unsent",
+                    metadata: ["job": "\(job.id)", "slot_s": "\(Int(slot.seconds))"])
+                withhold(
+                    job,
+                    "released unsent: the cluster's rate schedule (rate_limit.requests_per_second) had no slot for \(Int(slot.seconds)) s",
+                    retryIn: slot)
                 continue
             }
             book.open(job, triage: triage, startingAt: started, timeout: timeout)
@@ -77,7 +81,8 @@ struct CallSender: Sendable {
         if Task.isShuttingDownGracefully || Task.isCancelled {
             withheld = "released unsent at daemon shutdown"
         } else if let pause = pauses.pauses.pause(of: job.channel) {
-            withheld = "paused: \(pause.scope.shown) paused by \(pause.pausedBy) before this job's call\(pause.reason.map { ": \($0)" } ?? ""); waiting (its TTL still applies)"
+            withheld =
+                "paused: \(pause.scope.shown) paused by \(pause.pausedBy) before this job's call\(pause.reason.map { ": \($0)" } ?? ""); waiting (its TTL still applies)"
         } else {
             withheld = nil
         }
@@ -109,10 +114,13 @@ struct CallSender: Sendable {
     /// it ever comes, is written too: it is the truth.
     func reclaimOverdue() {
         for call in book.overdue() {
-            logger.error("a call's end never came within its timeout and margin; its job is written as unanswered and its slot freed",
-                         metadata: ["job": "\(call.job.id)", "started_s_ago": "\(Int((ContinuousClock.now - call.started).seconds))"])
+            logger.error(
+                "a call's end never came within its timeout and margin; its job is written as unanswered and its slot freed",
+                metadata: ["job": "\(call.job.id)", "started_s_ago": "\(Int((ContinuousClock.now - call.started).seconds))"])
             let outcome = call.triage.outcome(
-                for: call.job, result: .unanswered("no end of this call reached the daemon within \(Int((call.deadline - call.started).seconds)) s"),
+                for: call.job,
+                result: .unanswered(
+                    "no end of this call reached the daemon within \(Int((call.deadline - call.started).seconds)) s"),
                 answer: .unanswered, started: call.started, finished: .now)
             stats.count(outcome)
             writes.submit(outcome)
@@ -121,27 +129,33 @@ struct CallSender: Sendable {
     }
 
     /// One call's result, recorded (metrics, breaker, counters) and turned into the job's outcome.
-    func finish(_ job: ValidJob, result: CallResult, started: ContinuousClock.Instant,
-                finished: ContinuousClock.Instant, triage: Triage) -> JobOutcome {
+    func finish(
+        _ job: ValidJob, result: CallResult, started: ContinuousClock.Instant,
+        finished: ContinuousClock.Instant, triage: Triage
+    ) -> JobOutcome {
         let answer = result.answerClass
         metrics.call(answer, duration: max(.zero, finished - started))
         let outcome = triage.outcome(for: job, result: result, answer: answer, started: started, finished: finished)
         if outcome.possibleDuplicate {
             metrics.possibleDuplicates.increment()
-            logger.warning("sent after GenAuth's window to prove an earlier unanswered call: a second SMS is possible",
-                           metadata: ["job": "\(job.id)", "phone": "\(ValidatedPhone.masked(job.phone.number))"])
+            logger.warning(
+                "sent after GenAuth's window to prove an earlier unanswered call: a second SMS is possible",
+                metadata: ["job": "\(job.id)", "phone": "\(ValidatedPhone.masked(job.phone.number))"])
         }
         if let phase = breaker.record(isServerFault: answer.isServerFault) {
             metrics.breaker(phase)
-            logger.log(level: phase == .open ? .error : .notice, "GenAuth circuit breaker \(phase.rawValue)",
-                       metadata: ["threshold": "\(breaker.configuration.threshold)", "times_opened": "\(breaker.timesOpened)"])
+            logger.log(
+                level: phase == .open ? .error : .notice, "GenAuth circuit breaker \(phase.rawValue)",
+                metadata: ["threshold": "\(breaker.configuration.threshold)", "times_opened": "\(breaker.timesOpened)"])
         }
-        logger.debug("job attempt", metadata: [
-            "job": "\(job.id)", "phone": "\(ValidatedPhone.masked(job.phone.number))", "channel": "\(job.channel.rawValue)",
-            "attempt": "\(job.attempts + 1)", "state": "\(outcome.state.rawValue)",
-            "status_code": "\(outcome.call?.statusCode.map(String.init) ?? "-")",
-            "http_status": "\(outcome.call?.httpStatus.map(String.init) ?? "-")",
-        ])
+        logger.debug(
+            "job attempt",
+            metadata: [
+                "job": "\(job.id)", "phone": "\(ValidatedPhone.masked(job.phone.number))", "channel": "\(job.channel.rawValue)",
+                "attempt": "\(job.attempts + 1)", "state": "\(outcome.state.rawValue)",
+                "status_code": "\(outcome.call?.statusCode.map(String.init) ?? "-")",
+                "http_status": "\(outcome.call?.httpStatus.map(String.init) ?? "-")",
+            ])
         stats.count(outcome)
         return outcome
     }

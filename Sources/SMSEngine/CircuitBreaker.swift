@@ -19,7 +19,10 @@ import Synchronization
 /// class only puts it behind a lock. Hand-written: a few lines of state, and no ecosystem package
 /// here offers one.
 package final class CircuitBreaker: Sendable {
-    package enum Phase: String, Sendable { case closed, open, halfOpen = "half-open" }
+    package enum Phase: String, Sendable {
+        case closed, open
+        case halfOpen = "half-open"
+    }
 
     /// What the dispatcher may do with a batch now.
     package enum Admission: Sendable, Equatable {
@@ -135,8 +138,10 @@ package final class CircuitBreaker: Sendable {
     /// `probeTimeout`: how long a probe may stay out without an answer or a release (the call's timeout
     /// and a margin).
     package init(configuration: Configuration, probeTimeout: Duration = .seconds(30)) {
-        self.state = Mutex(State(threshold: configuration.threshold, coolDown: configuration.coolDown,
-                                 probeTimeout: probeTimeout, now: .now))
+        self.state = Mutex(
+            State(
+                threshold: configuration.threshold, coolDown: configuration.coolDown,
+                probeTimeout: probeTimeout, now: .now))
     }
 
     /// The configuration in force (a reload may have changed it since start).

@@ -22,8 +22,10 @@ struct DatabaseSession: Sendable {
     private(set) var failures = 0
     private var since: ContinuousClock.Instant? = nil
 
-    init(url: String, settings: SessionSettings, applicationName: String, what: String, logger: Logger,
-         quiet: Bool = false) {
+    init(
+        url: String, settings: SessionSettings, applicationName: String, what: String, logger: Logger,
+        quiet: Bool = false
+    ) {
         self.url = url
         self.settings = settings
         self.applicationName = applicationName
@@ -70,10 +72,12 @@ struct DatabaseSession: Sendable {
     /// A statement went through: an outage, if there was one, is over.
     mutating func succeeded() {
         if let since {
-            logger.notice("\(what) back", metadata: [
-                "after_s": "\(String(format: "%.1f", (ContinuousClock.now - since).seconds))",
-                "failures": "\(failures)",
-            ])
+            logger.notice(
+                "\(what) back",
+                metadata: [
+                    "after_s": "\(String(format: "%.1f", (ContinuousClock.now - since).seconds))",
+                    "failures": "\(failures)",
+                ])
         }
         since = nil
         failures = 0
@@ -88,8 +92,9 @@ struct DatabaseSession: Sendable {
         failures += 1
         if since == nil {
             since = .now
-            logger.log(level: quiet ? .warning : .error, "\(what) unavailable; reconnecting with backoff",
-                       metadata: ["error": "\(error)"])
+            logger.log(
+                level: quiet ? .warning : .error, "\(what) unavailable; reconnecting with backoff",
+                metadata: ["error": "\(error)"])
         }
     }
 }

@@ -31,8 +31,9 @@ extension Dispatcher {
         /// keepalives and `tcp_user_timeout` (set by the connection) notice a peer that vanished.
         package var sessionSettings: SessionSettings {
             let statement = min(.seconds(10), max(.seconds(1), claims.lease / 3))
-            return SessionSettings(statementTimeout: statement, lockTimeout: statement / 2,
-                                   idleInTransactionTimeout: .seconds(60), jit: false, pinnedSearchPath: true)
+            return SessionSettings(
+                statementTimeout: statement, lockTimeout: statement / 2,
+                idleInTransactionTimeout: .seconds(60), jit: false, pinnedSearchPath: true)
         }
 
         /// The configured values that only make sense together; the message names the key to change.
@@ -41,8 +42,10 @@ extension Dispatcher {
                 return ("retry.max_delay", "must not be below retry.base_delay (\(triage.backoff.base.seconds))")
             }
             if claims.lease <= heartbeat.interval * 2 {
-                return ("lease.duration",
-                        "must exceed twice heartbeat.interval (\(heartbeat.interval.seconds) s), or live daemons lose their leases")
+                return (
+                    "lease.duration",
+                    "must exceed twice heartbeat.interval (\(heartbeat.interval.seconds) s), or live daemons lose their leases"
+                )
             }
             // A daemon that dies during a call: its job is back within the call's timeout, the lease and a
             // rescue round, and its retry must still reach GenAuth inside the proof window, or every such
@@ -51,9 +54,13 @@ extension Dispatcher {
             let lead = ProofWindow.lead(pollInterval: claims.pollInterval)
             let rescued = genauth.timeout + claims.lease + rescuer.interval + lead
             if triage.policy == .atLeastOnce && rescued >= proof.length {
-                return ("lease.duration", String(format:
-                    "genauth.timeout + lease.duration + lease.rescue_interval (%.1f s), plus %.0f s to claim and call again, must be less than %.1f s (throttle.window, at most GenAuth's 60 s): a job whose daemon died during its call must be retried while GenAuth can still prove that call (delivery.policy = at-least-once)",
-                    (genauth.timeout + claims.lease + rescuer.interval).seconds, lead.seconds, proof.length.seconds))
+                return (
+                    "lease.duration",
+                    String(
+                        format:
+                            "genauth.timeout + lease.duration + lease.rescue_interval (%.1f s), plus %.0f s to claim and call again, must be less than %.1f s (throttle.window, at most GenAuth's 60 s): a job whose daemon died during its call must be retried while GenAuth can still prove that call (delivery.policy = at-least-once)",
+                        (genauth.timeout + claims.lease + rescuer.interval).seconds, lead.seconds, proof.length.seconds)
+                )
             }
             return nil
         }

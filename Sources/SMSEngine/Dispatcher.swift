@@ -34,8 +34,10 @@ package final class Dispatcher: Service, Sendable {
     private let metrics = DispatcherMetrics()
     private let stats: WorkerStats
 
-    package init(configuration: Configuration, logger: Logger, identity: WorkerIdentity,
-                notifier: SystemdNotifier = SystemdNotifier()) throws {
+    package init(
+        configuration: Configuration, logger: Logger, identity: WorkerIdentity,
+        notifier: SystemdNotifier = SystemdNotifier()
+    ) throws {
         var genauth = configuration.genauth
         genauth.maximumConnections = configuration.claims.concurrency
         self.client = try GenAuthClient(configuration: genauth)
@@ -46,8 +48,9 @@ package final class Dispatcher: Service, Sendable {
         logger[metadataKey: "worker"] = "\(identity.id)"
         self.logger = logger
         // A probe that neither answers nor is handed back within its call's timeout (and a margin) is lost.
-        self.breaker = CircuitBreaker(configuration: configuration.breaker,
-                                      probeTimeout: configuration.genauth.timeout + .seconds(5))
+        self.breaker = CircuitBreaker(
+            configuration: configuration.breaker,
+            probeTimeout: configuration.genauth.timeout + .seconds(5))
         self.stats = WorkerStats(metrics: metrics)
         self.settings = LiveSettings.Holder(LiveSettings(configuration))
     }
@@ -69,8 +72,11 @@ package final class Dispatcher: Service, Sendable {
             throw StartupError(code: .databaseUnavailable, message: "cannot read the schema version: \(error)")
         }
         guard let version, version >= requiredSchemaVersion else {
-            throw StartupError(code: .databaseUnavailable, message:
-                "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`")
+            throw StartupError(
+                code: .databaseUnavailable,
+                message:
+                    "the database schema is at version \(version.map(String.init) ?? "none"), this daemon needs \(requiredSchemaVersion): run `sms-dispatcher migrate`"
+            )
         }
         try await PoolerCheck.verify(url)
     }
@@ -82,16 +88,20 @@ package final class Dispatcher: Service, Sendable {
     private func session(_ what: String, quiet: Bool = false, keyLookups: Bool = false) -> DatabaseSession {
         var settings = configuration.sessionSettings
         if keyLookups { settings.plans = .keyLookups }
-        return DatabaseSession(url: configuration.databaseURL, settings: settings,
-                        applicationName: "sms-dispatcher \(identity.id)", what: what, logger: logger, quiet: quiet)
+        return DatabaseSession(
+            url: configuration.databaseURL, settings: settings,
+            applicationName: "sms-dispatcher \(identity.id)", what: what, logger: logger, quiet: quiet)
     }
 
     package func run() async throws {
         let configuration = self.configuration
-        logger.notice("dispatcher started", metadata: [
-            "concurrency": "\(configuration.claims.concurrency)", "poll_interval": "\(configuration.claims.pollInterval.seconds)",
-            "genauth_host": "\(configuration.genauth.host)",
-        ])
+        logger.notice(
+            "dispatcher started",
+            metadata: [
+                "concurrency": "\(configuration.claims.concurrency)",
+                "poll_interval": "\(configuration.claims.pollInterval.seconds)",
+                "genauth_host": "\(configuration.genauth.host)",
+            ])
         // Start-up checks (database, schema version, GenAuth) ran before run(): ready now.
         notifier.ready(status: "dispatching as \(identity.id), up to \(configuration.claims.concurrency) calls in flight")
 
@@ -100,31 +110,37 @@ package final class Dispatcher: Service, Sendable {
         // The fraud guard's decisions and blocks, for the log and metrics; the reservation enforces it.
         let fraud = FraudBoard(logger: logger)
         let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
-        let writer = OutcomeWriter(worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
-                                   smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
-                                   leases: leases, events: events, metrics: metrics,
-                                   session: session("write-back", keyLookups: true), logger: logger)
+        let writer = OutcomeWriter(
+            worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
+            smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
+            leases: leases, events: events, metrics: metrics,
+            session: session("write-back", keyLookups: true), logger: logger)
         let heartbeat = HeartbeatService(
             configuration: configuration.heartbeat, identity: identity, lease: configuration.claims.lease,
             settings: settings, leases: leases, stats: stats, writes: writes, pauses: pauses,
-            reporter: StatusReporter(notifier: notifier, metrics: metrics, breaker: breaker,
-                                     publishesQueueDepth: configuration.publishesQueueDepth),
+            reporter: StatusReporter(
+                notifier: notifier, metrics: metrics, breaker: breaker,
+                publishesQueueDepth: configuration.publishesQueueDepth),
             session: session("heartbeat"), logger: logger)
-        let rescuer = LeaseRescuer(configuration: configuration.rescuer, policy: configuration.triage.policy,
-                                   throttleWindow: configuration.admission.throttleWindow,
-                                   expirer: PausedJobExpirer(configuration: .init(), logger: logger),
-                                   session: session("lease rescue", quiet: true), logger: logger)
-        let fraudWatch = FraudWatch(configuration: configuration.fraudWatch, settings: settings, board: fraud,
-                                    session: session("fraud watch", quiet: true), logger: logger)
-        let retention = RetentionService(configuration: configuration.retention,
-                                         session: session("retention", quiet: true), logger: logger)
+        let rescuer = LeaseRescuer(
+            configuration: configuration.rescuer, policy: configuration.triage.policy,
+            throttleWindow: configuration.admission.throttleWindow,
+            expirer: PausedJobExpirer(configuration: .init(), logger: logger),
+            session: session("lease rescue", quiet: true), logger: logger)
+        let fraudWatch = FraudWatch(
+            configuration: configuration.fraudWatch, settings: settings, board: fraud,
+            session: session("fraud watch", quiet: true), logger: logger)
+        let retention = RetentionService(
+            configuration: configuration.retention,
+            session: session("retention", quiet: true), logger: logger)
         var claims = configuration.claims
         claims.callTimeout = configuration.genauth.timeout
         let loop = ClaimLoop(
             configuration: claims, identity: identity, settings: settings,
-            sender: CallSender(client: client, breaker: breaker, metrics: metrics, stats: stats,
-                               writes: writes, events: events, pauses: pauses, book: CallBook(),
-                               timeout: configuration.genauth.timeout, logger: logger),
+            sender: CallSender(
+                client: client, breaker: breaker, metrics: metrics, stats: stats,
+                writes: writes, events: events, pauses: pauses, book: CallBook(),
+                timeout: configuration.genauth.timeout, logger: logger),
             events: events, writes: writes, leases: leases, stats: stats, breaker: breaker, fraud: fraud,
             notifier: notifier, logger: logger, session: session("database", keyLookups: true))
         let listenSession = session("LISTEN connection", quiet: true)
@@ -142,8 +158,9 @@ package final class Dispatcher: Service, Sendable {
         ]
         var group = ServiceGroupConfiguration(
             services: services.map {
-                .init(service: $0.0, successTerminationBehavior: .gracefullyShutdownGroup,
-                      failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: $0.1)
+                .init(
+                    service: $0.0, successTerminationBehavior: .gracefullyShutdownGroup,
+                    failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: $0.1)
             },
             logger: logger)
         // A backstop only: the drain and the writer bound themselves within it.

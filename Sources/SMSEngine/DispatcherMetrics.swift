@@ -15,13 +15,14 @@ struct DispatcherMetrics: Sendable {
     let possibleDuplicates = Metrics.Counter(label: "smsd_possible_duplicates_total")
 
     /// Counters made once: the per-job path only looks them up.
-    private let outcomes: [String: Metrics.Counter] = Dictionary(uniqueKeysWithValues:
-        ["sent", "failed", "rejected", "expired", "superseded", "cancelled", "retry", "deferred"].map {
+    private let outcomes: [String: Metrics.Counter] = Dictionary(
+        uniqueKeysWithValues: ["sent", "failed", "rejected", "expired", "superseded", "cancelled", "retry", "deferred"].map {
             ($0, Metrics.Counter(label: "smsd_jobs_outcomes_total", dimensions: [("outcome", $0)]))
         })
-    private let calls: [AnswerClass: Metrics.Counter] = Dictionary(uniqueKeysWithValues: AnswerClass.allCases.map {
-        ($0, Metrics.Counter(label: "smsd_api_calls_total", dimensions: [("result", $0.metricLabel)]))
-    })
+    private let calls: [AnswerClass: Metrics.Counter] = Dictionary(
+        uniqueKeysWithValues: AnswerClass.allCases.map {
+            ($0, Metrics.Counter(label: "smsd_api_calls_total", dimensions: [("result", $0.metricLabel)]))
+        })
 
     /// Jobs finished or put back, by what happened: sent, failed, rejected, expired, superseded, retry, deferred.
     func outcome(_ outcome: JobOutcome) {

@@ -23,16 +23,26 @@ package final class FraudBoard: Sendable {
     /// `factory`: the metrics system's (tests pass their own).
     package init(logger: Logger, factory: any MetricsFactory = MetricsSystem.factory) {
         self.logger = logger
-        decisions = Dictionary(uniqueKeysWithValues: FraudRule.allCases.map { rule in
-            (rule, Dictionary(uniqueKeysWithValues: [FraudDecision.blocked, .flagged].map { decision in
-                (decision, Metrics.Counter(label: "smsd_fraud_decisions_total",
-                                           dimensions: [("rule", rule.rawValue), ("decision", decision.rawValue)],
-                                           factory: factory))
-            }))
-        })
-        blockGauges = Dictionary(uniqueKeysWithValues: FraudBlock.Scope.allCases.map {
-            ($0, Gauge(label: "smsd_fraud_blocks", dimensions: [("scope", $0.rawValue)], factory: factory))
-        })
+        decisions = Dictionary(
+            uniqueKeysWithValues: FraudRule.allCases.map { rule in
+                (
+                    rule,
+                    Dictionary(
+                        uniqueKeysWithValues: [FraudDecision.blocked, .flagged].map { decision in
+                            (
+                                decision,
+                                Metrics.Counter(
+                                    label: "smsd_fraud_decisions_total",
+                                    dimensions: [("rule", rule.rawValue), ("decision", decision.rawValue)],
+                                    factory: factory)
+                            )
+                        })
+                )
+            })
+        blockGauges = Dictionary(
+            uniqueKeysWithValues: FraudBlock.Scope.allCases.map {
+                ($0, Gauge(label: "smsd_fraud_blocks", dimensions: [("scope", $0.rawValue)], factory: factory))
+            })
         for gauge in blockGauges.values { gauge.record(0) }
     }
 
@@ -47,9 +57,11 @@ package final class FraudBoard: Sendable {
         }
         flaggedSince.add(answer.flagged.count, ordering: .relaxed)
         if flaggedLog.due(now: now) {
-            logger.notice("fraud guard (monitor mode) let through jobs it would have stopped", metadata: [
-                "jobs": "\(flaggedSince.exchange(0, ordering: .relaxed))", "example": "\(example.message)",
-            ])
+            logger.notice(
+                "fraud guard (monitor mode) let through jobs it would have stopped",
+                metadata: [
+                    "jobs": "\(flaggedSince.exchange(0, ordering: .relaxed))", "example": "\(example.message)",
+                ])
         }
     }
 
@@ -67,9 +79,11 @@ package final class FraudBoard: Sendable {
         }
         let current = Set(fresh.map(\.id))
         for block in previous where !current.contains(block.id) {
-            logger.notice("fraud guard block ended: \(block.scope.rawValue) \(block.key)", metadata: [
-                "scope": "\(block.scope.rawValue)", "key": "\(block.key)",
-            ])
+            logger.notice(
+                "fraud guard block ended: \(block.scope.rawValue) \(block.key)",
+                metadata: [
+                    "scope": "\(block.scope.rawValue)", "key": "\(block.key)",
+                ])
         }
         for scope in FraudBlock.Scope.allCases {
             blockGauges[scope]?.record(fresh.filter { $0.scope == scope }.count)

@@ -10,9 +10,10 @@ package final class PauseBoard: Sendable {
     private let current = Mutex(Pauses())
     private let logger: Logger
     /// `smsd_channel_paused{channel}`: 1 while the channel is paused (by its own pause or all channels').
-    private let gauges: [Channel: Gauge] = Dictionary(uniqueKeysWithValues: Channel.allCases.map {
-        ($0, Gauge(label: "smsd_channel_paused", dimensions: [("channel", $0.rawValue)]))
-    })
+    private let gauges: [Channel: Gauge] = Dictionary(
+        uniqueKeysWithValues: Channel.allCases.map {
+            ($0, Gauge(label: "smsd_channel_paused", dimensions: [("channel", $0.rawValue)]))
+        })
 
     package init(logger: Logger) {
         self.logger = logger
@@ -29,16 +30,20 @@ package final class PauseBoard: Sendable {
         }
         guard previous != fresh else { return }
         for pause in fresh.added(since: previous) {
-            logger.notice("paused: \(pause.scope.shown) by \(pause.pausedBy)", metadata: [
-                "channel": "\(pause.scope.stored)", "reason": "\(pause.reason ?? "")",
-                "until": "\(pause.until.map { "\($0)" } ?? "resumed")",
-            ])
+            logger.notice(
+                "paused: \(pause.scope.shown) by \(pause.pausedBy)",
+                metadata: [
+                    "channel": "\(pause.scope.stored)", "reason": "\(pause.reason ?? "")",
+                    "until": "\(pause.until.map { "\($0)" } ?? "resumed")",
+                ])
         }
         let stillPaused = Set(fresh.all.map(\.scope))
         for pause in previous.all where !stillPaused.contains(pause.scope) {
-            logger.notice("resumed: \(pause.scope.shown)", metadata: [
-                "channel": "\(pause.scope.stored)",
-            ])
+            logger.notice(
+                "resumed: \(pause.scope.shown)",
+                metadata: [
+                    "channel": "\(pause.scope.stored)"
+                ])
         }
         for channel in Channel.allCases {
             gauges[channel]?.record(fresh.pause(of: channel) == nil ? 0 : 1)

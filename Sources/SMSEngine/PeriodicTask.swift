@@ -5,9 +5,11 @@ import PostgresClient
 /// one reconnects with backoff. Ends when the task is cancelled or `shouldContinue` says so.
 enum PeriodicTask {
     /// `body` does one round; it may return a shorter (or longer) wait before the next one.
-    static func run(session: inout DatabaseSession, every interval: Duration, waitFirst: Bool = false,
-                    while shouldContinue: () -> Bool = { true },
-                    _ body: (PostgresConnection) async throws -> Duration?) async {
+    static func run(
+        session: inout DatabaseSession, every interval: Duration, waitFirst: Bool = false,
+        while shouldContinue: () -> Bool = { true },
+        _ body: (PostgresConnection) async throws -> Duration?
+    ) async {
         var wait = waitFirst ? interval : .zero
         while !Task.isCancelled && shouldContinue() {
             if wait > .zero {

@@ -26,13 +26,15 @@ enum PoolerCheck {
             let mine = try await serverPID(first)
             let theirs = try await serverPID(second)
             if mine != own || theirs == mine {
-                throw StartupError(code: .sharedSessions, message: """
-                    database.url leads to a connection pooler that shares PostgreSQL sessions between clients \
-                    (PgBouncer's pool_mode = transaction or statement): the daemon keeps prepared statements, \
-                    LISTEN and its session settings in its sessions, which such a pooler hands to other clients. \
-                    Point database.url at PostgreSQL itself, or at a pool with pool_mode = session (producers \
-                    may keep using transaction pooling)
-                    """)
+                throw StartupError(
+                    code: .sharedSessions,
+                    message: """
+                        database.url leads to a connection pooler that shares PostgreSQL sessions between clients \
+                        (PgBouncer's pool_mode = transaction or statement): the daemon keeps prepared statements, \
+                        LISTEN and its session settings in its sessions, which such a pooler hands to other clients. \
+                        Point database.url at PostgreSQL itself, or at a pool with pool_mode = session (producers \
+                        may keep using transaction pooling)
+                        """)
             }
         }
     }

@@ -48,8 +48,10 @@ package struct Triage: Sendable {
             return settle(.expired, "expires_at passed before the SMS could be sent")
         }
         if rule.ttl > .zero, job.createdAt + rule.ttl.seconds <= job.now {
-            return settle(.expired,
-                "older than \(channel.rawValue)'s TTL of \(Int(rule.ttl.seconds)) s (channels.\(channel.rawValue).ttl) before it could be sent")
+            return settle(
+                .expired,
+                "older than \(channel.rawValue)'s TTL of \(Int(rule.ttl.seconds)) s (channels.\(channel.rawValue).ttl) before it could be sent"
+            )
         }
         let phone: ValidatedPhone
         switch ValidatedPhone.validate(number: job.phoneNumber, countryCode: job.phoneCountryCode) {
@@ -57,17 +59,22 @@ package struct Triage: Sendable {
         case .success(let valid): phone = valid
         }
         if !rule.enabled {
-            return settle(.rejected, "channel \(channel.rawValue) is disabled by configuration (channels.\(channel.rawValue).enabled = false)")
+            return settle(
+                .rejected,
+                "channel \(channel.rawValue) is disabled by configuration (channels.\(channel.rawValue).enabled = false)")
         }
         if let code = phone.countryCode {
             let rules = configuration.rules
             if !rules.international {
-                return settle(.rejected,
+                return settle(
+                    .rejected,
                     "international numbers are not enabled (countries.international = false); \(code) is outside mainland China")
             }
             if !rules.allowedCountryCodes.isEmpty && !rules.allowedCountryCodes.contains(code) {
-                return settle(.rejected,
-                    "country code \(code) is not allowed (countries.allow = \(rules.allowedCountryCodes.joined(separator: ", ")))")
+                return settle(
+                    .rejected,
+                    "country code \(code) is not allowed (countries.allow = \(rules.allowedCountryCodes.joined(separator: ", ")))"
+                )
             }
         }
         // A job whose earlier call may have gone out is not superseded while GenAuth can still prove that
@@ -89,16 +96,22 @@ package struct Triage: Sendable {
         let when = Date(timeIntervalSince1970: until).formatted(.iso8601)
         let reason = reason ?? "one SMS per phone per channel every \(Int(throttleWindow.seconds)) s (throttle.window)"
         if let deadline = job.deadline, until >= deadline {
-            return JobOutcome(job: job.lease, state: .expired, message:
-                "deferred until \(when) (\(reason)), which is after its deadline \(Date(timeIntervalSince1970: deadline).formatted(.iso8601))")
+            return JobOutcome(
+                job: job.lease, state: .expired,
+                message:
+                    "deferred until \(when) (\(reason)), which is after its deadline \(Date(timeIntervalSince1970: deadline).formatted(.iso8601))"
+            )
         }
-        return JobOutcome(job: job.lease, state: .pending, message: "deferred: \(reason); next try at \(when)",
-                          deferredUntil: until)
+        return JobOutcome(
+            job: job.lease, state: .pending, message: "deferred: \(reason); next try at \(when)",
+            deferredUntil: until)
     }
 
     /// Turns one call's result (classified once, by the caller) into the job's next state.
-    package func outcome(for job: ValidJob, result: CallResult, answer: AnswerClass, started: ContinuousClock.Instant,
-                        finished: ContinuousClock.Instant) -> JobOutcome {
+    package func outcome(
+        for job: ValidJob, result: CallResult, answer: AnswerClass, started: ContinuousClock.Instant,
+        finished: ContinuousClock.Instant
+    ) -> JobOutcome {
         var call = CallRecord(startedAt: started, finishedAt: finished)
         var retryAfter: Duration? = nil
         switch result {
@@ -122,25 +135,32 @@ package struct Triage: Sendable {
         // through. Sending again would be a duplicate. Only GenAuth's phone-window answer proves it (HTTP
         // 2xx, body 429; its QPS limit is an HTTP 429 and proves nothing), and only inside the window.
         if proof.isOpen, answer == .phoneWindowHeld {
-            return JobOutcome(job: job.lease, state: .sent, message:
-                "presumed sent: an earlier call whose answer never came went through (GenAuth: \(call.message ?? "429"))",
+            return JobOutcome(
+                job: job.lease, state: .sent,
+                message:
+                    "presumed sent: an earlier call whose answer never came went through (GenAuth: \(call.message ?? "429"))",
                 call: call, coalesce: coalesce)
         }
         // Uncertain from now on if this call may have gone out unseen, or still from an earlier one.
         let uncertain = answer.mayHaveSent || job.uncertain
         // Until when GenAuth can prove this call, if it may have gone out unseen: from the earliest the
         // call can have started on the database's clock.
-        let unseen = answer.mayHaveSent
+        let unseen =
+            answer.mayHaveSent
             ? proofWindow.closes(afterCallAt: job.claimed.earliestDatabaseTime(of: started)) : nil
         if answer.mayHaveSent {
             if configuration.policy == .atMostOnce {
-                return JobOutcome(job: job.lease, state: .failed, message:
-                    "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once); the SMS may have been delivered",
+                return JobOutcome(
+                    job: job.lease, state: .failed,
+                    message:
+                        "delivery unknown: \(call.message ?? "no answer"); not retried (delivery.policy = at-most-once); the SMS may have been delivered",
                     call: call, coalesce: coalesce, uncertain: true, unseenCallProvableUntil: unseen)
             }
             if attempt >= job.maxAttempts {
-                return JobOutcome(job: job.lease, state: .failed, message:
-                    "delivery unknown: attempts exhausted (\(attempt) of \(job.maxAttempts)) and GenAuth never answered the last (\(call.message ?? "no answer")); the SMS may have been delivered",
+                return JobOutcome(
+                    job: job.lease, state: .failed,
+                    message:
+                        "delivery unknown: attempts exhausted (\(attempt) of \(job.maxAttempts)) and GenAuth never answered the last (\(call.message ?? "no answer")); the SMS may have been delivered",
                     call: call, coalesce: coalesce, uncertain: true, unseenCallProvableUntil: unseen)
             }
         }
@@ -148,19 +168,23 @@ package struct Triage: Sendable {
         case .sent where proof == .closed:
             // Accepted after GenAuth's window to prove the earlier call had closed: if that call went out
             // too, the phone had two SMS for this job. The row says so.
-            return JobOutcome(job: job.lease, state: .sent, message:
-                "sent; a second SMS is possible: an earlier call whose answer never came may have been delivered too, and this call came after GenAuth's \(Int(proofWindow.length.seconds)) s window to prove it",
+            return JobOutcome(
+                job: job.lease, state: .sent,
+                message:
+                    "sent; a second SMS is possible: an earlier call whose answer never came may have been delivered too, and this call came after GenAuth's \(Int(proofWindow.length.seconds)) s window to prove it",
                 call: call, coalesce: coalesce, possibleDuplicate: true)
         case .sent:
             return JobOutcome(job: job.lease, state: .sent, message: call.message, call: call, coalesce: coalesce)
         case .permanentFailure:
-            return JobOutcome(job: job.lease, state: .failed, message: call.message, call: call, coalesce: coalesce,
-                              uncertain: uncertain, unseenCallProvableUntil: unseen)
+            return JobOutcome(
+                job: job.lease, state: .failed, message: call.message, call: call, coalesce: coalesce,
+                uncertain: uncertain, unseenCallProvableUntil: unseen)
         case .transientFailure:
             if attempt >= job.maxAttempts {
-                return JobOutcome(job: job.lease, state: .failed,
-                                  message: "attempts exhausted (\(attempt) of \(job.maxAttempts)); last: \(call.message ?? "no message")",
-                                  call: call, coalesce: coalesce, uncertain: uncertain, unseenCallProvableUntil: unseen)
+                return JobOutcome(
+                    job: job.lease, state: .failed,
+                    message: "attempts exhausted (\(attempt) of \(job.maxAttempts)); last: \(call.message ?? "no message")",
+                    call: call, coalesce: coalesce, uncertain: uncertain, unseenCallProvableUntil: unseen)
             }
             var delay = configuration.backoff.delay(afterAttempt: attempt, retryAfter: retryAfter)
             if uncertain {
@@ -178,8 +202,9 @@ package struct Triage: Sendable {
                     if left > .zero { delay = min(delay, max(.milliseconds(200), left / 2)) }
                 }
             }
-            return JobOutcome(job: job.lease, state: .pending, message: call.message, call: call, retryIn: delay,
-                              coalesce: coalesce, uncertain: uncertain, unseenCallProvableUntil: unseen)
+            return JobOutcome(
+                job: job.lease, state: .pending, message: call.message, call: call, retryIn: delay,
+                coalesce: coalesce, uncertain: uncertain, unseenCallProvableUntil: unseen)
         }
     }
 }

@@ -67,7 +67,9 @@ extension PostgresConnection {
     /// without announcing: the rows' truth never waits on a listener. By SQLSTATE alone: the message is
     /// translated by the server's `lc_messages`, and one quiet retry is harmless whatever the cause.
     /// `queueFull` hears of each refusal.
-    package func runAnnouncing<S: AnnouncingStatement>(_ statement: S, queueFull: (PostgresError) -> Void) async throws
+    package func runAnnouncing<S: AnnouncingStatement>(
+        _ statement: S, queueFull: (PostgresError) -> Void
+    ) async throws
         -> S.Output
     {
         do {

@@ -32,7 +32,8 @@ package struct StatusReport: Sendable, Codable {
             fraudDecisions = counts
         case .failure(let error):
             fraudDecisions = []
-            warnings.append("the fraud guard's decisions could not be read (a standby cannot read its unlogged counters): \(error)")
+            warnings.append(
+                "the fraud guard's decisions could not be read (a standby cannot read its unlogged counters): \(error)")
         }
         var totals: [String: Int] = [:]
         for state in JobState.allCases { totals[state.rawValue] = 0 }
@@ -46,7 +47,9 @@ package struct StatusReport: Sendable, Codable {
         }
         for worker in workers {
             if let failing = worker.oldestUnwrittenSeconds {
-                warnings.append("worker \(worker.id) cannot write back: \(worker.unwritten) outcomes waiting, writes failing for \(Int(failing)) s (see its log)")
+                warnings.append(
+                    "worker \(worker.id) cannot write back: \(worker.unwritten) outcomes waiting, writes failing for \(Int(failing)) s (see its log)"
+                )
             }
         }
         for (id, rows) in Dictionary(grouping: workers, by: \.id) where rows.count > 1 {
@@ -60,8 +63,9 @@ package struct StatusReport: Sendable, Codable {
         if due > 0 && workers.isEmpty {
             warnings.append("\(due) jobs are due and no daemon is running")
         }
-        return StatusReport(queue: queue, workers: workers, pauses: pauses, fraudBlocks: fraudBlocks,
-                            fraudDecisions: fraudDecisions, totals: totals, warnings: warnings)
+        return StatusReport(
+            queue: queue, workers: workers, pauses: pauses, fraudBlocks: fraudBlocks,
+            fraudDecisions: fraudDecisions, totals: totals, warnings: warnings)
     }
 
     package func json() throws -> String {
@@ -78,9 +82,11 @@ package struct StatusReport: Sendable, Codable {
         out += Self.render(
             header: ["CHANNEL", "STATE", "JOBS", "DUE", "DEFERRED", "OLDEST PENDING", "SENT 1m", "SENT 1h", "PAUSED"],
             rows: queue.map { row in
-                [row.channel, row.state, String(row.jobs), String(row.due), String(row.deferred),
-                 row.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-",
-                 String(row.sentLastMinute), String(row.sentLastHour), row.paused ? "yes" : "-"]
+                [
+                    row.channel, row.state, String(row.jobs), String(row.due), String(row.deferred),
+                    row.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-",
+                    String(row.sentLastMinute), String(row.sentLastHour), row.paused ? "yes" : "-",
+                ]
             })
         out += "\n"
         if pauses.isEmpty {
@@ -89,8 +95,10 @@ package struct StatusReport: Sendable, Codable {
             out += Self.render(
                 header: ["PAUSED", "BY", "SINCE", "UNTIL", "REASON"],
                 rows: pauses.map { pause in
-                    [pause.scope.shown, pause.pausedBy, Self.utc(pause.since),
-                     pause.until.map(Self.utc) ?? "resumed", pause.reason ?? "-"]
+                    [
+                        pause.scope.shown, pause.pausedBy, Self.utc(pause.since),
+                        pause.until.map(Self.utc) ?? "resumed", pause.reason ?? "-",
+                    ]
                 })
         }
         out += "\n"
@@ -104,19 +112,25 @@ package struct StatusReport: Sendable, Codable {
                 })
         }
         out += "Fraud guard decisions, last hour: "
-        out += fraudDecisions.isEmpty ? "none\n"
+        out +=
+            fraudDecisions.isEmpty
+            ? "none\n"
             : fraudDecisions.map { "\($0.rule) \($0.decision)=\($0.count)" }.joined(separator: " ") + "\n"
         out += "\n"
         if workers.isEmpty {
             out += "Workers: none running\n"
         } else {
             out += Self.render(
-                header: ["WORKER", "HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "IN FLIGHT", "CLAIMED", "SENT",
-                         "FAILED", "RETRIED", "REJECTED", "EXPIRED", "DEFERRED", "SUPERSEDED", "UNWRITTEN"],
+                header: [
+                    "WORKER", "HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "IN FLIGHT", "CLAIMED", "SENT",
+                    "FAILED", "RETRIED", "REJECTED", "EXPIRED", "DEFERRED", "SUPERSEDED", "UNWRITTEN",
+                ],
                 rows: workers.map { w in
-                    [w.id, w.host, String(w.pid), w.version, w.startedAt, String(format: "%.1fs ago", w.heartbeatAgeSeconds),
-                     String(w.inFlight), String(w.claimed), String(w.sent), String(w.failed), String(w.retried),
-                     String(w.rejected), String(w.expired), String(w.deferred), String(w.superseded), String(w.unwritten)]
+                    [
+                        w.id, w.host, String(w.pid), w.version, w.startedAt, String(format: "%.1fs ago", w.heartbeatAgeSeconds),
+                        String(w.inFlight), String(w.claimed), String(w.sent), String(w.failed), String(w.retried),
+                        String(w.rejected), String(w.expired), String(w.deferred), String(w.superseded), String(w.unwritten),
+                    ]
                 })
         }
         for warning in warnings { out += "\nWARNING: \(warning)" }

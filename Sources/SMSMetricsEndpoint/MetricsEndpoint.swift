@@ -20,21 +20,24 @@ package struct MetricsEndpoint: Service {
         let colon = listen.lastIndex(of: ":")!
         var host = String(listen[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return MetricsEndpoint(registry: registry, host: host, port: Int(listen[listen.index(after: colon)...]) ?? 9464,
-                               logger: logger)
+        return MetricsEndpoint(
+            registry: registry, host: host, port: Int(listen[listen.index(after: colon)...]) ?? 9464,
+            logger: logger)
     }
 
     package func run() async throws {
         let router = Router()
         let registry = self.registry
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
         var quiet = logger
         quiet.logLevel = .warning
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sms-dispatcher"),
-                              logger: quiet)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sms-dispatcher"),
+            logger: quiet)
         logger.notice("metrics endpoint listening", metadata: ["address": "\(host):\(port)"])
         try await app.runService(gracefulShutdownSignals: [])
     }

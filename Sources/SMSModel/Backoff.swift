@@ -14,8 +14,10 @@ package struct Backoff: Sendable, Equatable {
     }
 
     /// The wait after the `attempt`-th call (1-based) failed.
-    package func delay(afterAttempt attempt: Int, retryAfter: Duration? = nil,
-                      random: Double = Double.random(in: 0...1)) -> Duration {
+    package func delay(
+        afterAttempt attempt: Int, retryAfter: Duration? = nil,
+        random: Double = Double.random(in: 0...1)
+    ) -> Duration {
         let exponent = max(0, min(attempt - 1, 30))
         let ceiling = min(maximum.seconds, base.seconds * Double(1 << exponent))
         let jittered = Duration.seconds(double: ceiling / 2 + ceiling / 2 * random)

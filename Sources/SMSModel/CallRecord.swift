@@ -10,8 +10,10 @@ package struct CallRecord: Sendable, Equatable {
     package var startedAt: ContinuousClock.Instant
     package var finishedAt: ContinuousClock.Instant
 
-    package init(httpStatus: Int? = nil, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
-                requestID: String? = nil, startedAt: ContinuousClock.Instant, finishedAt: ContinuousClock.Instant) {
+    package init(
+        httpStatus: Int? = nil, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
+        requestID: String? = nil, startedAt: ContinuousClock.Instant, finishedAt: ContinuousClock.Instant
+    ) {
         self.httpStatus = httpStatus
         self.statusCode = statusCode
         self.apiCode = apiCode

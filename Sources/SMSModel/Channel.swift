@@ -18,8 +18,9 @@ extension Channel {
     /// it (or with it dropped) is rejected with a message naming the valid ones.
     package static func parse(_ raw: String) -> Result<Channel, JobRejection> {
         if let channel = Channel(rawValue: raw) { return .success(channel) }
-        return .failure(JobRejection(
-            "channel \"\(raw.prefix(64))\" is not a GenAuth channel; expected one of "
-                + Channel.allCases.map(\.rawValue).joined(separator: ", ")))
+        return .failure(
+            JobRejection(
+                "channel \"\(raw.prefix(64))\" is not a GenAuth channel; expected one of "
+                    + Channel.allCases.map(\.rawValue).joined(separator: ", ")))
     }
 }

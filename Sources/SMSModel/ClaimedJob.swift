@@ -31,11 +31,13 @@ package struct ClaimedJob: Sendable, Equatable {
     package let startedNow: Double
     package let answeredAt: ContinuousClock.Instant
 
-    package init(id: Int64, leaseToken: Int64 = 0, channel: String, phoneNumber: String, phoneCountryCode: String?,
-                phoneKey: String? = nil, attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil,
-                now: Double = 0, newerJob: Int64? = nil, uncertain: Bool = false, proofUntil: Double? = nil,
-                claimedAt: ContinuousClock.Instant = .now, startedNow: Double? = nil,
-                answeredAt: ContinuousClock.Instant? = nil) {
+    package init(
+        id: Int64, leaseToken: Int64 = 0, channel: String, phoneNumber: String, phoneCountryCode: String?,
+        phoneKey: String? = nil, attempts: Int, maxAttempts: Int, createdAt: Double = 0, expiresAt: Double? = nil,
+        now: Double = 0, newerJob: Int64? = nil, uncertain: Bool = false, proofUntil: Double? = nil,
+        claimedAt: ContinuousClock.Instant = .now, startedNow: Double? = nil,
+        answeredAt: ContinuousClock.Instant? = nil
+    ) {
         self.lease = JobLease(id: id, token: leaseToken)
         self.channel = channel
         self.phoneNumber = phoneNumber
@@ -89,9 +91,9 @@ package struct ClaimedJob: Sendable, Equatable {
     package func deadline(ttl: Duration) -> Double? {
         let byTTL = ttl > .zero ? createdAt + ttl.seconds : nil
         switch (expiresAt, byTTL) {
-        case let (expires?, ttl?): return min(expires, ttl)
-        case let (expires?, nil): return expires
-        case let (nil, ttl?): return ttl
+        case (let expires?, let ttl?): return min(expires, ttl)
+        case (let expires?, nil): return expires
+        case (nil, let ttl?): return ttl
         case (nil, nil): return nil
         }
     }

@@ -29,9 +29,11 @@ package struct JobOutcome: Sendable, Equatable {
     /// phone may have had two SMS for this job. Counted (`smsd_possible_duplicates_total`) and said on the row.
     package var possibleDuplicate: Bool
 
-    package init(job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Duration? = nil,
-                deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false,
-                unseenCallProvableUntil: Double? = nil, possibleDuplicate: Bool = false) {
+    package init(
+        job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Duration? = nil,
+        deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false,
+        unseenCallProvableUntil: Double? = nil, possibleDuplicate: Bool = false
+    ) {
         self.job = job
         self.state = state
         self.message = message
@@ -50,8 +52,9 @@ package struct JobOutcome: Sendable, Equatable {
     package func storable(after error: String) -> JobOutcome {
         var stripped = self
         if var call = stripped.call {
-            call = CallRecord(httpStatus: nil, statusCode: nil, apiCode: nil, message: nil, requestID: nil,
-                              startedAt: call.startedAt, finishedAt: call.finishedAt)
+            call = CallRecord(
+                httpStatus: nil, statusCode: nil, apiCode: nil, message: nil, requestID: nil,
+                startedAt: call.startedAt, finishedAt: call.finishedAt)
             stripped.call = call
         }
         stripped.deferredUntil = nil

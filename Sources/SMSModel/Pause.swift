@@ -21,7 +21,10 @@ package struct Pause: Sendable, Equatable, Codable {
         package var argument: String? { self == .all ? nil : stored }
 
         package init?(stored: String) {
-            if stored == "*" { self = .all; return }
+            if stored == "*" {
+                self = .all
+                return
+            }
             guard let channel = Channel(rawValue: stored) else { return nil }
             self = .channel(channel)
         }

@@ -29,7 +29,10 @@ package struct ValidatedPhone: Sendable, Equatable {
         var code: String? = nil
         if let countryCode {
             guard countryCode.utf8.count <= 16 else {
-                return .failure(JobRejection("phone_country_code is \(countryCode.utf8.count) bytes long; it must be '+' followed by 1 to 4 digits (e.g. +86, +1, +852)"))
+                return .failure(
+                    JobRejection(
+                        "phone_country_code is \(countryCode.utf8.count) bytes long; it must be '+' followed by 1 to 4 digits (e.g. +86, +1, +852)"
+                    ))
             }
             let scalars = Array(countryCode.unicodeScalars)
             let digits = scalars.dropFirst()
@@ -46,8 +49,10 @@ package struct ValidatedPhone: Sendable, Equatable {
                 problem = nil
             }
             if let problem {
-                return .failure(JobRejection(
-                    "phone_country_code must be '+' followed by 1 to 4 digits, not starting with 0 (e.g. +86, +1, +852); \(problem)"))
+                return .failure(
+                    JobRejection(
+                        "phone_country_code must be '+' followed by 1 to 4 digits, not starting with 0 (e.g. +86, +1, +852); \(problem)"
+                    ))
             }
             code = sentCountryCode(countryCode)
         }
@@ -58,23 +63,29 @@ package struct ValidatedPhone: Sendable, Equatable {
         }
         if let badIndex = scalars.firstIndex(where: { !isASCIIDigit($0) }) {
             let bad = scalars[badIndex]
-            let shown = bad.properties.isWhitespace || bad.value < 0x20
+            let shown =
+                bad.properties.isWhitespace || bad.value < 0x20
                 ? "U+" + String(bad.value, radix: 16, uppercase: true) : "'\(bad)'"
-            return .failure(JobRejection(
-                "phone_number contains \(shown) at position \(badIndex + 1); only the digits 0-9 are allowed (the country code goes in phone_country_code)"))
+            return .failure(
+                JobRejection(
+                    "phone_number contains \(shown) at position \(badIndex + 1); only the digits 0-9 are allowed (the country code goes in phone_country_code)"
+                ))
         }
 
         if let code {
             // E.164 caps the whole number, country code included, at 15 digits.
             let maximum = 15 - (code.count - 1)
             guard (4...maximum).contains(scalars.count) else {
-                return .failure(JobRejection(
-                    "phone_number has \(scalars.count) digits; a \(code) number must have 4 to \(maximum)"))
+                return .failure(
+                    JobRejection(
+                        "phone_number has \(scalars.count) digits; a \(code) number must have 4 to \(maximum)"))
             }
         } else {
             guard scalars.count == 11, scalars[0] == "1" else {
-                return .failure(JobRejection(
-                    "phone_number has \(scalars.count) digits\(scalars[0] == "1" ? "" : " and starts with \(scalars[0])"); a mainland China (+86) mobile number has 11 digits starting with 1"))
+                return .failure(
+                    JobRejection(
+                        "phone_number has \(scalars.count) digits\(scalars[0] == "1" ? "" : " and starts with \(scalars[0])"); a mainland China (+86) mobile number has 11 digits starting with 1"
+                    ))
             }
         }
         return .success(ValidatedPhone(number: number, countryCode: code))

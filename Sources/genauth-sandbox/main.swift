@@ -28,21 +28,30 @@ struct GenAuthSandboxCommand: AsyncParsableCommand {
     @Option(help: "Requests per second before real HTTP 429 (0: no limit).") var qps = 0
     @Option(name: .customLong("app-id"), help: "Require this app id.") var appID: String?
     @Flag(help: "Accept international numbers (country codes other than +86).") var international = false
-    @Option(name: .customLong("access-key-id"), help: "Management-token mode: the access key id to accept.") var accessKeyID: String?
-    @Option(name: .customLong("access-key-secret"), help: "Management-token mode: the access key secret to accept.") var accessKeySecret: String?
-    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives (its expires_in; any finite number).") var tokenTTL: Double = 7200
+    @Option(name: .customLong("access-key-id"), help: "Management-token mode: the access key id to accept.") var accessKeyID:
+        String?
+    @Option(name: .customLong("access-key-secret"), help: "Management-token mode: the access key secret to accept.")
+    var accessKeySecret: String?
+    @Option(name: .customLong("token-ttl"), help: "Seconds a management token lives (its expires_in; any finite number).")
+    var tokenTTL: Double = 7200
     @Option(name: .customLong("latency-ms"), help: "Milliseconds added to every send-sms answer.") var latencyMs = 0
     @Option(name: .customLong("fail-503"), help: "Share of calls answered HTTP 503 (0...1).") var fail503: Double = 0
-    @Option(name: .customLong("fail-429"), help: "Share of calls answered HTTP 429 with Retry-After (0...1).") var fail429: Double = 0
+    @Option(name: .customLong("fail-429"), help: "Share of calls answered HTTP 429 with Retry-After (0...1).") var fail429:
+        Double = 0
     @Option(name: .customLong("fail-timeout"), help: "Share of calls that hang (0...1).") var failTimeout: Double = 0
     @Option(name: .customLong("hang-seconds"), help: "How long a hanging call hangs.") var hangSeconds: Double = 30
-    @Option(name: .customLong("late-answer-ms"), help: "Accept the SMS, then answer this many ms later (past a client's timeout).") var lateAnswerMs = 0
-    @Option(name: .customLong("late-answer-rate"), help: "Share of accepted sends answered late (0...1).") var lateAnswerRate: Double = 1
+    @Option(
+        name: .customLong("late-answer-ms"), help: "Accept the SMS, then answer this many ms later (past a client's timeout).")
+    var lateAnswerMs = 0
+    @Option(name: .customLong("late-answer-rate"), help: "Share of accepted sends answered late (0...1).") var lateAnswerRate:
+        Double = 1
     @Option(name: .customLong("log-level")) var logLevel = "warning"
 
     func validate() throws {
-        for (name, rate) in [("--fail-503", fail503), ("--fail-429", fail429), ("--fail-timeout", failTimeout),
-                             ("--late-answer-rate", lateAnswerRate)]
+        for (name, rate) in [
+            ("--fail-503", fail503), ("--fail-429", fail429), ("--fail-timeout", failTimeout),
+            ("--late-answer-rate", lateAnswerRate),
+        ]
         where !(0...1).contains(rate) {
             throw ValidationError("\(name) must be between 0 and 1")
         }

@@ -30,12 +30,15 @@ extension Bench {
                         let claimed = try await db.run(ClaimJobs(worker: "bench-\(client)", limit: batch, lease: .seconds(30)))
                         if claimed.isEmpty { break }
                         let valid = try claimed.map { job in
-                            ValidJob(claimed: job, channel: .login,
-                                     phone: try ValidatedPhone.validate(number: job.phoneNumber, countryCode: nil).get(),
-                                     rule: ChannelRule())
+                            ValidJob(
+                                claimed: job, channel: .login,
+                                phone: try ValidatedPhone.validate(number: job.phoneNumber, countryCode: nil).get(),
+                                rule: ChannelRule())
                         }
-                        let verdicts = try await db.run(ReserveSends(jobs: valid, window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0,
-                                                                    fraud: fraud))
+                        let verdicts = try await db.run(
+                            ReserveSends(
+                                jobs: valid, window: .seconds(60), hourCap: 0, dayCap: 0, rate: 0,
+                                fraud: fraud))
                         let now = ContinuousClock.now
                         // Only what the reservation granted is "sent": a job the guard stopped would
                         // have been rejected, a cheaper write-back that would flatter the figure.
@@ -44,14 +47,19 @@ extension Bench {
                         }
                         stopped += valid.count - granted.count
                         let outcomes = granted.map { job in
-                            JobOutcome(job: job.lease, state: .sent, message: "",
-                                       call: CallRecord(httpStatus: 200, statusCode: 200, message: "",
-                                                        requestID: String(UInt64.random(in: 0...UInt64.max), radix: 16),
-                                                        startedAt: now, finishedAt: now),
-                                       coalesce: true)
+                            JobOutcome(
+                                job: job.lease, state: .sent, message: "",
+                                call: CallRecord(
+                                    httpStatus: 200, statusCode: 200, message: "",
+                                    requestID: String(UInt64.random(in: 0...UInt64.max), radix: 16),
+                                    startedAt: now, finishedAt: now),
+                                coalesce: true)
                         }
-                        sent += try await db.run(CompleteJobs(worker: "bench-\(client)", outcomes: outcomes,
-                                                              throttleWindow: .seconds(60), now: now)).updated
+                        sent += try await db.run(
+                            CompleteJobs(
+                                worker: "bench-\(client)", outcomes: outcomes,
+                                throttleWindow: .seconds(60), now: now)
+                        ).updated
                     }
                     return (sent, stopped)
                 }

@@ -42,12 +42,15 @@ extension Bench {
         """
 
     /// `fraudMode`: the daemon's `fraud.mode` (nil: its default, enforce).
-    func drain(admin: String, jobs: Int, latencyMs: Int, history: Int, fraudMode: FraudSettings.Mode? = nil) async throws -> DrainResult {
+    func drain(
+        admin: String, jobs: Int, latencyMs: Int, history: Int, fraudMode: FraudSettings.Mode? = nil
+    ) async throws -> DrainResult {
         let database = try await freshDatabase(admin: admin)
         let db = try await PostgresConnection.connect(database)
         if history > 0 {
             // Finished rows in bulk, as months of production would leave them.
-            try await db.query("""
+            try await db.query(
+                """
                 INSERT INTO sms.jobs (channel, phone_number, state, attempts, status_code, request_id, created_at, sent_at, finished_at)
                 SELECT 'CHANNEL_LOGIN', '150' || lpad(g::text, 8, '0'), 'sent', 1, 200, md5(g::text),
                        now() - interval '2 days', now() - interval '2 days', now() - interval '2 days'
@@ -64,8 +67,9 @@ extension Bench {
         let backends = BackendCPU()
         let sandbox = try await startSandbox(latencyMs: latencyMs)
         defer { sandbox.process.terminate() }
-        let daemon = try startDaemon(database: daemonURL(database), sandbox: sandbox.url,
-                                     environment: fraudMode.map { ["SMSD_FRAUD_MODE": $0.rawValue] } ?? [:])
+        let daemon = try startDaemon(
+            database: daemonURL(database), sandbox: sandbox.url,
+            environment: fraudMode.map { ["SMSD_FRAUD_MODE": $0.rawValue] } ?? [:])
         defer { stop(daemon) }
         let started = ContinuousClock.now
         let cpuBefore = cpuSeconds(daemon.processIdentifier)
@@ -80,15 +84,24 @@ extension Bench {
             try await backends.sample(db, cpu: cpuSeconds)
             // Counting 100,000 open jobs four times a second would take CPU from what is measured:
             // a cheap "any left?" each time, the count every 2 s (for the RSS marks).
-            let anyLeft = try await db.query("""
-                SELECT EXISTS (SELECT 1 FROM sms.jobs WHERE due_at IS NOT NULL)
-                       OR EXISTS (\(Self.runningJobsSQL)) AS any
-                """).first?.bool("any") ?? true
-            let left = !anyLeft ? 0 : polls % 8 != 0 ? jobs
-                : try await db.query("""
-                    SELECT (SELECT count(*) FROM sms.jobs WHERE due_at IS NOT NULL)::int
-                           + (SELECT count(*) FROM (\(Self.runningJobsSQL)) r)::int AS n
-                    """).first?.int("n") ?? 0
+            let anyLeft =
+                try await db.query(
+                    """
+                    SELECT EXISTS (SELECT 1 FROM sms.jobs WHERE due_at IS NOT NULL)
+                           OR EXISTS (\(Self.runningJobsSQL)) AS any
+                    """
+                ).first?.bool("any") ?? true
+            let left =
+                !anyLeft
+                ? 0
+                : polls % 8 != 0
+                    ? jobs
+                    : try await db.query(
+                        """
+                        SELECT (SELECT count(*) FROM sms.jobs WHERE due_at IS NOT NULL)::int
+                               + (SELECT count(*) FROM (\(Self.runningJobsSQL)) r)::int AS n
+                        """
+                    ).first?.int("n") ?? 0
             while rssByProgress.count < marks.count, Double(jobs - left) >= marks[rssByProgress.count] * Double(jobs) {
                 rssByProgress.append(rssMB(daemon.processIdentifier, field: "VmRSS:"))
             }
@@ -98,15 +111,20 @@ extension Bench {
             }
             guard daemon.isRunning else { throw ValidationError("the daemon died") }
         }
-        guard ContinuousClock.now - started < .seconds(1800) else { throw ValidationError("the drain did not finish within 30 minutes") }
+        guard ContinuousClock.now - started < .seconds(1800) else {
+            throw ValidationError("the drain did not finish within 30 minutes")
+        }
         let cpuAfter = cpuSeconds(daemon.processIdentifier)
         try await backends.sample(db, cpu: cpuSeconds)
         // First call to last write-back, by the database's clock (both ends by index: the history
         // rows have no attempts and finished days ago).
-        let span = try await db.query("""
-            SELECT extract(epoch FROM (SELECT max(finished_at) FROM sms.jobs)
-                                      - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
-            """).first?.double("seconds") ?? 1
+        let span =
+            try await db.query(
+                """
+                SELECT extract(epoch FROM (SELECT max(finished_at) FROM sms.jobs)
+                                          - (SELECT min(started_at) FROM sms.attempts))::float8 AS seconds
+                """
+            ).first?.double("seconds") ?? 1
         let rejected = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'rejected'").first?.int("n") ?? 0
         // The transaction counter is reported by each backend every 0.5 s at most.
         try await Task.sleep(for: .milliseconds(600))
@@ -114,8 +132,9 @@ extension Bench {
         await db.close()
         let wall = (ContinuousClock.now - started)
         let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
-        return DrainResult(rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
-                           cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100,
-                           rssByProgress: rssByProgress, rejected: rejected, load: load, jobs: jobs)
+        return DrainResult(
+            rate: Double(jobs) / max(span, 0.001), peakRSSMB: peakRSS,
+            cpuPercent: (cpuAfter - cpuBefore) / max(min(span, wallSeconds), 0.001) * 100,
+            rssByProgress: rssByProgress, rejected: rejected, load: load, jobs: jobs)
     }
 }

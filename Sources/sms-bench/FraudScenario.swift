@@ -94,13 +94,16 @@ extension Bench {
         ("+86", 0.50, { r in "1" + String(r.int(3...9)) + r.digits(9) }),
         ("+1", 0.20, { r in String(r.int(2...9)) + String(r.int(0...8)) + r.digits(1) + String(r.int(2...9)) + r.digits(6) }),
         ("+44", 0.10, { r in "7" + String(r.int(4...9)) + r.digits(8) }),
-        ("+49", 0.08, { r in
-            switch r.int(0...2) {
-            case 0: return "15" + r.pick(["1", "2", "7", "9"]) + r.digits(8)
-            case 1: return "16" + r.pick(["0", "2", "3"]) + r.digits(7 + r.int(0...1))
-            default: return "17" + r.digits(1) + r.digits(7 + r.int(0...1))
+        (
+            "+49", 0.08,
+            { r in
+                switch r.int(0...2) {
+                case 0: return "15" + r.pick(["1", "2", "7", "9"]) + r.digits(8)
+                case 1: return "16" + r.pick(["0", "2", "3"]) + r.digits(7 + r.int(0...1))
+                default: return "17" + r.digits(1) + r.digits(7 + r.int(0...1))
+                }
             }
-        }),
+        ),
         ("+91", 0.07, { r in String(r.int(6...9)) + r.digits(9) }),
         ("+62", 0.05, { r in "8" + r.pick(["1", "5", "7", "8", "9"]) + r.digits(r.int(8...10)) }),
     ]
@@ -151,7 +154,9 @@ extension Bench {
                     second = random.uniform(0, day)
                 } while random.uniform(0, 1.7) > 1 - 0.7 * cos(2 * .pi * (second / 3600 - 4) / 24)
                 let time = Double(dayIndex) * day + second
-                var user: String, phone: String, ip: String
+                var user: String
+                var phone: String
+                var ip: String
                 if random.chance(0.7) {
                     (user, phone, ip) = random.pick(pool)
                 } else {
@@ -163,12 +168,17 @@ extension Bench {
                 let delay = random.uniform(5, 60)
                 if random.chance(0.05) {
                     // Asked twice within a few minutes: the first code is never entered, the second may be.
-                    requests.append(SimulatedRequest(time: time, phoneKey: phone, ip: ip, user: user, source: .legit, verifyAfter: nil))
-                    requests.append(SimulatedRequest(time: time + random.uniform(30, 240), phoneKey: phone, ip: ip, user: user,
-                                                     source: .legit, verifyAfter: verifies ? delay : nil))
+                    requests.append(
+                        SimulatedRequest(time: time, phoneKey: phone, ip: ip, user: user, source: .legit, verifyAfter: nil))
+                    requests.append(
+                        SimulatedRequest(
+                            time: time + random.uniform(30, 240), phoneKey: phone, ip: ip, user: user,
+                            source: .legit, verifyAfter: verifies ? delay : nil))
                 } else {
-                    requests.append(SimulatedRequest(time: time, phoneKey: phone, ip: ip, user: user, source: .legit,
-                                                     verifyAfter: verifies ? delay : nil))
+                    requests.append(
+                        SimulatedRequest(
+                            time: time, phoneKey: phone, ip: ip, user: user, source: .legit,
+                            verifyAfter: verifies ? delay : nil))
                 }
             }
         }
@@ -176,30 +186,40 @@ extension Bench {
         let indonesiaHourly = Double(day1Indonesia) / 24
 
         let attacks = [
-            FraudAttack(source: .premium, name: "attack 1: premium prefixes",
-                        setup: "03:00-04:00, 3 new prefixes (+44 701234, +371 8123, +53 5123), sequential numbers, 20,000 rotating IPs, no or random user_ref, 2/s, never verified",
-                        start: day + 3 * 3600, end: day + 4 * 3600),
-            FraudAttack(source: .walker, name: "attack 2: one IP walking",
-                        setup: "10:00-11:00, one IP and one user_ref, sequential +49 numbers, 1/s, never verified",
-                        start: day + 10 * 3600, end: day + 11 * 3600),
-            FraudAttack(source: .flood, name: "attack 3: country flood",
-                        setup: String(format: "15:00-16:00, +62 at 20× its day-1 hourly rate (%.0f/h → %.0f/h), random numbers, IPs used 1-3 times, new user_refs, 1%% verified",
-                                      indonesiaHourly, 20 * indonesiaHourly),
-                        start: day + 15 * 3600, end: day + 16 * 3600),
+            FraudAttack(
+                source: .premium, name: "attack 1: premium prefixes",
+                setup:
+                    "03:00-04:00, 3 new prefixes (+44 701234, +371 8123, +53 5123), sequential numbers, 20,000 rotating IPs, no or random user_ref, 2/s, never verified",
+                start: day + 3 * 3600, end: day + 4 * 3600),
+            FraudAttack(
+                source: .walker, name: "attack 2: one IP walking",
+                setup: "10:00-11:00, one IP and one user_ref, sequential +49 numbers, 1/s, never verified",
+                start: day + 10 * 3600, end: day + 11 * 3600),
+            FraudAttack(
+                source: .flood, name: "attack 3: country flood",
+                setup: String(
+                    format:
+                        "15:00-16:00, +62 at 20× its day-1 hourly rate (%.0f/h → %.0f/h), random numbers, IPs used 1-3 times, new user_refs, 1%% verified",
+                    indonesiaHourly, 20 * indonesiaHourly),
+                start: day + 15 * 3600, end: day + 16 * 3600),
         ]
         // Attack 1: premium-rate ranges, numbers in sequence, from rotating addresses.
         let attackerIPs = (0..<20_000).map { _ in random.ipv4() }
         let premium = ["+44 701234", "+371 8123", "+53 5123"]
         for index in 0..<7_200 {
-            requests.append(SimulatedRequest(time: attacks[0].start + Double(index) * 0.5 + random.uniform(0, 0.4),
-                                             phoneKey: premium[index % 3] + String(format: "%04d", index / 3),
-                                             ip: random.pick(attackerIPs), user: random.chance(0.5) ? nil : "bot\(random.next() % 1_000_000)",
-                                             source: .premium, verifyAfter: nil))
+            requests.append(
+                SimulatedRequest(
+                    time: attacks[0].start + Double(index) * 0.5 + random.uniform(0, 0.4),
+                    phoneKey: premium[index % 3] + String(format: "%04d", index / 3),
+                    ip: random.pick(attackerIPs), user: random.chance(0.5) ? nil : "bot\(random.next() % 1_000_000)",
+                    source: .premium, verifyAfter: nil))
         }
         // Attack 2: one client walking through a country's numbers.
         for index in 0..<3_600 {
-            requests.append(SimulatedRequest(time: attacks[1].start + Double(index), phoneKey: "+49 152" + String(format: "%08d", 34_000_000 + index),
-                                             ip: "198.51.100.23", user: "acct-4242", source: .walker, verifyAfter: nil))
+            requests.append(
+                SimulatedRequest(
+                    time: attacks[1].start + Double(index), phoneKey: "+49 152" + String(format: "%08d", 34_000_000 + index),
+                    ip: "198.51.100.23", user: "acct-4242", source: .walker, verifyAfter: nil))
         }
         // Attack 3: distributed addresses push one small country to 20× its baseline.
         var time = attacks[2].start
@@ -208,10 +228,15 @@ extension Bench {
         while true {
             time += random.exponential(rate: 20 * indonesiaHourly / 3600)
             if time >= attacks[2].end { break }
-            if ipUses == 0 { ip = random.ipv4(); ipUses = random.int(1...3) }
+            if ipUses == 0 {
+                ip = random.ipv4()
+                ipUses = random.int(1...3)
+            }
             ipUses -= 1
-            requests.append(SimulatedRequest(time: time, phoneKey: Self.mobile62(&random), ip: ip, user: "x\(random.next() % 100_000_000)",
-                                             source: .flood, verifyAfter: random.chance(0.01) ? random.uniform(5, 60) : nil))
+            requests.append(
+                SimulatedRequest(
+                    time: time, phoneKey: Self.mobile62(&random), ip: ip, user: "x\(random.next() % 100_000_000)",
+                    source: .flood, verifyAfter: random.chance(0.01) ? random.uniform(5, 60) : nil))
         }
         requests.sort { $0.time < $1.time }
 
@@ -239,9 +264,10 @@ extension Bench {
             if cursor > first {
                 let batch = requests[first..<cursor]
                 let started = ContinuousClock.now
-                let decisions = try await db.run(DecideFraud(
-                    requests: batch.map { DecideFraud.Request(phoneKey: $0.phoneKey, clientIP: $0.ip, userRef: $0.user) },
-                    settings: settings, now: t0 + now))
+                let decisions = try await db.run(
+                    DecideFraud(
+                        requests: batch.map { DecideFraud.Request(phoneKey: $0.phoneKey, clientIP: $0.ip, userRef: $0.user) },
+                        settings: settings, now: t0 + now))
                 calls.decide += 1
                 spent.decide += ContinuousClock.now - started
                 guard decisions.count == batch.count else {
@@ -268,8 +294,9 @@ extension Bench {
                         count(&day1Legit, late: false)
                     } else {
                         let attack = attacks.first { $0.source == request.source }
-                        count(&tallies[request.source, default: FraudTally()],
-                              late: attack.map { request.time >= $0.start + 300 } ?? true)
+                        count(
+                            &tallies[request.source, default: FraudTally()],
+                            late: attack.map { request.time >= $0.start + 300 } ?? true)
                     }
                     if !blocked, let after = request.verifyAfter {
                         // Entered after a delay: recorded in the tick that ends at or after that moment.
@@ -297,55 +324,76 @@ extension Bench {
             return String(format: "day %d %02d:%02d:%02d", Int(seconds / day) + 1, inDay / 3600, inDay / 60 % 60, inDay % 60)
         }
         func percent(_ part: Int, _ whole: Int) -> String { String(format: "%.1f%%", Double(part) / Double(max(whole, 1)) * 100) }
-        func preciseFraction(_ part: Int, _ whole: Int) -> String { String(format: "%.2f%%", Double(part) / Double(max(whole, 1)) * 100) }
+        func preciseFraction(_ part: Int, _ whole: Int) -> String {
+            String(format: "%.2f%%", Double(part) / Double(max(whole, 1)) * 100)
+        }
         func rules(_ tally: FraudTally) -> String {
-            tally.rules.isEmpty ? "none" : tally.rules.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            tally.rules.isEmpty
+                ? "none" : tally.rules.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         }
 
-        print("fraud: 2 simulated days from \(Date(timeIntervalSince1970: t0)) in \(String(format: "%.1f", wall)) s of wall time: "
-              + "\(calls.decide) DecideFraud, \(calls.verify) RecordVerifications, \(calls.evaluate) EvaluateFraud calls "
-              + String(format: "(%.1f / %.1f / %.1f s); ", spent.decide.seconds, spent.verify.seconds, spent.evaluate.seconds)
-              + "\(requests.count) requests, \(signups) sign-ups, pool of \(poolSize) users")
+        print(
+            "fraud: 2 simulated days from \(Date(timeIntervalSince1970: t0)) in \(String(format: "%.1f", wall)) s of wall time: "
+                + "\(calls.decide) DecideFraud, \(calls.verify) RecordVerifications, \(calls.evaluate) EvaluateFraud calls "
+                + String(format: "(%.1f / %.1f / %.1f s); ", spent.decide.seconds, spent.verify.seconds, spent.evaluate.seconds)
+                + "\(requests.count) requests, \(signups) sign-ups, pool of \(poolSize) users")
         var rows: [[String]] = []
         for attack in attacks {
             let tally = tallies[attack.source] ?? FraudTally()
-            let firstBlock = tally.firstBlock.map { String(format: "first block after %.0f s", $0 - attack.start) } ?? "never blocked"
-            print("fraud: \(attack.name) (\(attack.setup)): blocked \(tally.blocked) / \(tally.attempted) (\(percent(tally.blocked, tally.attempted))), "
-                  + "after the first 5 min \(tally.lateBlocked) / \(tally.lateAttempted) (\(percent(tally.lateBlocked, tally.lateAttempted))), "
-                  + "\(tally.attempted - tally.blocked) sent, \(tally.verified) verified, \(firstBlock); rules: \(rules(tally))")
-            rows.append(["fraud: " + attack.name, attack.setup,
-                         "\(tally.blocked) / \(tally.attempted) SMS blocked (\(percent(tally.blocked, tally.attempted)))",
-                         "after the first 5 min: \(percent(tally.lateBlocked, tally.lateAttempted)); \(firstBlock); rules: \(rules(tally))"])
+            let firstBlock =
+                tally.firstBlock.map { String(format: "first block after %.0f s", $0 - attack.start) } ?? "never blocked"
+            print(
+                "fraud: \(attack.name) (\(attack.setup)): blocked \(tally.blocked) / \(tally.attempted) (\(percent(tally.blocked, tally.attempted))), "
+                    + "after the first 5 min \(tally.lateBlocked) / \(tally.lateAttempted) (\(percent(tally.lateBlocked, tally.lateAttempted))), "
+                    + "\(tally.attempted - tally.blocked) sent, \(tally.verified) verified, \(firstBlock); rules: \(rules(tally))"
+            )
+            rows.append([
+                "fraud: " + attack.name, attack.setup,
+                "\(tally.blocked) / \(tally.attempted) SMS blocked (\(percent(tally.blocked, tally.attempted)))",
+                "after the first 5 min: \(percent(tally.lateBlocked, tally.lateAttempted)); \(firstBlock); rules: \(rules(tally))",
+            ])
         }
         let legit = tallies[.legit] ?? FraudTally()
         let countries = legit.byCountry.sorted { $0.value.attempted > $1.value.attempted }
             .map { "\($0.key) \($0.value.blocked)/\($0.value.attempted)" }.joined(separator: ", ")
-        print("fraud: legitimate day 2: \(legit.attempted) codes, blocked \(legit.blocked) (\(preciseFraction(legit.blocked, legit.attempted))), "
-              + "delayed 0 (the guard never defers: a code passes or is stopped), \(legit.verified) verified (\(percent(legit.verified, legit.attempted))); "
-              + "rules: \(rules(legit)); blocked/codes per country: \(countries)")
-        print("fraud: legitimate day 1 (warm-up, no baselines yet): \(day1Legit.attempted) codes, blocked \(day1Legit.blocked); rules: \(rules(day1Legit))")
+        print(
+            "fraud: legitimate day 2: \(legit.attempted) codes, blocked \(legit.blocked) (\(preciseFraction(legit.blocked, legit.attempted))), "
+                + "delayed 0 (the guard never defers: a code passes or is stopped), \(legit.verified) verified (\(percent(legit.verified, legit.attempted))); "
+                + "rules: \(rules(legit)); blocked/codes per country: \(countries)")
+        print(
+            "fraud: legitimate day 1 (warm-up, no baselines yet): \(day1Legit.attempted) codes, blocked \(day1Legit.blocked); rules: \(rules(day1Legit))"
+        )
         var fired: [String: Int] = [:]
         for tally in tallies.values { for (rule, count) in tally.rules { fired[rule, default: 0] += count } }
-        print("fraud: rules fired on day 2 (decisions): "
-              + (fired.isEmpty ? "none" : fired.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
+        print(
+            "fraud: rules fired on day 2 (decisions): "
+                + (fired.isEmpty
+                    ? "none" : fired.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
         print("fraud: anomaly blocks made (\(newBlocks.count)):")
         for block in newBlocks {
             print("  \(clock(block.time)) \(block.scope) \(block.key): \(block.reason)")
         }
         let hit = legit.byCountry.filter { $0.value.blocked > 0 }.sorted { $0.value.blocked > $1.value.blocked }
             .map { "\($0.key) \($0.value.blocked)/\($0.value.attempted)" }.joined(separator: ", ")
-        rows.append(["fraud: legitimate", "day 2: \(legit.attempted) codes, 6 countries, \(percent(legit.verified, legit.attempted)) verified",
-                     "\(legit.blocked) / \(legit.attempted) codes blocked (\(preciseFraction(legit.blocked, legit.attempted)))",
-                     "delayed 0 (the guard never defers); rules: \(rules(legit)); blocked per country: "
-                        + (hit.isEmpty ? "none" : hit) + "; day 1: \(day1Legit.blocked) / \(day1Legit.attempted) blocked"])
-        var blockList = newBlocks.prefix(8).map { "\($0.scope) \($0.key) at \(clock($0.time).dropFirst(6))" }.joined(separator: ", ")
+        rows.append([
+            "fraud: legitimate",
+            "day 2: \(legit.attempted) codes, 6 countries, \(percent(legit.verified, legit.attempted)) verified",
+            "\(legit.blocked) / \(legit.attempted) codes blocked (\(preciseFraction(legit.blocked, legit.attempted)))",
+            "delayed 0 (the guard never defers); rules: \(rules(legit)); blocked per country: "
+                + (hit.isEmpty ? "none" : hit) + "; day 1: \(day1Legit.blocked) / \(day1Legit.attempted) blocked",
+        ])
+        var blockList = newBlocks.prefix(8).map { "\($0.scope) \($0.key) at \(clock($0.time).dropFirst(6))" }.joined(
+            separator: ", ")
         if newBlocks.count > 8 { blockList += " and \(newBlocks.count - 8) more" }
-        rows.append(["fraud: run", "2 simulated days, the guard's SQL with the defaults, 10 s ticks, evaluation every 30 s",
-                     String(format: "%.1f s wall", wall),
-                     "\(calls.decide + calls.verify + calls.evaluate) statements ("
-                        + String(format: "DecideFraud %.0f s, RecordVerifications %.0f s, EvaluateFraud %.0f s", spent.decide.seconds,
-                                 spent.verify.seconds, spent.evaluate.seconds)
-                        + "); anomaly blocks: " + (blockList.isEmpty ? "none" : blockList)])
+        rows.append([
+            "fraud: run", "2 simulated days, the guard's SQL with the defaults, 10 s ticks, evaluation every 30 s",
+            String(format: "%.1f s wall", wall),
+            "\(calls.decide + calls.verify + calls.evaluate) statements ("
+                + String(
+                    format: "DecideFraud %.0f s, RecordVerifications %.0f s, EvaluateFraud %.0f s", spent.decide.seconds,
+                    spent.verify.seconds, spent.evaluate.seconds)
+                + "); anomaly blocks: " + (blockList.isEmpty ? "none" : blockList),
+        ])
         return FraudFigures(rows: rows)
     }
 }

@@ -48,15 +48,20 @@ extension Bench {
             // As the drains' jobs (spreadJobsSQL): numbers spread over the number space, one client_ip
             // and user_ref each, so the fraud guard decides on every job and stops none.
             let g = Int64(index + 1)
-            try await db.query("INSERT INTO sms.jobs (channel, phone_number, client_ip, user_ref) VALUES ('CHANNEL_LOGIN', $1, '10.0.0.0'::inet + $2::bigint, 'user-' || $2)",
-                               ["13" + String(format: "%09lld", g * 982_451_653 % 1_000_000_000), String(g)], prepared: true)
+            try await db.query(
+                "INSERT INTO sms.jobs (channel, phone_number, client_ip, user_ref) VALUES ('CHANNEL_LOGIN', $1, '10.0.0.0'::inet + $2::bigint, 'user-' || $2)",
+                ["13" + String(format: "%09lld", g * 982_451_653 % 1_000_000_000), String(g)], prepared: true)
         }
         for _ in 0..<240 {
-            let left = try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')").first?.int("n") ?? 0
+            let left =
+                try await db.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state IN ('pending', 'running')").first?.int(
+                    "n") ?? 0
             if left == 0 { break }
             try await Task.sleep(for: .milliseconds(250))
         }
-        let created = try await db.query("SELECT id, phone_number, extract(epoch FROM created_at)::float8 AS t, extract(epoch FROM finished_at)::float8 AS f FROM sms.jobs").rows
+        let created = try await db.query(
+            "SELECT id, phone_number, extract(epoch FROM created_at)::float8 AS t, extract(epoch FROM finished_at)::float8 AS f FROM sms.jobs"
+        ).rows
         await db.close()
         try await Task.sleep(for: .milliseconds(300))  // the last notifications arrive
         receipts.cancel()
@@ -92,7 +97,8 @@ extension Bench {
 
     func sandboxReport(_ url: String) async throws -> [Send] {
         struct Report: Decodable { let accepted: [Send] }
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url + "/__sandbox/sends"), timeout: .seconds(60))
+        let response = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: url + "/__sandbox/sends"), timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 512 * 1024 * 1024)
         return try JSONDecoder().decode(Report.self, from: Data(body.readableBytesView)).accepted
     }

@@ -26,11 +26,17 @@ extension Bench {
             return nil
         }
         // Bounded: pip gives up on an unreachable registry after its timeout and retries.
-        let install = (try? runToEnd(peerVenv + "/bin/pip", ["install", "--disable-pip-version-check", "--timeout", "30",
-                                                             "--retries", "2", "pgqueuer==1.6.0", "asyncpg"])) ?? ""
+        let install =
+            (try? runToEnd(
+                peerVenv + "/bin/pip",
+                [
+                    "install", "--disable-pip-version-check", "--timeout", "30",
+                    "--retries", "2", "pgqueuer==1.6.0", "asyncpg",
+                ])) ?? ""
         guard (try? runToEnd(python, ["-c", "import pgqueuer, asyncpg"]).isEmpty) == true else {
-            print("peer: pip install pgqueuer==1.6.0 asyncpg failed (is the package registry reachable?): "
-                  + String(install.suffix(300)) + "; scenario skipped")
+            print(
+                "peer: pip install pgqueuer==1.6.0 asyncpg failed (is the package registry reachable?): "
+                    + String(install.suffix(300)) + "; scenario skipped")
             return nil
         }
         return python
@@ -45,7 +51,9 @@ extension Bench {
         await admin0.close()
         let dsn = admin[..<admin.lastIndex(of: "/")!] + "/" + name
         let installed = try runToEnd(peerVenv + "/bin/pgq", ["--pg-dsn", dsn, "install"])
-        guard installed.contains("Installed") || installed.isEmpty else { throw ValidationError("pgq install: \(installed.suffix(400))") }
+        guard installed.contains("Installed") || installed.isEmpty else {
+            throw ValidationError("pgq install: \(installed.suffix(400))")
+        }
         let sandbox = try await startSandbox(latencyMs: 0)
         defer { sandbox.process.terminate() }
         let db = try await PostgresConnection.connect(dsn)
@@ -59,7 +67,12 @@ extension Bench {
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
-        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        defer {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+        }
         let output = Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }
         let started = ContinuousClock.now
         while process.isRunning, ContinuousClock.now - started < .seconds(1800) {
@@ -73,10 +86,12 @@ extension Bench {
         let after = try await LoadSnapshot.take(db)
         let load = try await before.load(to: after, cpu: backends, db)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("pgqueuer_jobs_per_s ") }),
-              let rate = Double(line.split(separator: " ")[1]) else {
+            let rate = Double(line.split(separator: " ")[1])
+        else {
             throw ValidationError("peer_pgqueuer.py said: \(text.suffix(600))")
         }
-        return PeerResult(rate: rate, walBytesPerJob: load.walBytes / Double(jobs),
-                          cpuMicrosecondsPerJob: load.cpuSeconds / Double(jobs) * 1e6)
+        return PeerResult(
+            rate: rate, walBytesPerJob: load.walBytes / Double(jobs),
+            cpuMicrosecondsPerJob: load.cpuSeconds / Double(jobs) * 1e6)
     }
 }

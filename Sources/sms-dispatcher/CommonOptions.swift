@@ -7,7 +7,9 @@ import SMSJobStore
 import SMSModel
 
 struct CommonOptions: ParsableArguments {
-    @Option(name: .long, help: "YAML configuration file (default: $SMSD_CONFIG, else /etc/sms-dispatcher/sms-dispatcher.yaml if present).")
+    @Option(
+        name: .long,
+        help: "YAML configuration file (default: $SMSD_CONFIG, else /etc/sms-dispatcher/sms-dispatcher.yaml if present).")
     var config: String?
 
     var configFile: String? {
@@ -47,8 +49,10 @@ struct CommonOptions: ParsableArguments {
 
     /// The operator commands' shape: load the configuration, connect (exit 69 if impossible), run
     /// `body`, close; a failure in `body` exits `code` saying `what` failed.
-    func withDatabase<T: Sendable>(_ what: String, code: Int32 = 1,
-                                   _ body: (PostgresConnection, DaemonConfiguration) async throws -> T) async throws -> T {
+    func withDatabase<T: Sendable>(
+        _ what: String, code: Int32 = 1,
+        _ body: (PostgresConnection, DaemonConfiguration) async throws -> T
+    ) async throws -> T {
         let (config, _) = try await load(requireGenAuth: false)
         let db = try await connect(config)
         do {

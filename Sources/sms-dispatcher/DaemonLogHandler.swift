@@ -58,7 +58,8 @@ package struct DaemonLogHandler: LogHandler {
     package func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        var line = journal
+        var line =
+            journal
             ? "<\(Self.syslogPriority(event.level))>"
             : Date().formatted(.iso8601) + " " + event.level.rawValue + " "
         line += event.message.description
@@ -85,7 +86,8 @@ package struct DaemonLogHandler: LogHandler {
         guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) else {
             return value
         }
-        return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        return "\""
+            + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n") + "\""
     }
 }

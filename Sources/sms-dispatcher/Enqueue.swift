@@ -21,7 +21,8 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "National number, digits only.") var phone: String
     @Option(name: .customLong("country-code"), help: "+CC; omit for mainland China.") var countryCode: String?
     @Option(help: "Higher is sent first.") var priority: Int?
-    @Option(name: .customLong("idempotency-key"), help: "A repeat with the same key returns the first job's id.") var idempotencyKey: String?
+    @Option(name: .customLong("idempotency-key"), help: "A repeat with the same key returns the first job's id.")
+    var idempotencyKey: String?
     @Option(name: .customLong("expires-in"), help: "Seconds from now after which it must not be sent.") var expiresIn: Double?
     @Option(name: .customLong("client-ip"), help: "The end user's IP address (for the fraud guard).") var clientIP: String?
     @Option(name: .customLong("user-ref"), help: "Your own account or session id (for the fraud guard).") var userRef: String?
@@ -48,9 +49,10 @@ struct Enqueue: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let job = EnqueueJob(channel: Channel(rawValue: channel) ?? .login, phoneNumber: phone, countryCode: countryCode,
-                             priority: priority, idempotencyKey: idempotencyKey,
-                             expiresIn: expiresIn.map { Duration.seconds(double: $0) }, clientIP: clientIP, userRef: userRef)
+        let job = EnqueueJob(
+            channel: Channel(rawValue: channel) ?? .login, phoneNumber: phone, countryCode: countryCode,
+            priority: priority, idempotencyKey: idempotencyKey,
+            expiresIn: expiresIn.map { Duration.seconds(double: $0) }, clientIP: clientIP, userRef: userRef)
         guard wait else {
             let id = try await options.withDatabase("enqueue") { db, _ in try await db.run(job) }
             print(id)
@@ -67,16 +69,23 @@ struct Enqueue: AsyncParsableCommand {
         } catch let error as PostgresError where error.isConnectionProblem {
             await db.close()
             // The insert may have committed with its reply lost: not "unsent".
-            fail("enqueue --wait: the connection failed during the insert (\(error)); the job may exist: repeat with the same --idempotency-key to find it", code: Self.timedOut)
+            fail(
+                "enqueue --wait: the connection failed during the insert (\(error)); the job may exist: repeat with the same --idempotency-key to find it",
+                code: Self.timedOut)
         } catch {
             await db.close()
             fail("enqueue failed: \(error)", code: 1)
         }
         // Unbuffered: a producer script reads the id while we wait.
         FileHandle.standardOutput.write(Data("\(id)\n".utf8))
-        let end = await JobEvents.waitForEnd(of: id, on: db, reconnect: { try await options.connect(config, exitOnFailure: false) },
-                                             timeout: limit) { progress in
-            FileHandle.standardError.write(Data("job \(id): \(progress.state.rawValue)\(progress.message.map { ": \($0)" } ?? "")\(progress.runIn > 0.5 ? String(format: " (next try in %.0f s)", progress.runIn) : "")\n".utf8))
+        let end = await JobEvents.waitForEnd(
+            of: id, on: db, reconnect: { try await options.connect(config, exitOnFailure: false) },
+            timeout: limit
+        ) { progress in
+            FileHandle.standardError.write(
+                Data(
+                    "job \(id): \(progress.state.rawValue)\(progress.message.map { ": \($0)" } ?? "")\(progress.runIn > 0.5 ? String(format: " (next try in %.0f s)", progress.runIn) : "")\n"
+                        .utf8))
         }
         let final: JobResult.Row
         switch end {
@@ -84,7 +93,9 @@ struct Enqueue: AsyncParsableCommand {
             final = row
         case .timedOut(let lastError):
             // EX_TEMPFAIL whatever kept us from the answer (time, or the database): the job goes on.
-            print("timed out after \(limit.seconds) s: the job is not finished yet (it goes on)\(lastError.map { "; last database error: \($0)" } ?? "")")
+            print(
+                "timed out after \(limit.seconds) s: the job is not finished yet (it goes on)\(lastError.map { "; last database error: \($0)" } ?? "")"
+            )
             throw ExitCode(Self.timedOut)
         case .vanished:
             print("job \(id) no longer exists (deleted or purged before it finished): its outcome is unknown")

@@ -26,11 +26,15 @@ struct Fraud: AsyncParsableCommand {
             }
             print("blocks in force: \(blocks.count)")
             for block in blocks {
-                print("  \(block.scope.rawValue) \(block.key)  since \(StatusReport.utc(block.since))  until \(StatusReport.utc(block.until))  \(block.reason)")
+                print(
+                    "  \(block.scope.rawValue) \(block.key)  since \(StatusReport.utc(block.since))  until \(StatusReport.utc(block.until))  \(block.reason)"
+                )
             }
             print("allow-list: \(allowed.count)")
             for entry in allowed {
-                print("  \(entry.prefix)  added by \(entry.addedBy) \(StatusReport.utc(entry.addedAt))\(entry.note.map { "  \($0)" } ?? "")")
+                print(
+                    "  \(entry.prefix)  added by \(entry.addedBy) \(StatusReport.utc(entry.addedAt))\(entry.note.map { "  \($0)" } ?? "")"
+                )
             }
             switch decisions {
             case .success(let counts):
@@ -76,9 +80,10 @@ struct Fraud: AsyncParsableCommand {
         func validate() throws {
             let compact = prefix.replacingOccurrences(of: " ", with: "")
             guard compact.first == "+", compact.count >= 2, compact.count <= 16,
-                  compact.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber }), compact.dropFirst().first != "0"
+                compact.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber }), compact.dropFirst().first != "0"
             else {
-                throw ValidationError("PREFIX must be + and the country code, then digits (e.g. +4470090), not \(prefix.prefix(40))")
+                throw ValidationError(
+                    "PREFIX must be + and the country code, then digits (e.g. +4470090), not \(prefix.prefix(40))")
             }
         }
 

@@ -19,9 +19,11 @@ enum JobEvents {
     /// Waits for the job's end until `timeout`. A broken connection is replaced (`reconnect`, with a
     /// short pause between tries) until the deadline: a database restart or failover during the wait
     /// is not an answer. `progress` hears every change of a still-pending row (a deferral or a retry).
-    static func waitForEnd(of id: Int64, on first: PostgresConnection,
-                           reconnect: () async throws -> PostgresConnection, timeout: Duration,
-                           progress: (JobResult.Row) -> Void) async -> End {
+    static func waitForEnd(
+        of id: Int64, on first: PostgresConnection,
+        reconnect: () async throws -> PostgresConnection, timeout: Duration,
+        progress: (JobResult.Row) -> Void
+    ) async -> End {
         let deadline = ContinuousClock.now + timeout
         var db: PostgresConnection? = first
         var last: JobResult.Row? = nil
@@ -31,7 +33,9 @@ enum JobEvents {
         while ContinuousClock.now < deadline {
             do {
                 let connection: PostgresConnection
-                if let db { connection = db } else {
+                if let db {
+                    connection = db
+                } else {
                     connection = try await reconnect()
                     try await connection.listen(NotificationChannel.jobEvents.rawValue)
                     db = connection
@@ -50,7 +54,8 @@ enum JobEvents {
                 }
             } catch {
                 if lastError == nil {
-                    FileHandle.standardError.write(Data("database error while waiting (\(error)); reconnecting until the timeout\n".utf8))
+                    FileHandle.standardError.write(
+                        Data("database error while waiting (\(error)); reconnecting until the timeout\n".utf8))
                 }
                 lastError = "\(error)"
                 if let broken = db { await broken.close() }

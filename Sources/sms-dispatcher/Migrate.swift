@@ -8,9 +8,15 @@ import SMSModel
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create or upgrade the schema from the migrations built into this binary (sql/migrations/); idempotent, safe to run from two hosts at once.")
+        abstract:
+            "Create or upgrade the schema from the migrations built into this binary (sql/migrations/); idempotent, safe to run from two hosts at once."
+    )
     @OptionGroup var options: CommonOptions
-    @Option(name: .customLong("sql-dir"), help: "Apply the NNNN_name.sql files of this directory instead of the built-in migrations (default: $SMSD_SQL_DIR if set; for development and tests).")
+    @Option(
+        name: .customLong("sql-dir"),
+        help:
+            "Apply the NNNN_name.sql files of this directory instead of the built-in migrations (default: $SMSD_SQL_DIR if set; for development and tests)."
+    )
     var sqlDirectory: String?
 
     func run() async throws {
@@ -26,9 +32,11 @@ struct Migrate: AsyncParsableCommand {
         let db = try await options.connect(config)
         do {
             let applied = try await migrator.migrate(db, logger: logger)
-            print(applied.isEmpty
-                ? "schema is up to date (version \(migrator.latestVersion))"
-                : "applied \(applied.map(String.init).joined(separator: ", ")); schema is at version \(migrator.latestVersion)")
+            print(
+                applied.isEmpty
+                    ? "schema is up to date (version \(migrator.latestVersion))"
+                    : "applied \(applied.map(String.init).joined(separator: ", ")); schema is at version \(migrator.latestVersion)"
+            )
         } catch {
             await db.close()
             fail("\(error)", code: 1)

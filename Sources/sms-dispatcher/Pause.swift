@@ -30,8 +30,10 @@ struct Pause: AsyncParsableCommand {
     func run() async throws {
         let scope = channel.flatMap(Channel.init(rawValue:)).map(SMSModel.Pause.Scope.channel) ?? .all
         let pause = try await options.withDatabase("pause") { db, _ in
-            try await db.run(PauseChannels(scope: scope, reason: reason,
-                                           duration: duration.flatMap(parseDuration).map { Duration.seconds(double: $0) }))
+            try await db.run(
+                PauseChannels(
+                    scope: scope, reason: reason,
+                    duration: duration.flatMap(parseDuration).map { Duration.seconds(double: $0) }))
         }
         let what = scope.shown
         let until = pause.until.map { " until \(StatusReport.utc($0))" } ?? " until resumed"
@@ -61,7 +63,9 @@ struct Resume: AsyncParsableCommand {
         print(ended == 0 ? "\(what): was not paused" : "resumed \(what)")
         // A channel's own pause ended while the pause of all channels still holds it: say so.
         if case .channel(let channel) = scope, let holding = still.pause(of: channel) {
-            print("note: \(channel.rawValue) is still paused by the pause of \(holding.scope.shown) (by \(holding.pausedBy)); `resume` without --channel ends it")
+            print(
+                "note: \(channel.rawValue) is still paused by the pause of \(holding.scope.shown) (by \(holding.pausedBy)); `resume` without --channel ends it"
+            )
         }
     }
 }

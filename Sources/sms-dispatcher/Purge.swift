@@ -12,7 +12,9 @@ struct Purge: AsyncParsableCommand {
     @Option(name: .customLong("batch-size"), help: "Rows per statement.") var batchSize = 1000
 
     func validate() throws {
-        guard parseDuration(olderThan) != nil else { throw ValidationError("--older-than must be a duration like 30d, 12h or 90m") }
+        guard parseDuration(olderThan) != nil else {
+            throw ValidationError("--older-than must be a duration like 30d, 12h or 90m")
+        }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
     }
 

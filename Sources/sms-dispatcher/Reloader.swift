@@ -41,20 +41,23 @@ extension Run {
                 // Nothing changes: the running configuration stays whole, not half of each.
                 let key = (error as? ConfigError)?.key ?? "?"
                 let message = (error as? ConfigError)?.message ?? "\(error)"
-                logger.error("configuration reload refused; the running configuration stays: \(key): \(message)",
-                             metadata: ["key": "\(key)", "file": "\(file)"])
+                logger.error(
+                    "configuration reload refused; the running configuration stays: \(key): \(message)",
+                    metadata: ["key": "\(key)", "file": "\(file)"])
                 return running
             }
             let change = running.change(to: new)
             if !change.needsRestart.isEmpty {
                 // Names only: some of these values are secrets.
-                logger.warning("configuration reload: these keys take effect only at a restart and keep their running values",
-                               metadata: ["keys": "\(change.needsRestart.joined(separator: ","))", "file": "\(file)"])
+                logger.warning(
+                    "configuration reload: these keys take effect only at a restart and keep their running values",
+                    metadata: ["keys": "\(change.needsRestart.joined(separator: ","))", "file": "\(file)"])
             }
             dispatcher.apply(change.applied.dispatcher)
             processLogLevel.level = change.applied.logLevel
-            logger.notice(change.live.isEmpty ? "configuration reloaded: no live key changed" : "configuration reloaded",
-                          metadata: ["changed": "\(change.live.joined(separator: ","))", "file": "\(file)"])
+            logger.notice(
+                change.live.isEmpty ? "configuration reloaded: no live key changed" : "configuration reloaded",
+                metadata: ["changed": "\(change.live.joined(separator: ","))", "file": "\(file)"])
             return change.applied
         }
     }

@@ -1,11 +1,11 @@
 import ArgumentParser
 import Foundation
 import GenAuth
-import SMSMetricsEndpoint
 import Logging
 import SMSConfiguration
 import SMSEngine
 import SMSJobStore
+import SMSMetricsEndpoint
 import SMSModel
 import ServiceLifecycle
 import UnixSignals
@@ -45,21 +45,26 @@ struct Run: AsyncParsableCommand {
         }
         let dispatcher: Dispatcher
         do {
-            dispatcher = try Dispatcher(configuration: engine, logger: logger,
-                                        identity: .make(configured: engine.workerID), notifier: notifier)
+            dispatcher = try Dispatcher(
+                configuration: engine, logger: logger,
+                identity: .make(configured: engine.workerID), notifier: notifier)
         } catch {
             fail("cannot set up the GenAuth client for \(engine.genauth.host): \(error)", code: ExitStatus.config)
         }
         // First in the group, so stopped last: a SIGHUP during the drain is still a reload, never the
         // signal's default (the end of the process).
-        services.insert(.init(service: Reloader(options: options, initial: config, dispatcher: dispatcher,
-                                                notifier: notifier, hangups: hangups, logger: logger)), at: 0)
+        services.insert(
+            .init(
+                service: Reloader(
+                    options: options, initial: config, dispatcher: dispatcher,
+                    notifier: notifier, hangups: hangups, logger: logger)), at: 0)
         // When the dispatcher has drained and returned, the whole group (the metrics endpoint too) stops.
         services.append(.init(service: dispatcher, successTerminationBehavior: .gracefullyShutdownGroup))
-        let group = ServiceGroup(configuration: .init(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services,
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         // The first SIGTERM/SIGINT drains (ServiceGroup); a second one means "now": exit at once. Jobs
         // still leased are rescued by the other daemons when their lease runs out.
         let impatience = Task {

@@ -8,7 +8,9 @@ import Testing
 /// files the next person reads would lie.
 @Suite("Today's schema files")
 struct CurrentSchemaTests {
-    @Test("a database built from sql/schema/ equals one built by the migrations (columns, constraints, indexes, triggers, functions, views, grants)")
+    @Test(
+        "a database built from sql/schema/ equals one built by the migrations (columns, constraints, indexes, triggers, functions, views, grants)"
+    )
     func currentFilesEqualTheMigrations() async throws {
         let migrated = try await TestDatabase.create()
         defer { Task { await migrated.drop() } }
@@ -20,7 +22,8 @@ struct CurrentSchemaTests {
         let actual = try await Self.catalog(fromFiles)
         #expect(expected.count > 200, "the comparison reads the catalog (\(expected.count) entries)")
         for (key, definition) in expected where actual[key] != definition {
-            Issue.record("""
+            Issue.record(
+                """
                 \(key) differs: the migrations give
                 \(definition)
                 sql/schema/ gives
@@ -31,11 +34,13 @@ struct CurrentSchemaTests {
             Issue.record("\(key) is in sql/schema/ but no migration makes it")
         }
         // Every function and table has its own file, named after it.
-        for key in expected.keys where key.hasPrefix("function ") || key.hasPrefix("relation r ") || key.hasPrefix("relation v ") {
+        for key in expected.keys where key.hasPrefix("function ") || key.hasPrefix("relation r ") || key.hasPrefix("relation v ")
+        {
             let name = String(key.split(separator: " ").last!)
             let folder = key.hasPrefix("function ") ? "functions" : key.hasPrefix("relation v ") ? "views" : "tables"
-            #expect(FileManager.default.fileExists(atPath: "\(TestEnvironment.schemaDirectory)/\(folder)/\(name).sql"),
-                    "\(key) has no file sql/schema/\(folder)/\(name).sql")
+            #expect(
+                FileManager.default.fileExists(atPath: "\(TestEnvironment.schemaDirectory)/\(folder)/\(name).sql"),
+                "\(key) has no file sql/schema/\(folder)/\(name).sql")
         }
     }
 
@@ -45,7 +50,8 @@ struct CurrentSchemaTests {
         defer { Task { await one.drop() } }
         let other = try await TestDatabase.create()
         defer { Task { await other.drop() } }
-        try await other.execute("""
+        try await other.execute(
+            """
             CREATE OR REPLACE FUNCTION sms.phone_country(p_phone_key text) RETURNS text
                 LANGUAGE sql IMMUTABLE PARALLEL SAFE
                 AS $$ SELECT split_part(p_phone_key, ' ', 2) $$;
@@ -72,7 +78,8 @@ struct CurrentSchemaTests {
 
     /// Every object of schema `sms` as PostgreSQL itself prints it, keyed by kind and name.
     static func catalog(_ database: TestDatabase) async throws -> [String: String] {
-        let rows = try await database.query("""
+        let rows = try await database.query(
+            """
             WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = 'sms')
             SELECT 'schema sms' AS key, coalesce(n.nspacl::text, '') AS definition FROM pg_namespace n WHERE n.nspname = 'sms'
             UNION ALL

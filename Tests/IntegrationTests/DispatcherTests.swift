@@ -1,10 +1,12 @@
 import Foundation
 import GenAuth
 import PostgresClient
-@testable import SMSEngine
 import SMSModel
 import Synchronization
 import Testing
+import SMSTestSupport
+
+@testable import SMSEngine
 
 /// The engine in this process (not the executable), for what only a caller of `Dispatcher.run()` can do.
 @Suite("Dispatcher in process", .serialized)
@@ -26,15 +28,18 @@ struct DispatcherTests {
         configuration.heartbeat.interval = .seconds(1)
         configuration.rescuer.interval = .milliseconds(500)
         configuration.admission.rateLimit = 0
-        let dispatcher = try Dispatcher(configuration: configuration, logger: quietLogger,
-                                        identity: WorkerIdentity(id: "in-process", host: "h", pid: 1))
-        try await database.query("""
+        let dispatcher = try Dispatcher(
+            configuration: configuration, logger: quietLogger,
+            identity: WorkerIdentity(id: "in-process", host: "h", pid: 1))
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number)
             SELECT 'CHANNEL_LOGIN', '137' || lpad(g::text, 8, '0') FROM generate_series(1, 300) g
             """)
         let running = Task { try await dispatcher.run() }
         let someSent = try await eventually(timeout: .seconds(30)) {
-            (try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'sent'").first?.requiredInt("n") ?? 0) >= 20
+            (try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'sent'").first?.requiredInt("n") ?? 0)
+                >= 20
         }
         #expect(someSent)
         running.cancel()
@@ -52,15 +57,19 @@ struct DispatcherTests {
         // rescue (here by SQL) has put back what it held.
         try await Task.sleep(for: .seconds(4))
         _ = try await database.query("SELECT * FROM sms.rescue_expired_leases('at-least-once')")
-        let before = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running'").first?.requiredInt("n")
+        let before = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'running'").first?
+            .requiredInt("n")
         #expect(before == 0, "no job stays running after its holder stopped")
         try await Task.sleep(for: .seconds(1))
-        let after = try await database.query("SELECT count(*) FILTER (WHERE state = 'sent')::int AS sent, count(*) FILTER (WHERE state = 'running')::int AS running FROM sms.jobs").first
+        let after = try await database.query(
+            "SELECT count(*) FILTER (WHERE state = 'sent')::int AS sent, count(*) FILTER (WHERE state = 'running')::int AS running FROM sms.jobs"
+        ).first
         let runningAfter = try after?.requiredInt("running")
         #expect(runningAfter == 0)
         let sentNow = try after?.requiredInt("sent") ?? 0
         try await Task.sleep(for: .seconds(1))
-        let sentLater = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'sent'").first?.requiredInt("n")
+        let sentLater = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'sent'").first?
+            .requiredInt("n")
         #expect(sentLater == sentNow, "nothing sends after the cancellation")
     }
 }

@@ -1,11 +1,12 @@
 import Foundation
-import PostgresClient
 import GenAuth
+import PostgresClient
 import SMSConfiguration
 import SMSEngine
 import SMSJobStore
 import SMSModel
 import Testing
+import SMSTestSupport
 
 /// The whole path through real processes: rows inserted by plain SQL, the `sms-dispatcher run` daemon,
 /// the `genauth-sandbox` over HTTP on 127.0.0.1, and the rows read back.
@@ -17,7 +18,8 @@ struct EndToEndTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start(["--hang-seconds", "3"])
         defer { Task { await sandbox.stop() } }
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code, max_attempts, expires_at, metadata) VALUES
             ('CHANNEL_LOGIN',        '13800000001', NULL,  5, NULL, '{"case": "sent"}'),
             ('CHANNEL_VERIFY_MFA',   '13800000001', '+86', 5, NULL, '{"case": "sent, +86 sent without code"}'),
@@ -39,10 +41,12 @@ struct EndToEndTests {
         #expect(settled, "jobs still unfinished; daemon output:\n\(daemon.output)")
         #expect(daemon.isRunning, "the daemon must keep running: \(daemon.output)")
 
-        let rows = try await database.query("""
+        let rows = try await database.query(
+            """
             SELECT id, metadata->>'case' AS c, phone_number, state, attempts, status_code, api_code, http_status, message, request_id
             FROM sms.jobs ORDER BY id
-            """).rows
+            """
+        ).rows
         var byCase: [String: PostgresRow] = [:]
         for row in rows { byCase[try row.requiredString("c")] = row }
         func check(_ name: String, state: String, attempts: Int, statusCode: Int?) throws {
@@ -73,11 +77,13 @@ struct EndToEndTests {
         #expect(try byCase["international not enabled"]?.string("message")?.contains("countries.international") == true)
 
         // The attempts log: one row per call, in order, with what each call got.
-        let attempts = try await database.query("""
+        let attempts = try await database.query(
+            """
             SELECT j.metadata->>'case' AS c, a.attempt, a.outcome, a.http_status, a.status_code, a.message,
                    extract(epoch FROM a.started_at)::float8 AS started
             FROM sms.attempts a JOIN sms.jobs j ON j.id = a.job_id ORDER BY a.job_id, a.attempt
-            """).rows
+            """
+        ).rows
         func calls(_ name: String) throws -> [PostgresRow] { try attempts.filter { try $0.string("c") == name } }
         #expect(try calls("HTTP 503 then sent").map { try $0.int("http_status") } == [503, 200])
         #expect(try calls("body 500 then sent").map { try $0.string("outcome") } == ["retry", "sent"])
@@ -114,13 +120,15 @@ struct EndToEndTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, priority)
             SELECT (ARRAY['CHANNEL_LOGIN', 'CHANNEL_REGISTER', 'CHANNEL_VERIFY_MFA', 'CHANNEL_RESET_PASSWORD'])[1 + g % 4],
                    '139' || lpad(g::text, 8, '0'), g % 3
             FROM generate_series(1, 1000) g;
             """)
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code)
             SELECT 'CHANNEL_LOGIN', (ARRAY['12ab', '', '1390000000１', '+8613900000000', '1234567890123456789012345678901234567890'])[1 + g % 5],
                    CASE WHEN g % 7 = 0 THEN '0086' ELSE NULL END
@@ -142,18 +150,22 @@ struct EndToEndTests {
         #expect(report.requests == 1000, "no call was repeated and no rejected row was sent")
         #expect(Set(report.accepted.map { "\($0.phoneNumber)|\($0.channel)" }).count == 1000)
         let accepted = Dictionary(uniqueKeysWithValues: report.accepted.map { ($0.requestId, $0) })
-        let sent = try await database.query("SELECT phone_number, channel, request_id, locked_by FROM sms.jobs WHERE state = 'sent'").rows
+        let sent = try await database.query(
+            "SELECT phone_number, channel, request_id, locked_by FROM sms.jobs WHERE state = 'sent'"
+        ).rows
         var matched = 0
         for row in sent {
             if let call = accepted[try row.requiredString("request_id")],
-               call.phoneNumber == (try row.string("phone_number")), call.channel == (try row.string("channel")) {
+                call.phoneNumber == (try row.string("phone_number")), call.channel == (try row.string("channel"))
+            {
                 matched += 1
             }
             #expect(try row.string("locked_by") == nil)
         }
         #expect(matched == 1000)
         // Both daemons took part and registered themselves.
-        let claimers = try await database.query("SELECT count(DISTINCT worker)::int AS n FROM sms.attempts").first?.requiredInt("n")
+        let claimers = try await database.query("SELECT count(DISTINCT worker)::int AS n FROM sms.attempts").first?.requiredInt(
+            "n")
         #expect(claimers == 2)
         #expect(try await database.query("SELECT count(*)::int AS n FROM sms.workers").first?.requiredInt("n") == 2)
 
@@ -170,7 +182,8 @@ struct EndToEndTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start(["--latency-ms", "400"])
         defer { Task { await sandbox.stop() } }
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number)
             SELECT 'CHANNEL_LOGIN', '137' || lpad(g::text, 8, '0') FROM generate_series(1, 300) g
             """)
@@ -191,20 +204,25 @@ struct EndToEndTests {
         #expect(!daemon.output.contains("outcomes not written"), "\(daemon.output)")
     }
 
-    @Test("SIGTERM while calls wait for slots beyond the grace period: they are released unsent, none rescued as 'delivery unknown'")
+    @Test(
+        "SIGTERM while calls wait for slots beyond the grace period: they are released unsent, none rescued as 'delivery unknown'"
+    )
     func shutdownReleasesFarSlots() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
         // 2 calls a second: 40 jobs get slots up to ~22 s away, beyond the 10 s grace.
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number)
             SELECT 'CHANNEL_LOGIN', '136' || lpad(g::text, 8, '0') FROM generate_series(1, 40) g
             """)
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "2", "SMSD_DELIVERY_POLICY": "at-most-once",
-        ])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "2", "SMSD_DELIVERY_POLICY": "at-most-once",
+            ])
         defer { Task { await daemon.stop() } }
         #expect(await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 2 })
         daemon.signal(SIGTERM)
@@ -213,10 +231,13 @@ struct EndToEndTests {
         let counts = try await stateCounts(database)
         #expect(counts["running"] == nil && counts["failed"] == nil, "\(counts)")
         #expect(try await sandbox.report().accepted.count == counts["sent"] ?? 0, "every call made is on its row")
-        let released = try await database.query("""
-            SELECT count(*)::int AS n FROM sms.jobs
-            WHERE state = 'pending' AND attempts = 0 AND message = 'released unsent at daemon shutdown'
-            """).first?.int("n") ?? 0
+        let released =
+            try await database.query(
+                """
+                SELECT count(*)::int AS n FROM sms.jobs
+                WHERE state = 'pending' AND attempts = 0 AND message = 'released unsent at daemon shutdown'
+                """
+            ).first?.int("n") ?? 0
         #expect(released + (counts["sent"] ?? 0) == 40, "\(counts), released \(released)")
         #expect(released > 0, "slots lay beyond the grace period")
     }

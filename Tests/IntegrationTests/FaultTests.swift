@@ -1,11 +1,13 @@
 import Foundation
-import PostgresClient
 import GenAuth
+import PostgresClient
 import SMSConfiguration
-@testable import SMSEngine
 import SMSJobStore
 import SMSModel
 import Testing
+import SMSTestSupport
+
+@testable import SMSEngine
 
 /// Issue 4: processes killed, PostgreSQL restarted, GenAuth down, rows malformed. Real processes,
 /// real signals, the real database and the sandbox; every loop bounded in count and time.
@@ -18,7 +20,8 @@ struct FaultTests {
     ]
 
     func insertJobs(_ database: TestDatabase, count: Int, prefix: String) async throws {
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number)
             SELECT 'CHANNEL_LOGIN', '\(prefix)' || lpad(g::text, 11 - length('\(prefix)'), '0') FROM generate_series(1, \(count)) g
             """)
@@ -26,8 +29,10 @@ struct FaultTests {
 
     /// Kills one of two daemons with SIGKILL every `interval` while the queue drains, restarting it each
     /// time. Returns the number of kills.
-    func drainWhileKilling(_ database: TestDatabase, _ sandbox: SandboxProcess, environment: [String: String],
-                           kills maximumKills: Int) async throws -> (kills: Int, outputs: [String]) {
+    func drainWhileKilling(
+        _ database: TestDatabase, _ sandbox: SandboxProcess, environment: [String: String],
+        kills maximumKills: Int
+    ) async throws -> (kills: Int, outputs: [String]) {
         let survivor = try startDaemon(database: database, sandbox: sandbox, extra: environment)
         defer { Task { await survivor.stop() } }
         var victim = try startDaemon(database: database, sandbox: sandbox, extra: environment)
@@ -68,8 +73,12 @@ struct FaultTests {
         #expect(distinct == 5000)
         let duplicates = report.accepted.count - distinct
         #expect(duplicates <= kills, "duplicates \(duplicates), kills \(kills)")
-        let presumed = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE message LIKE 'presumed sent%'").first?.requiredInt("n") ?? 0
-        print("kill test (at-least-once): kills=\(kills) duplicates=\(duplicates) presumed-sent=\(presumed) calls=\(report.requests)")
+        let presumed =
+            try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE message LIKE 'presumed sent%'").first?
+            .requiredInt("n") ?? 0
+        print(
+            "kill test (at-least-once): kills=\(kills) duplicates=\(duplicates) presumed-sent=\(presumed) calls=\(report.requests)"
+        )
     }
 
     @Test("kill -9 during a 5,000-job drain, at-most-once: no duplicate, every uncertain job says so")
@@ -88,9 +97,11 @@ struct FaultTests {
         #expect(report.accepted.count == distinct, "no SMS went out twice")
         let counts = try await stateCounts(database)
         #expect((counts["sent"] ?? 0) + (counts["failed"] ?? 0) == 5000, "\(counts)")
-        let unexplained = try await database.query("""
+        let unexplained = try await database.query(
+            """
             SELECT count(*)::int AS n FROM sms.jobs WHERE state = 'failed' AND message NOT LIKE 'delivery unknown%'
-            """).first?.requiredInt("n")
+            """
+        ).first?.requiredInt("n")
         #expect(unexplained == 0)
         #expect((counts["failed"] ?? 0) > 0, "killing mid-call should leave some deliveries unknown")
         // Every job the sandbox did not accept and that is not sent must be one the daemon marked unknown.
@@ -108,16 +119,19 @@ struct FaultTests {
         let sandbox = try await SandboxProcess.start(["--latency-ms", "50"])
         defer { Task { await sandbox.stop() } }
         try await insertJobs(database, count: 3000, prefix: "134")
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "SMSD_CONCURRENCY": "16", "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
-        ])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "SMSD_CONCURRENCY": "16", "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
+            ])
         defer { Task { await daemon.stop() } }
         let restart = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--", pgCtl] : [pgCtl]
         for round in 1...2 {
             _ = await eventually(timeout: .seconds(30)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 700 * round }
-            let status = try await runDetachingGrandchildren(restart + [
-                "-D", data, "-m", "fast", "-w", "-t", "60", "-l", data + "/../server.log", "restart",
-            ])
+            let status = try await runDetachingGrandchildren(
+                restart + [
+                    "-D", data, "-m", "fast", "-w", "-t", "60", "-l", data + "/../server.log", "restart",
+                ])
             #expect(status == 0)
         }
         let settled = await eventually(timeout: .seconds(90)) { (try? await unfinishedJobs(database)) == 0 }
@@ -142,12 +156,15 @@ struct FaultTests {
         defer { Task { await first.stop() } }
         let port = try #require(first.baseURL.split(separator: ":").last.map(String.init))
         var sandbox = first
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "SMSD_CONCURRENCY": "8", "SMSD_BREAKER_FAILURE_THRESHOLD": "5", "SMSD_BREAKER_COOL_DOWN": "1",
-            "SMSD_RETRY_BASE_DELAY": "0.2", "SMSD_RETRY_MAX_DELAY": "1",
-        ])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "SMSD_CONCURRENCY": "8", "SMSD_BREAKER_FAILURE_THRESHOLD": "5", "SMSD_BREAKER_COOL_DOWN": "1",
+                "SMSD_RETRY_BASE_DELAY": "0.2", "SMSD_RETRY_MAX_DELAY": "1",
+            ])
         defer { Task { await daemon.stop() } }
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, max_attempts)
             SELECT 'CHANNEL_LOGIN', '135' || lpad(g::text, 8, '0'), 8 FROM generate_series(1, 300) g
             """)
@@ -161,24 +178,30 @@ struct FaultTests {
         defer { Task { await second.stop() } }
         try await Task.sleep(for: .seconds(4))
         // Phase 3: 429 with Retry-After: 1 for 2 s, then healthy.
-        _ = try await HTTP.request("POST", sandbox.baseURL + "/__sandbox/faults", headers: [("content-type", "application/json")],
-                                   body: #"{"latencyMs":0,"rate503":0,"rate429":1,"rateTimeout":0,"hangSeconds":30,"retryAfterSeconds":1}"#)
+        _ = try await HTTP.request(
+            "POST", sandbox.baseURL + "/__sandbox/faults", headers: [("content-type", "application/json")],
+            body: #"{"latencyMs":0,"rate503":0,"rate429":1,"rateTimeout":0,"hangSeconds":30,"retryAfterSeconds":1}"#)
         try await Task.sleep(for: .seconds(2))
         let during = try await sandbox.report()
-        _ = try await HTTP.request("POST", sandbox.baseURL + "/__sandbox/faults", headers: [("content-type", "application/json")],
-                                   body: #"{"latencyMs":0,"rate503":0,"rate429":0,"rateTimeout":0,"hangSeconds":30,"retryAfterSeconds":1}"#)
+        _ = try await HTTP.request(
+            "POST", sandbox.baseURL + "/__sandbox/faults", headers: [("content-type", "application/json")],
+            body: #"{"latencyMs":0,"rate503":0,"rate429":0,"rateTimeout":0,"hangSeconds":30,"retryAfterSeconds":1}"#)
         let settled = await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 }
         #expect(settled, "\(daemon.output)")
         #expect(daemon.isRunning)
         let counts = try await stateCounts(database)
-        let unsent = try await database.query("SELECT id, state, attempts, message FROM sms.jobs WHERE state <> 'sent' LIMIT 5").rows
-            .map { "\((try? $0.int("id")) ?? 0) \((try? $0.string("state")) ?? "") attempts=\((try? $0.int("attempts")) ?? 0): \((try? $0.string("message")) ?? "")" }
+        let unsent = try await database.query("SELECT id, state, attempts, message FROM sms.jobs WHERE state <> 'sent' LIMIT 5")
+            .rows
+            .map {
+                "\((try? $0.int("id")) ?? 0) \((try? $0.string("state")) ?? "") attempts=\((try? $0.int("attempts")) ?? 0): \((try? $0.string("message")) ?? "")"
+            }
         #expect(counts["sent"] == 300, "no job may fail while it has attempts left: \(counts) \(unsent)")
         let calls503 = during.answers["http-503"] ?? 0
         // Without the breaker every pending job would have burned attempts on 503s (hundreds of calls).
         #expect(calls503 <= 40, "503 answers during the outage: \(calls503)")
         #expect(daemon.output.contains("GenAuth circuit breaker open"))
-        let deferred = try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE deferrals > 0").first?.requiredInt("n") ?? 0
+        let deferred =
+            try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE deferrals > 0").first?.requiredInt("n") ?? 0
         #expect(deferred > 0, "jobs waited for the breaker instead of burning attempts")
         print("API outage: 503 answers \(calls503), 429 answers \(during.answers["http-429"] ?? 0), deferred jobs \(deferred)")
     }
@@ -191,7 +214,8 @@ struct FaultTests {
         defer { Task { await sandbox.stop() } }
         // As if a producer's migration tool had bypassed the CHECK.
         try await database.query("ALTER TABLE sms.jobs DROP CONSTRAINT jobs_channel_check")
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code, metadata) VALUES
             ('CHANNEL_SPAM', '13800000001', NULL, NULL),
             ('', '13800000002', NULL, NULL),
@@ -225,7 +249,8 @@ struct FaultTests {
             #expect(state == "rejected", "\(id): \(state ?? "") \(message)")
             #expect(message.count > 15, "a clear message: \(message)")
         }
-        #expect(try rows.filter { try $0.string("state") == "sent" }.count == 2, "the huge-metadata row and the good row are sent")
+        #expect(
+            try rows.filter { try $0.string("state") == "sent" }.count == 2, "the huge-metadata row and the good row are sent")
         #expect(try await sandbox.report().requests == 2)
     }
 
@@ -235,15 +260,18 @@ struct FaultTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start(["--access-key-id", "key-1", "--access-key-secret", "s3cret"])
         defer { Task { await sandbox.stop() } }
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "SMSD_GENAUTH_ACCESS_KEY_ID": "key-1", "SMSD_GENAUTH_ACCESS_KEY_SECRET": "s3cret",
-        ])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "SMSD_GENAUTH_ACCESS_KEY_ID": "key-1", "SMSD_GENAUTH_ACCESS_KEY_SECRET": "s3cret",
+            ])
         defer { Task { await daemon.stop() } }
         try await insertJobs(database, count: 50, prefix: "136")
         #expect(await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) == 50 })
         #expect(try await sandbox.report().tokensIssued == 1)
         _ = try await HTTP.request("POST", sandbox.baseURL + "/__sandbox/revoke-tokens")
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number) SELECT 'CHANNEL_REGISTER', '136' || lpad(g::text, 8, '0') FROM generate_series(1, 50) g
             """)
         #expect(await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) == 100 })
@@ -253,14 +281,17 @@ struct FaultTests {
         #expect(!daemon.output.contains("s3cret"))
         await daemon.stop()
 
-        let wrong = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "SMSD_GENAUTH_ACCESS_KEY_ID": "key-1", "SMSD_GENAUTH_ACCESS_KEY_SECRET": "wrong",
-            "SMSD_BREAKER_FAILURE_THRESHOLD": "3", "SMSD_BREAKER_COOL_DOWN": "5",
-        ])
+        let wrong = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "SMSD_GENAUTH_ACCESS_KEY_ID": "key-1", "SMSD_GENAUTH_ACCESS_KEY_SECRET": "wrong",
+                "SMSD_BREAKER_FAILURE_THRESHOLD": "3", "SMSD_BREAKER_COOL_DOWN": "5",
+            ])
         defer { Task { await wrong.stop() } }
         try await database.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_BIND_MFA', '13600000001')")
         try await Task.sleep(for: .seconds(3))
-        let row = try #require(try await database.query("SELECT state, attempts, message FROM sms.jobs WHERE channel = 'CHANNEL_BIND_MFA'").first)
+        let row = try #require(
+            try await database.query("SELECT state, attempts, message FROM sms.jobs WHERE channel = 'CHANNEL_BIND_MFA'").first)
         let message = try row.string("message") ?? ""
         #expect(try row.string("state") == "pending", "\(message)")
         #expect(try row.int("attempts")! <= 3)
@@ -273,7 +304,8 @@ struct FaultTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start(["--latency-ms", "20000"])
         defer { Task { await sandbox.stop() } }
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: ["SMSD_GENAUTH_TIMEOUT": "30", "SMSD_SHUTDOWN_GRACE": "30"])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox, extra: ["SMSD_GENAUTH_TIMEOUT": "30", "SMSD_SHUTDOWN_GRACE": "30"])
         defer { Task { await daemon.stop() } }
         try await insertJobs(database, count: 5, prefix: "137")
         _ = await eventually(timeout: .seconds(10)) { ((try? await sandbox.report().requests) ?? 0) == 5 }

@@ -2,13 +2,15 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
-@testable import GenAuth
 import SMSConfiguration
-@testable import SMSEngine
 import SMSJobStore
 import SMSModel
 import Synchronization
 import Testing
+import SMSTestSupport
+
+@testable import GenAuth
+@testable import SMSEngine
 
 /// The hand-written HTTP/1.1 client against a scripted TCP server on 127.0.0.1 that answers each request
 /// as the test says, including answers no well-behaved server gives: the cases the sandbox cannot
@@ -22,10 +24,15 @@ struct GenAuthConnectionPoolTests {
         let server = try await ScriptedServer { _, _ in .answer(ScriptedServer.response(Self.okBody)) }
         let client = try makeClient(server.url, appID: "app-7")
         for index in 0..<20 {
-            let result = await client.send(SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "1380013\(String(format: "%04d", index))",
-                                                          phoneCountryCode: index == 0 ? "+44" : nil))
-            #expect(result == .answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 200, message: "ok", requestId: "req-1"),
-                                        retryAfter: nil))
+            let result = await client.send(
+                SendSMSRequest(
+                    channel: "CHANNEL_LOGIN", phoneNumber: "1380013\(String(format: "%04d", index))",
+                    phoneCountryCode: index == 0 ? "+44" : nil))
+            #expect(
+                result
+                    == .answered(
+                        httpStatus: 200, body: GenAuthResponseBody(statusCode: 200, message: "ok", requestId: "req-1"),
+                        retryAfter: nil))
         }
         await client.shutdown()
         let stats = server.stats
@@ -82,7 +89,8 @@ struct GenAuthConnectionPoolTests {
     @Test("answers split over many reads, chunked, or with connection: close are read whole")
     func awkwardButValidAnswers() async throws {
         let body = #"{"statusCode":429,"message":"too often","apiCode":42901}"#
-        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/json\r\n\r\n"
+        let chunked =
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/json\r\n\r\n"
             + "10\r\n" + String(body.prefix(16)) + "\r\n"
             + String(body.utf8.count - 16, radix: 16) + "\r\n" + String(body.dropFirst(16)) + "\r\n0\r\n\r\n"
         let server = try await ScriptedServer { index, _ in
@@ -132,9 +140,10 @@ struct GenAuthConnectionPoolTests {
             #expect(try await pool.execute(head: head, body: ByteBuffer(string: "{}"), timeout: .seconds(5)).get().status == 200)
         }
         #expect(watched.count == 5)
-        #expect(await eventually(timeout: .seconds(5)) {
-            (try? await pool.openConnections().get().isEmpty) == true && watched.allSatisfy { $0.connection == nil }
-        })
+        #expect(
+            await eventually(timeout: .seconds(5)) {
+                (try? await pool.openConnections().get().isEmpty) == true && watched.allSatisfy { $0.connection == nil }
+            })
         await pool.shutdown()
         #expect(server.stats.connections == 5)
         await server.stop()
@@ -177,7 +186,8 @@ struct GenAuthConnectionPoolTests {
     func unsolicitedBytes() async throws {
         let server = try await ScriptedServer { index, _ in
             index == 0
-                ? .answer(ScriptedServer.response(Self.okBody) + ScriptedServer.response(#"{"statusCode":500,"message":"stray"}"#))
+                ? .answer(
+                    ScriptedServer.response(Self.okBody) + ScriptedServer.response(#"{"statusCode":500,"message":"stray"}"#))
                 : .answer(ScriptedServer.response(#"{"statusCode":200,"message":"second"}"#))
         }
         // One connection, two calls: the second waits for the first's connection, which frees up in
@@ -219,15 +229,18 @@ struct GenAuthConnectionPoolTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let certificate = directory.appendingPathComponent("cert.pem").path
         let key = directory.appendingPathComponent("key.pem").path
-        let openssl = try ChildProcess("/usr/bin/env", [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
+        let openssl = try ChildProcess(
+            "/usr/bin/env",
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ])
         #expect(await openssl.waitForExit(timeout: .seconds(30)) == 0, "openssl: \(openssl.output)")
-        let serverTLS = try NIOSSLContext(configuration: .makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))))
+        let serverTLS = try NIOSSLContext(
+            configuration: .makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))))
         let server = try await ScriptedServer(tls: serverTLS) { _, _ in .answer(ScriptedServer.response(Self.okBody)) }
         var trusting = TLSConfiguration.makeClientConfiguration()
         trusting.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificate))
@@ -235,8 +248,10 @@ struct GenAuthConnectionPoolTests {
             let pool = try GenAuthConnectionPool(
                 endpoint: .init(url: "https://\(host):\(server.port)"), eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
                 maximumConnections: 2, connectTimeout: .seconds(5), tls: trusting)
-            let answer = try await pool.execute(head: try pool.head(.POST, path: "/api/v3/send-sms"),
-                                                body: ByteBuffer(string: "{}"), timeout: .seconds(5)).get()
+            let answer = try await pool.execute(
+                head: try pool.head(.POST, path: "/api/v3/send-sms"),
+                body: ByteBuffer(string: "{}"), timeout: .seconds(5)
+            ).get()
             #expect(answer.status == 200, "via \(host)")
             #expect(String(buffer: answer.body) == Self.okBody)
             await pool.shutdown()
@@ -259,21 +274,30 @@ struct GenAuthConnectionPoolTests {
     // MARK: - Helpers
 
     func makeClient(_ url: String, appID: String = "app", concurrency: Int = 4, timeout: Double = 5) throws -> GenAuthClient {
-        try GenAuthClient(configuration: .init(host: url, appID: appID, timeout: .seconds(double: timeout),
-                                               maximumConnections: concurrency))
+        try GenAuthClient(
+            configuration: .init(
+                host: url, appID: appID, timeout: .seconds(double: timeout),
+                maximumConnections: concurrency))
     }
 
     /// `count` calls started together on the dispatcher's path (`start`), their results once all are in.
     func startAll(_ client: GenAuthClient, count: Int) async -> [CallResult] {
         let results = Mutex<[CallResult]>([])
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            client.start((0..<count).map { index in
-                GenAuthClient.PendingCall(request: SendSMSRequest(channel: "CHANNEL_LOGIN", phoneNumber: "1390000\(String(format: "%04d", index))",
-                                                                  phoneCountryCode: nil)) { result in
-                    let all = results.withLock { $0.append(result); return $0.count }
-                    if all == count { done.resume() }
-                }
-            })
+            client.start(
+                (0..<count).map { index in
+                    GenAuthClient.PendingCall(
+                        request: SendSMSRequest(
+                            channel: "CHANNEL_LOGIN", phoneNumber: "1390000\(String(format: "%04d", index))",
+                            phoneCountryCode: nil)
+                    ) { result in
+                        let all = results.withLock {
+                            $0.append(result)
+                            return $0.count
+                        }
+                        if all == count { done.resume() }
+                    }
+                })
         }
         return results.withLock { $0 }
     }
@@ -400,7 +424,10 @@ final class ScriptedServer: Sendable {
             var bytes = unwrapInboundIn(data)
             pending.writeBuffer(&bytes)
             while let request = takeRequest() {
-                let index = state.value.withLock { $0.requests.append(request); return $0.requests.count - 1 }
+                let index = state.value.withLock {
+                    $0.requests.append(request)
+                    return $0.requests.count - 1
+                }
                 perform(script(index, request), context: context)
             }
         }
@@ -408,7 +435,8 @@ final class ScriptedServer: Sendable {
         private func takeRequest() -> String? {
             let text = String(buffer: pending)
             guard let (head, _) = ScriptedServer.split(text) else { return nil }
-            let length = head.components(separatedBy: "\r\n")
+            let length =
+                head.components(separatedBy: "\r\n")
                 .first { $0.lowercased().hasPrefix("content-length:") }
                 .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
             let total = head.utf8.count + 4 + length

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SMSTestSupport
 
 /// Issue 13: `make install` followed by `systemctl enable --now` must start. The unit runs as a
 /// DynamicUser (a uid of no account, in no group of ours): everything it reads at start must be
@@ -14,24 +15,32 @@ struct InstallTests {
     /// A fresh DESTDIR the dynamic user can traverse (mktemp-style directories are 0700).
     static func destination() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smsd-install-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(
+            at: directory, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o755])
         return directory
     }
 
-    static func installFiles(into destination: URL, prefix: String = "/usr/local") async throws -> (status: Int32, output: String) {
-        try await ChildProcess.run("/usr/bin/make", [
-            "-C", TestEnvironment.repositoryRoot.path, "--no-print-directory", "install-files",
-            "DESTDIR=\(destination.path)", "PREFIX=\(prefix)", "BIN=\(TestEnvironment.binDirectory.path)",
-        ], timeout: .seconds(120))
+    static func installFiles(into destination: URL, prefix: String = "/usr/local") async throws -> (status: Int32, output: String)
+    {
+        try await ChildProcess.run(
+            "/usr/bin/make",
+            [
+                "-C", TestEnvironment.repositoryRoot.path, "--no-print-directory", "install-files",
+                "DESTDIR=\(destination.path)", "PREFIX=\(prefix)", "BIN=\(TestEnvironment.binDirectory.path)",
+            ], timeout: .seconds(120))
     }
 
-    static func checkConfigAsDynamicUser(_ destination: URL, prefix: String = "/usr/local") async throws -> (status: Int32, output: String) {
-        try await ChildProcess.run("/usr/bin/setpriv", [
-            "--reuid=\(dynamicUser)", "--regid=\(dynamicUser)", "--clear-groups",
-            destination.path + prefix + "/bin/sms-dispatcher", "check-config",
-            "--config", destination.path + "/etc/sms-dispatcher/sms-dispatcher.yaml",
-        ])
+    static func checkConfigAsDynamicUser(
+        _ destination: URL, prefix: String = "/usr/local"
+    ) async throws -> (status: Int32, output: String) {
+        try await ChildProcess.run(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=\(dynamicUser)", "--regid=\(dynamicUser)", "--clear-groups",
+                destination.path + prefix + "/bin/sms-dispatcher", "check-config",
+                "--config", destination.path + "/etc/sms-dispatcher/sms-dispatcher.yaml",
+            ])
     }
 
     static func mode(_ path: String) throws -> Int {
@@ -49,7 +58,8 @@ struct InstallTests {
         for secret in ["genauth-app-secret", "genauth-access-key-secret", "database-url"] {
             #expect(try Self.mode(destination.path + "/etc/sms-dispatcher/credentials/" + secret) == 0o600, "\(secret)")
         }
-        #expect(try Self.mode(destination.path + "/usr/local/share/sms-dispatcher/sql/schema/functions/reserve_sends.sql") == 0o644)
+        #expect(
+            try Self.mode(destination.path + "/usr/local/share/sms-dispatcher/sql/schema/functions/reserve_sends.sql") == 0o644)
 
         let checked = try await Self.checkConfigAsDynamicUser(destination)
         #expect(checked.status == 0, "\(checked.output)")
@@ -81,9 +91,12 @@ struct InstallTests {
         let prefix = "/opt/sms-dispatcher"
         let installed = try await Self.installFiles(into: destination, prefix: prefix)
         #expect(installed.status == 0, "\(installed.output)")
-        let unit = try String(contentsOfFile: destination.path + prefix + "/lib/systemd/system/sms-dispatcher.service",
-                              encoding: .utf8)
-        #expect(unit.contains("ExecStartPre=\(prefix)/bin/sms-dispatcher check-config --config /etc/sms-dispatcher/sms-dispatcher.yaml"))
+        let unit = try String(
+            contentsOfFile: destination.path + prefix + "/lib/systemd/system/sms-dispatcher.service",
+            encoding: .utf8)
+        #expect(
+            unit.contains(
+                "ExecStartPre=\(prefix)/bin/sms-dispatcher check-config --config /etc/sms-dispatcher/sms-dispatcher.yaml"))
         #expect(unit.contains("ExecStart=\(prefix)/bin/sms-dispatcher run --config /etc/sms-dispatcher/sms-dispatcher.yaml"))
         #expect(unit.contains("Documentation=file:\(prefix)/share/doc/sms-dispatcher/README.md"))
         #expect(!unit.contains("/usr/local/"), "\(unit)")

@@ -1,20 +1,25 @@
 import Foundation
-import PostgresClient
 import GenAuth
+import PostgresClient
 import SMSConfiguration
-@testable import SMSEngine
 import SMSJobStore
 import SMSModel
 import Testing
+import SMSTestSupport
+
+@testable import SMSEngine
 
 @Suite("Schema and migrations")
 struct MigrationTests {
     @Test func migrateIsIdempotentAndRecordsVersions() async throws {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
-        let run = { try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"),
-                                               ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
-                                               environment: ["SMSD_DATABASE_URL": database.url]) }
+        let run = {
+            try await ChildProcess.run(
+                TestEnvironment.executable("sms-dispatcher"),
+                ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
+                environment: ["SMSD_DATABASE_URL": database.url])
+        }
         let first = try await run()
         #expect(first.status == 0, "\(first.output)")
         #expect(first.output.contains("applied 1, 2, 3, 4, 5"))
@@ -32,7 +37,8 @@ struct MigrationTests {
         // The phone key as version 7 spelt it, next to the inlined one: a short number, an empty and a
         // given country code, and a key past 200 bytes (its md5 form).
         let long = String(repeating: "9", count: 240)
-        let keys = try await database.query("""
+        let keys = try await database.query(
+            """
             SELECT n, sms.phone_key(cc, num) AS got,
                    (SELECT CASE WHEN octet_length(k) <= 200 THEN k ELSE 'md5:' || md5(k) END
                     FROM (SELECT COALESCE(NULLIF(cc, ''), '+86') || ' ' || num AS k) key) AS want
@@ -46,43 +52,55 @@ struct MigrationTests {
         }
         #expect(try keys.rows[3].requiredString("got").hasPrefix("md5:"))
         // Pauses: none, then one channel, then all (the '*' row wins).
-        let unpaused = try await database.query("SELECT sms.paused_channels() IS NULL AS none, sms.pause_of('CHANNEL_LOGIN') IS NULL AS free").first
+        let unpaused = try await database.query(
+            "SELECT sms.paused_channels() IS NULL AS none, sms.pause_of('CHANNEL_LOGIN') IS NULL AS free"
+        ).first
         #expect(try unpaused?.bool("none") == true)
         #expect(try unpaused?.bool("free") == true)
-        try await database.execute("""
+        try await database.execute(
+            """
             INSERT INTO sms.controls (channel, paused_by, reason) VALUES ('CHANNEL_LOGIN', 'test', 'one');
             INSERT INTO sms.controls (channel, paused_by, reason) VALUES ('*', 'test', 'all')
             """)
-        let paused = try await database.query("""
+        let paused = try await database.query(
+            """
             SELECT array_to_string(ARRAY(SELECT unnest(sms.paused_channels()) ORDER BY 1), ',') AS channels,
                    (sms.pause_of('CHANNEL_LOGIN')).channel AS login, (sms.pause_of('CHANNEL_REGISTER')).reason AS register
-            """).first
+            """
+        ).first
         #expect(try paused?.string("channels") == "*,CHANNEL_LOGIN")
         #expect(try paused?.string("login") == "*")
         #expect(try paused?.string("register") == "all")
         // One notification per 7,900 bytes of payload.
-        let announced = try await database.query("""
+        let announced = try await database.query(
+            """
             SELECT sms.announce(ARRAY(SELECT g FROM generate_series(1, 2000) g), array_fill('sent'::text, ARRAY[2000])) AS n,
                    sms.announce('{}', '{}') AS none
-            """).first
+            """
+        ).first
         #expect(try announced?.int("n") == 3)
         #expect(try announced?.int("none") == 0)
     }
 
-    @Test("version 13's fraud guard decides and counts as version 10's (a passing batch, a limit, an allow-listed number, a block, monitor mode)")
+    @Test(
+        "version 13's fraud guard decides and counts as version 10's (a passing batch, a limit, an allow-listed number, a block, monitor mode)"
+    )
     func guardKeepsItsAnswers() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
         // Version 10's guard, as it was written, under another name.
         let source = try String(contentsOfFile: TestEnvironment.sqlDirectory + "/0010_fraud.sql", encoding: .utf8)
         guard let start = source.range(of: "CREATE FUNCTION sms.fraud_decide("),
-              let end = source.range(of: "\n$$;", range: start.upperBound..<source.endIndex) else {
+            let end = source.range(of: "\n$$;", range: start.upperBound..<source.endIndex)
+        else {
             throw TestSetupError("no sms.fraud_decide in 0010_fraud.sql")
         }
-        try await database.execute(String(source[start.lowerBound..<end.upperBound])
-            .replacingOccurrences(of: "sms.fraud_decide(", with: "sms.fraud_decide_v10("))
+        try await database.execute(
+            String(source[start.lowerBound..<end.upperBound])
+                .replacingOccurrences(of: "sms.fraud_decide(", with: "sms.fraud_decide_v10("))
         // One IP with 9 sends ten minutes ago (per_ip_hour 10: one more passes), an allow-listed range.
-        try await database.execute("""
+        try await database.execute(
+            """
             INSERT INTO sms.fraud_counts (scope, key, minute, requests, sends)
             VALUES ('ip', '198.51.100.7', '2026-01-01 11:50:00+00', 9, 9);
             INSERT INTO sms.fraud_allowed (prefix) VALUES ('+4470090')
@@ -91,11 +109,13 @@ struct MigrationTests {
         // Each function in a transaction of its own, rolled back: its rows, then every counter.
         func decide(_ function: String, _ arguments: String, setup: String) async throws -> String {
             try await connection.execute("BEGIN; SET LOCAL TimeZone = 'UTC'; " + setup)
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 SELECT string_agg(concat_ws('/', r_index, r_decision, r_rule, r_detail), ';' ORDER BY r_index) AS d
                 FROM \(function)('2026-01-01 12:00:00+00', \(arguments))
                 """)
-            let counts = try await connection.query("""
+            let counts = try await connection.query(
+                """
                 SELECT string_agg(concat_ws('/', scope, key, minute, requests, sends, limited), ';' ORDER BY scope, key, minute) AS c
                 FROM sms.fraud_counts
                 """)
@@ -109,17 +129,35 @@ struct MigrationTests {
             """
         let cases: [(arguments: String, setup: String)] = [
             // Passing batches: distinct keys; a shared user; no IP and an empty user; no limits at all.
-            ("ARRAY['+86 13800000001', '+86 13900000002'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u2'], 'enforce', '{10,10,50,0}', 30", ""),
-            ("ARRAY['+86 13800000001', '+86 13800000002'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u1'], 'enforce', '{10,10,50,0}', 30", ""),
+            (
+                "ARRAY['+86 13800000001', '+86 13900000002'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u2'], 'enforce', '{10,10,50,0}', 30",
+                ""
+            ),
+            (
+                "ARRAY['+86 13800000001', '+86 13800000002'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u1'], 'enforce', '{10,10,50,0}', 30",
+                ""
+            ),
             ("ARRAY['+86 13800000001'], ARRAY[NULL]::inet[], ARRAY[''], 'enforce', '{10,10,50,0}', 30", ""),
             ("ARRAY['+86 13800000001'], ARRAY['10.0.0.1']::inet[], ARRAY['u1'], 'enforce', '{0,0,0,0}', 30", ""),
             // The IP's tenth send passes, its eleventh is stopped (or flagged).
-            ("ARRAY['+86 13800000001', '+86 13900000002', '+1 4155550100'], ARRAY['198.51.100.7', '198.51.100.7', '10.0.0.3']::inet[], ARRAY['a', 'b', 'c'], 'enforce', '{10,10,50,0}', 30", ""),
-            ("ARRAY['+86 13800000001', '+86 13900000002'], ARRAY['198.51.100.7', '198.51.100.7']::inet[], ARRAY['a', 'b'], 'monitor', '{10,10,50,0}', 30", ""),
+            (
+                "ARRAY['+86 13800000001', '+86 13900000002', '+1 4155550100'], ARRAY['198.51.100.7', '198.51.100.7', '10.0.0.3']::inet[], ARRAY['a', 'b', 'c'], 'enforce', '{10,10,50,0}', 30",
+                ""
+            ),
+            (
+                "ARRAY['+86 13800000001', '+86 13900000002'], ARRAY['198.51.100.7', '198.51.100.7']::inet[], ARRAY['a', 'b'], 'monitor', '{10,10,50,0}', 30",
+                ""
+            ),
             // An allow-listed number among others.
-            ("ARRAY['+44 7009001234', '+86 13800000001'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u2'], 'enforce', '{10,10,50,0}', 30", ""),
+            (
+                "ARRAY['+44 7009001234', '+86 13800000001'], ARRAY['10.0.0.1', '10.0.0.2']::inet[], ARRAY['u1', 'u2'], 'enforce', '{10,10,50,0}', 30",
+                ""
+            ),
             // A blocked prefix: a stranger is stopped, a known user passes.
-            ("ARRAY['+86 13800001234', '+86 13800005678', '+86 13900000002'], ARRAY['10.0.0.1', '10.0.0.2', '10.0.0.3']::inet[], ARRAY['stranger', 'known', 'u3'], 'enforce', '{10,10,50,0}', 30", block),
+            (
+                "ARRAY['+86 13800001234', '+86 13800005678', '+86 13900000002'], ARRAY['10.0.0.1', '10.0.0.2', '10.0.0.3']::inet[], ARRAY['stranger', 'known', 'u3'], 'enforce', '{10,10,50,0}', 30",
+                block
+            ),
             ("ARRAY['+86 13900000002'], ARRAY['10.0.0.3']::inet[], ARRAY['u3'], 'enforce', '{10,10,50,0}', 30", block),
             ("ARRAY['+86 13800000001'], ARRAY['10.0.0.1']::inet[], ARRAY['u1'], 'off', '{10,10,50,0}', 30", ""),
         ]
@@ -156,13 +194,16 @@ struct MigrationTests {
         let applied = children.filter { $0.output.contains("applied 1, 2, 3, 4, 5") }.count
         #expect(applied == 1)
         #expect(children.filter { $0.output.contains("up to date") }.count == 2)
-        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.schema_migrations").first?.requiredInt("n") == SchemaVersion.required)
+        #expect(
+            try await database.query("SELECT count(*)::int AS n FROM sms.schema_migrations").first?.requiredInt("n")
+                == SchemaVersion.required)
     }
 
     @Test func migrateWithABrokenDatabaseURLExits69() async throws {
-        let result = try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"),
-                                                ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
-                                                environment: ["SMSD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x?connect_timeout=2"])
+        let result = try await ChildProcess.run(
+            TestEnvironment.executable("sms-dispatcher"),
+            ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
+            environment: ["SMSD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x?connect_timeout=2"])
         #expect(result.status == 69)
         #expect(result.output.contains("cannot connect to PostgreSQL"))
     }
@@ -178,7 +219,9 @@ struct MigrationTests {
         }
         let listener = try await database.connect()
         try await listener.listen("sms_jobs")
-        try await database.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000'), ('CHANNEL_LOGIN', '13800138001')")
+        try await database.query(
+            "INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000'), ('CHANNEL_LOGIN', '13800138001')"
+        )
         var received: [PostgresNotification] = []
         _ = await eventually(timeout: .seconds(5)) {
             received += (try? await listener.waitForNotifications(timeout: .milliseconds(200))) ?? []
@@ -187,7 +230,8 @@ struct MigrationTests {
         // One notification per statement, not per row.
         #expect(received.count == 1)
         await listener.close()
-        let row = try #require(try await database.query("SELECT state, attempts, priority, max_attempts FROM sms.jobs LIMIT 1").first)
+        let row = try #require(
+            try await database.query("SELECT state, attempts, priority, max_attempts FROM sms.jobs LIMIT 1").first)
         #expect(try row.string("state") == "pending")
         #expect(try row.int("attempts") == 0)
         #expect(try row.int("max_attempts") == 5)
@@ -217,7 +261,8 @@ struct MigrationTests {
         try await Task.sleep(for: .milliseconds(500))
         for n in 0..<5 {
             let started = ContinuousClock.now
-            try await database.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)", ["1380000000\(n)"])
+            try await database.query(
+                "INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)", ["1380000000\(n)"])
             #expect(ContinuousClock.now - started < .seconds(5), "an insert waited behind the migration")
             try await Task.sleep(for: .milliseconds(200))
         }
@@ -229,7 +274,8 @@ struct MigrationTests {
         #expect(applied == [14])
         // Never released: it gives up, naming the transaction it waited behind.
         try await report.execute("BEGIN; SELECT count(*) FROM sms.jobs")
-        var impatient = Migrator(migrations: [Migration(version: 99, name: "alter", sql: "ALTER TABLE sms.jobs ADD COLUMN x int")])
+        var impatient = Migrator(migrations: [Migration(version: 99, name: "alter", sql: "ALTER TABLE sms.jobs ADD COLUMN x int")]
+        )
         impatient.lockTimeout = .milliseconds(200)
         impatient.retryAfter = .milliseconds(300)
         impatient.patience = .seconds(1)

@@ -2,6 +2,7 @@ import Foundation
 import PostgresClient
 import SMSModel
 import Testing
+import SMSTestSupport
 
 /// Issue 26: connection poolers, with Debian's real PgBouncer (`scripts/ensure-deps.sh` installs it).
 /// Producers through transaction pooling work (a plain INSERT, `sms.enqueue`, `enqueue --wait`); a
@@ -18,12 +19,14 @@ struct PoolerTests {
         defer { Task { await sandbox.stop() } }
         let bouncer = try await PgBouncer.start(mode: "transaction")
         defer { Task { await bouncer.stop() } }
-        let daemon = try startDaemon(database: database, sandbox: sandbox,
-                                     extra: ["SMSD_DATABASE_URL": bouncer.url(database)])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: ["SMSD_DATABASE_URL": bouncer.url(database)])
         let status = await daemon.waitForExit(timeout: .seconds(30))
         #expect(status == 78, "\(daemon.output)")
-        #expect(daemon.output.contains("pool_mode = transaction") && daemon.output.contains("pool_mode = session"),
-                "\(daemon.output)")
+        #expect(
+            daemon.output.contains("pool_mode = transaction") && daemon.output.contains("pool_mode = session"),
+            "\(daemon.output)")
     }
 
     @Test("a daemon through session pooling drains the queue; producers through transaction pooling insert, enqueue and wait")
@@ -36,8 +39,9 @@ struct PoolerTests {
         defer { Task { await session.stop() } }
         let transaction = try await PgBouncer.start(mode: "transaction")
         defer { Task { await transaction.stop() } }
-        let daemon = try startDaemon(database: database, sandbox: sandbox,
-                                     extra: ["SMSD_DATABASE_URL": session.url(database)])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: ["SMSD_DATABASE_URL": session.url(database)])
         defer { Task { await daemon.stop() } }
         // Producers: many short transactions through the transaction pool, from several connections.
         let producers = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -48,7 +52,8 @@ struct PoolerTests {
                     for n in 0..<25 {
                         let phone = "1516\(worker)" + String(format: "%06d", n)
                         if n % 2 == 0 {
-                            try await db.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)", [phone])
+                            try await db.query(
+                                "INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', $1)", [phone])
                         } else {
                             try await db.query("SELECT sms.enqueue('CHANNEL_LOGIN', $1, idempotency_key => $1) AS id", [phone])
                         }
@@ -61,7 +66,8 @@ struct PoolerTests {
             return try await group.reduce(0, +)
         }
         #expect(producers == 100)
-        let waited = try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"),
+        let waited = try await ChildProcess.run(
+            TestEnvironment.executable("sms-dispatcher"),
             ["enqueue", "--channel", "CHANNEL_LOGIN", "--phone", "15169999999", "--wait", "--timeout", "30"],
             environment: ["SMSD_DATABASE_URL": transaction.url(database)], timeout: .seconds(45))
         #expect(waited.status == 0 && waited.output.contains("sent"), "\(waited.output)\n\(daemon.output)")
@@ -89,20 +95,20 @@ final class PgBouncer: Sendable {
         let users = ["postgres"].map { "\"\($0)\" \"\"" }.joined(separator: "\n") + "\n"
         try users.write(toFile: directory + "/users.txt", atomically: true, encoding: .utf8)
         try """
-            [databases]
-            * = host=127.0.0.1 port=\(pgPort)
-            [pgbouncer]
-            listen_addr = 127.0.0.1
-            listen_port = \(port)
-            unix_socket_dir =
-            auth_type = trust
-            auth_file = \(directory)/users.txt
-            pool_mode = \(mode)
-            default_pool_size = 10
-            max_client_conn = 200
-            logfile = \(directory)/pgbouncer.log
-            pidfile = \(directory)/pgbouncer.pid
-            """.write(toFile: directory + "/pgbouncer.ini", atomically: true, encoding: .utf8)
+        [databases]
+        * = host=127.0.0.1 port=\(pgPort)
+        [pgbouncer]
+        listen_addr = 127.0.0.1
+        listen_port = \(port)
+        unix_socket_dir =
+        auth_type = trust
+        auth_file = \(directory)/users.txt
+        pool_mode = \(mode)
+        default_pool_size = 10
+        max_client_conn = 200
+        logfile = \(directory)/pgbouncer.log
+        pidfile = \(directory)/pgbouncer.pid
+        """.write(toFile: directory + "/pgbouncer.ini", atomically: true, encoding: .utf8)
         // PgBouncer will not run as root: as root it switches to the postgres user itself (-u).
         var arguments = [directory + "/pgbouncer.ini"]
         if getuid() == 0 {

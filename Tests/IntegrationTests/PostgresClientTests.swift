@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import Testing
+import SMSTestSupport
 
 @Suite("libpq wrapper against a real PostgreSQL")
 struct PostgresClientTests {
@@ -18,9 +19,11 @@ struct PostgresClientTests {
 
     @Test("a malformed or refused database URL never echoes its password")
     func secretsStayOutOfErrors() async throws {
-        for url in ["postgresql://u:s3cr%zzet@127.0.0.1:1/db", "postgresql://u:s3cret@127.0.0.1:99999999/db",
-                    "host=127.0.0.1 password='s3cret' port=notaport", "host=127.0.0.1 port=1 password=s3cret connect_timeout=2",
-                    "postgresql://u:s3cret@127.0.0.1:1/db?connect_timeout=2&sslmode=bogus"] {
+        for url in [
+            "postgresql://u:s3cr%zzet@127.0.0.1:1/db", "postgresql://u:s3cret@127.0.0.1:99999999/db",
+            "host=127.0.0.1 password='s3cret' port=notaport", "host=127.0.0.1 port=1 password=s3cret connect_timeout=2",
+            "postgresql://u:s3cret@127.0.0.1:1/db?connect_timeout=2&sslmode=bogus",
+        ] {
             do {
                 _ = try await PostgresConnection.connect(url)
                 Issue.record("\(url) connected")
@@ -105,7 +108,9 @@ struct PostgresClientTests {
         await other.close()
     }
 
-    @Test("withSession: several pipelines and the work between them in one trip to the connection's thread; a failure comes out as thrown")
+    @Test(
+        "withSession: several pipelines and the work between them in one trip to the connection's thread; a failure comes out as thrown"
+    )
     func sessionRunsPipelinesBackToBack() async throws {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
@@ -145,9 +150,11 @@ struct PostgresClientTests {
     func sessionLimits() async throws {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
-        let db = try await PostgresConnection.connect(database.url, session: SessionSettings(
-            statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150), jit: false, plans: .keyLookups,
-            pinnedSearchPath: true))
+        let db = try await PostgresConnection.connect(
+            database.url,
+            session: SessionSettings(
+                statementTimeout: .milliseconds(200), lockTimeout: .milliseconds(150), jit: false, plans: .keyLookups,
+                pinnedSearchPath: true))
         do {
             try await db.query("SELECT pg_sleep(2)")
             Issue.record("pg_sleep(2) outlived a 200 ms statement timeout")
@@ -162,8 +169,9 @@ struct PostgresClientTests {
         #expect(try await db.query("SHOW enable_seqscan").first?.string("enable_seqscan") == "off")
         // Issue 26: names in the daemon's statements never resolve to another role's objects in `public`.
         #expect(try await db.query("SHOW search_path").first?.string("search_path") == "pg_catalog, pg_temp")
-        #expect(try await db.query("SHOW idle_in_transaction_session_timeout").first?
-            .string("idle_in_transaction_session_timeout") == "0")
+        #expect(
+            try await db.query("SHOW idle_in_transaction_session_timeout").first?
+                .string("idle_in_transaction_session_timeout") == "0")
         // Client-side socket options: `SHOW tcp_user_timeout` is the server's own socket, so ask libpq.
         // Half of systemd's WatchdogSec (30 s): a dead peer fails the call well before the watchdog fires.
         #expect(try await db.connectionOption("tcp_user_timeout") == "15000")
@@ -177,8 +185,9 @@ struct PostgresClientTests {
             database.url + (database.url.contains("?") ? "&" : "?") + "tcp_user_timeout=5000",
             session: SessionSettings(idleInTransactionTimeout: .seconds(5)))
         #expect(try await own.connectionOption("tcp_user_timeout") == "5000")
-        #expect(try await own.query("SHOW idle_in_transaction_session_timeout").first?
-            .string("idle_in_transaction_session_timeout") == "5s")
+        #expect(
+            try await own.query("SHOW idle_in_transaction_session_timeout").first?
+                .string("idle_in_transaction_session_timeout") == "5s")
         await own.close()
     }
 
@@ -198,14 +207,16 @@ struct PostgresClientTests {
         ]
         for (conninfo, expected) in cases { #expect(ConnInfo.redacted(conninfo) == expected, "\(conninfo)") }
         // libpq quotes what it took for the host, which holds the password's tail after a raw '@'.
-        let host = ConnInfo.redact("could not translate host name \"ret@h\" to address",
-                                   conninfo: "postgresql://u:s3c@ret@h/db")
+        let host = ConnInfo.redact(
+            "could not translate host name \"ret@h\" to address",
+            conninfo: "postgresql://u:s3c@ret@h/db")
         #expect(!host.contains("ret@") && host.contains("\"***h\""), "\(host)")
         // Raw, percent-decoded and unescaped forms are all blanked; quoted fragments on request.
         #expect(ConnInfo.redact("p%40ss or p@ss", conninfo: "postgresql://u:p%40ss@h/db") == "*** or ***")
         #expect(ConnInfo.redact("it's s3cret", conninfo: "host=h password='it\\'s s3cret'") == "***")
-        #expect(ConnInfo.redact("invalid token: \"abc\" here", conninfo: "host=h", quoted: true)
-            == "invalid token: \"…\" here")
+        #expect(
+            ConnInfo.redact("invalid token: \"abc\" here", conninfo: "host=h", quoted: true)
+                == "invalid token: \"…\" here")
     }
 
     @Test func sqlErrorsCarrySQLStateAndTheConnectionSurvives() async throws {
@@ -252,9 +263,11 @@ struct PostgresClientTests {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
         let db = try await database.connect()
-        let row = try #require(try await db.query(
-            "SELECT $1::text AS a, $2::text AS b, $3::int AS n, 2.5::float8 AS d, true AS t, false AS f, NULL::int AS z",
-            [nil, "x'y\"z", "42"]).first)
+        let row = try #require(
+            try await db.query(
+                "SELECT $1::text AS a, $2::text AS b, $3::int AS n, 2.5::float8 AS d, true AS t, false AS f, NULL::int AS z",
+                [nil, "x'y\"z", "42"]
+            ).first)
         #expect(try row.string("a") == nil)
         #expect(try row.isNull("a"))
         #expect(try row.string("b") == "x'y\"z")
@@ -275,13 +288,17 @@ struct PostgresClientTests {
         let database = try await TestDatabase.create(migrated: false)
         defer { Task { await database.drop() } }
         let db = try await database.connect()
-        let strings: [String?] = ["plain", nil, "NULL", "with,comma", "{braces}", "quote\"s", "back\\slash", "", " spaced ", "中文 ✓", "new\nline"]
-        let rows = try await db.query("SELECT u AS v FROM unnest($1::text[]) WITH ORDINALITY AS x(u, i) ORDER BY i",
-                                      [PostgresArray.literal(strings)])
+        let strings: [String?] = [
+            "plain", nil, "NULL", "with,comma", "{braces}", "quote\"s", "back\\slash", "", " spaced ", "中文 ✓", "new\nline",
+        ]
+        let rows = try await db.query(
+            "SELECT u AS v FROM unnest($1::text[]) WITH ORDINALITY AS x(u, i) ORDER BY i",
+            [PostgresArray.literal(strings)])
         #expect(try rows.rows.map { try $0.string("v") } == strings)
         let ints: [Int?] = [1, nil, -3, Int(Int32.max)]
-        let intRows = try await db.query("SELECT u AS v FROM unnest($1::bigint[]) WITH ORDINALITY AS x(u, i) ORDER BY i",
-                                         [PostgresArray.literal(ints)])
+        let intRows = try await db.query(
+            "SELECT u AS v FROM unnest($1::bigint[]) WITH ORDINALITY AS x(u, i) ORDER BY i",
+            [PostgresArray.literal(ints)])
         #expect(try intRows.rows.map { try $0.int("v") } == ints)
         await db.close()
     }

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import Testing
+import SMSTestSupport
 
 /// SIGHUP re-reads the configuration of a running daemon (real processes, real signals): live keys
 /// apply to the jobs claimed afterwards without a restart, an invalid file changes nothing, and
@@ -24,8 +25,10 @@ struct ReloadTests {
 
     /// `sms-dispatcher run --config FILE` with `startDaemon`'s quick settings, except that the log level
     /// (and, with `databaseInFile`, the database URL) come from the file: the environment would win over it.
-    func start(_ database: TestDatabase, _ sandbox: SandboxProcess, _ file: ConfigFile, databaseInFile: Bool = false,
-               extra: [String: String] = [:]) async throws -> ChildProcess {
+    func start(
+        _ database: TestDatabase, _ sandbox: SandboxProcess, _ file: ConfigFile, databaseInFile: Bool = false,
+        extra: [String: String] = [:]
+    ) async throws -> ChildProcess {
         var environment = [
             "SMSD_GENAUTH_HOST": sandbox.baseURL, "SMSD_GENAUTH_APP_ID": "test-app", "SMSD_POLL_INTERVAL": "0.2",
             "SMSD_RETRY_BASE_DELAY": "0.1", "SMSD_RETRY_MAX_DELAY": "0.5", "SMSD_GENAUTH_TIMEOUT": "1",
@@ -33,9 +36,12 @@ struct ReloadTests {
         ]
         if !databaseInFile { environment["SMSD_DATABASE_URL"] = database.url }
         environment.merge(extra) { $1 }
-        let daemon = try ChildProcess(TestEnvironment.executable("sms-dispatcher"), ["run", "--config", file.path],
-                                      environment: environment)
-        let started = await eventually(timeout: .seconds(30)) { daemon.output.contains("dispatcher started") || !daemon.isRunning }
+        let daemon = try ChildProcess(
+            TestEnvironment.executable("sms-dispatcher"), ["run", "--config", file.path],
+            environment: environment)
+        let started = await eventually(timeout: .seconds(30)) {
+            daemon.output.contains("dispatcher started") || !daemon.isRunning
+        }
         guard started, daemon.isRunning else {
             await daemon.stop()
             throw TestSetupError("the daemon did not start: \(daemon.output)")
@@ -54,9 +60,11 @@ struct ReloadTests {
     }
 
     func insert(_ database: TestDatabase, _ channel: String, _ phone: String, country: String? = nil) async throws -> Int {
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code) VALUES ($1, $2, $3) RETURNING id
-            """, [channel, phone, country]).first!.requiredInt("id")
+            """, [channel, phone, country]
+        ).first!.requiredInt("id")
     }
 
     /// The job's terminal state and message, waiting up to 30 s; nil state if it never got there.
@@ -103,7 +111,8 @@ struct ReloadTests {
         // At info, the per-call debug line is not written.
         #expect(lines(daemon, containing: "job attempt").isEmpty, "\(daemon.output)")
 
-        try file.write("""
+        try file.write(
+            """
             log:
               level: debug
             channels:
@@ -122,8 +131,10 @@ struct ReloadTests {
         #expect(lines(daemon, containing: "take effect only at a restart").isEmpty, "\(daemon.output)")
         // The new default priority reaches the insert trigger's table.
         let published = try await eventually(timeout: .seconds(10)) {
-            try await database.query("SELECT default_priority::int AS p FROM sms.channel_settings WHERE channel = 'CHANNEL_REGISTER'")
-                .first?.int("p") == 7
+            try await database.query(
+                "SELECT default_priority::int AS p FROM sms.channel_settings WHERE channel = 'CHANNEL_REGISTER'"
+            )
+            .first?.int("p") == 7
         }
         #expect(published)
 
@@ -173,7 +184,8 @@ struct ReloadTests {
         let pid = daemon.pid
 
         // Channel allowed, and a value out of range: the whole file is refused.
-        try file.write("""
+        try file.write(
+            """
             channels:
               CHANNEL_REGISTER:
                 enabled: true
@@ -182,8 +194,9 @@ struct ReloadTests {
             """)
         #expect(await reload(daemon, expecting: "configuration reload refused", count: 1), "\(daemon.output)")
         let refused = lines(daemon, containing: "configuration reload refused")
-        #expect(refused.count == 1 && refused[0].contains("key=caps.per_phone_hour") && refused[0].contains(file.path),
-                "\(refused)")
+        #expect(
+            refused.count == 1 && refused[0].contains("key=caps.per_phone_hour") && refused[0].contains(file.path),
+            "\(refused)")
         #expect(lines(daemon, containing: "configuration reloaded").isEmpty, "\(daemon.output)")
         let register = try await insert(database, "CHANNEL_REGISTER", "13800002001")
         let result = try await outcome(database, register)
@@ -205,7 +218,9 @@ struct ReloadTests {
         // A misspelt key is refused the same way, naming it.
         try file.write("channels:\n  CHANNEL_REGISTER:\n    enabld: true\n")
         #expect(await reload(daemon, expecting: "configuration reload refused", count: 2), "\(daemon.output)")
-        #expect(lines(daemon, containing: "configuration reload refused").last?.contains("key=channels.CHANNEL_REGISTER.enabld") == true)
+        #expect(
+            lines(daemon, containing: "configuration reload refused").last?.contains("key=channels.CHANNEL_REGISTER.enabld")
+                == true)
 
         // The daemon still reloads once the file is right.
         try file.write("channels:\n  CHANNEL_REGISTER:\n    enabled: true\n")
@@ -221,7 +236,8 @@ struct ReloadTests {
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
         // The database URL from the file, not the environment (which would win over it).
-        let file = try ConfigFile("""
+        let file = try ConfigFile(
+            """
             database:
               url: "\(database.url)"
             concurrency: 4
@@ -234,7 +250,8 @@ struct ReloadTests {
         defer { Task { await daemon.stop() } }
         let pid = daemon.pid
         let bogus = "postgresql://reload-test-user:reload-test-secret@127.0.0.1:1/no_such_database"
-        try file.write("""
+        try file.write(
+            """
             database:
               url: "\(bogus)"
             concurrency: 8
@@ -245,8 +262,10 @@ struct ReloadTests {
         #expect(await reload(daemon, expecting: "configuration reloaded", count: 1), "\(daemon.output)")
         let named = lines(daemon, containing: "take effect only at a restart")
         #expect(named.count == 1 && named.first?.contains("keys=database.url,concurrency") == true, "\(daemon.output)")
-        #expect(lines(daemon, containing: "configuration reloaded").first?.contains("changed=channels.CHANNEL_REGISTER.enabled") == true,
-                "\(daemon.output)")
+        #expect(
+            lines(daemon, containing: "configuration reloaded").first?.contains("changed=channels.CHANNEL_REGISTER.enabled")
+                == true,
+            "\(daemon.output)")
         // Values are never logged: the URL holds a password.
         #expect(!daemon.output.contains("reload-test-secret"))
         // Still on the old database (the new URL leads nowhere), with the live change applied.

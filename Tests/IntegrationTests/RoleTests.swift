@@ -5,6 +5,7 @@ import SMSEngine
 import SMSJobStore
 import SMSModel
 import Testing
+import SMSTestSupport
 
 /// Issue 13: the four group roles `migrate` creates, each used through a LOGIN role of the test's own
 /// (roles belong to the cluster, which concurrent tests share: names are unique, dropped at the end).
@@ -25,16 +26,19 @@ struct RoleTests {
         let db = try await producer.connect()
 
         let plain = try await db.query(
-            "INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000') RETURNING id")
-            .single().requiredInt("id")
-        let full = try await db.query("""
+            "INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000') RETURNING id"
+        )
+        .single().requiredInt("id")
+        let full = try await db.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code, priority, run_at, expires_at, max_attempts,
                                   idempotency_key, metadata, client_ip, user_ref)
             VALUES ('CHANNEL_VERIFY_MFA', '5551234567', '+1', 0, now(), now() + interval '10 minutes', 3,
                     'order-1', '{"order": 1}', '203.0.113.9', 'user-7')
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING id
-            """).single().requiredInt("id")
+            """
+        ).single().requiredInt("id")
         let enqueue = """
             SELECT sms.enqueue('CHANNEL_REGISTER', '13800138001', idempotency_key => 'signup-1',
                                client_ip => '198.51.100.1', user_ref => 'u1') AS id
@@ -45,14 +49,20 @@ struct RoleTests {
         // The CLI's enqueue, as this role.
         let config = try ConfigFile(url: producer.url)
         defer { config.remove() }
-        let cli = try await ChildProcess.run(binary, ["enqueue", "--config", config.path, "--channel", "CHANNEL_LOGIN",
-                                                      "--phone", "13800138003"])
+        let cli = try await ChildProcess.run(
+            binary,
+            [
+                "enqueue", "--config", config.path, "--channel", "CHANNEL_LOGIN",
+                "--phone", "13800138003",
+            ])
         #expect(cli.status == 0, "\(cli.output)")
 
-        let stored = try await database.query("""
+        let stored = try await database.query(
+            """
             SELECT id, priority, phone_key, state, attempts, uncertain, locked_until, host(client_ip) AS ip, user_ref
             FROM sms.jobs WHERE id = ANY ($1::bigint[]) ORDER BY id
-            """, ["{\(plain),\(full),\(enqueued)}"]).rows
+            """, ["{\(plain),\(full),\(enqueued)}"]
+        ).rows
         #expect(stored.count == 3)
         for row in stored {
             #expect(try row.string("state") == "pending" && row.int("attempts") == 0 && row.bool("uncertain") == false)
@@ -64,11 +74,13 @@ struct RoleTests {
         #expect(try stored[2].string("ip") == "198.51.100.1" && stored[2].string("user_ref") == "u1")
 
         // Following a job: its state and GenAuth's answer, and the announcements.
-        let followed = try await db.query("""
+        let followed = try await db.query(
+            """
             SELECT id, channel, state, attempts, max_attempts, status_code, api_code, message, request_id, http_status,
                    run_at, expires_at, created_at, updated_at, sent_at, finished_at, idempotency_key
             FROM sms.jobs WHERE id = $1
-            """, [String(full)]).single()
+            """, [String(full)]
+        ).single()
         #expect(try followed.string("state") == "pending" && followed.int("max_attempts") == 3)
         try await db.listen("sms_job_events")
         try await database.query("SELECT * FROM sms.cancel_jobs($1::bigint[])", ["{\(plain)}"])
@@ -84,9 +96,12 @@ struct RoleTests {
             ("updated_at", "now()"), ("id", "424242"),
         ]
         for (column, value) in daemonOwned {
-            try await expectRefused(db, "INSERT INTO sms.jobs (channel, phone_number, \(column)) VALUES ('CHANNEL_LOGIN', '13800138002', \(value))")
+            try await expectRefused(
+                db, "INSERT INTO sms.jobs (channel, phone_number, \(column)) VALUES ('CHANNEL_LOGIN', '13800138002', \(value))")
         }
-        try await expectRefused(db, """
+        try await expectRefused(
+            db,
+            """
             INSERT INTO sms.jobs (channel, phone_number, idempotency_key) VALUES ('CHANNEL_LOGIN', '1', 'order-1')
             ON CONFLICT (idempotency_key) DO UPDATE SET state = 'running'
             """)
@@ -129,7 +144,8 @@ struct RoleTests {
         defer { Task { await database.drop() } }
         let monitor = try await LoginRole.create(member: "sms_monitor", in: database)
         defer { Task { await monitor.drop() } }
-        try await database.execute("""
+        try await database.execute(
+            """
             INSERT INTO sms.jobs (channel, phone_number, state, attempts, sent_at, finished_at) VALUES
                 ('CHANNEL_LOGIN', '13800000001', 'sent', 1, now(), now());
             INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_REGISTER', '13800000002');
@@ -142,7 +158,8 @@ struct RoleTests {
         for relation in ["sms.queue_stats", "sms.workers", "sms.jobs", "sms.attempts", "sms.controls"] {
             #expect(try await db.query("SELECT count(*)::int AS n FROM \(relation)").single().requiredInt("n") > 0, "\(relation)")
         }
-        #expect(try await db.query("SELECT phone_number FROM sms.jobs ORDER BY id").first?.string("phone_number") == "13800000001")
+        #expect(
+            try await db.query("SELECT phone_number FROM sms.jobs ORDER BY id").first?.string("phone_number") == "13800000001")
 
         for statement in [
             "UPDATE sms.jobs SET state = 'cancelled'",
@@ -188,7 +205,8 @@ struct RoleTests {
         defer { Task { await database.drop() } }
         let operatorRole = try await LoginRole.create(member: "sms_operator", in: database)
         defer { Task { await operatorRole.drop() } }
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, state, attempts, message, finished_at, metadata) VALUES
             ('CHANNEL_LOGIN', '13800000001', 'failed', 5, 'attempts exhausted', now() - interval '1 hour', '{"n": 1}'),
             ('CHANNEL_LOGIN', '13800000002', 'pending', 0, NULL, NULL, '{"n": 2}'),
@@ -198,7 +216,9 @@ struct RoleTests {
         func id(_ n: Int) async throws -> Int {
             try await database.query("SELECT id FROM sms.jobs WHERE metadata->>'n' = $1", [String(n)]).single().requiredInt("id")
         }
-        let failed = try await id(1), pending = try await id(2), running = try await id(4)
+        let failed = try await id(1)
+        let pending = try await id(2)
+        let running = try await id(4)
         let config = try ConfigFile(url: operatorRole.url)
         defer { config.remove() }
         func cli(_ arguments: [String]) async throws -> (status: Int32, output: String) {
@@ -242,12 +262,14 @@ struct RoleTests {
             try await expectRefused(db, statement)
         }
         for state in ["running", "sent", "pending"] {
-            try await expectRefused(db, "SELECT * FROM sms.requeue_jobs('{\(state)}', NULL, '{}', NULL, 10, false)",
-                                    sqlState: "22023")
+            try await expectRefused(
+                db, "SELECT * FROM sms.requeue_jobs('{\(state)}', NULL, '{}', NULL, 10, false)",
+                sqlState: "22023")
         }
         await db.close()
-        #expect(try await database.query("SELECT state FROM sms.jobs WHERE id = $1", [String(running)]).single()
-            .string("state") == "running")
+        #expect(
+            try await database.query("SELECT state FROM sms.jobs WHERE id = $1", [String(running)]).single()
+                .string("state") == "running")
     }
 
     // MARK: dispatcher
@@ -264,7 +286,8 @@ struct RoleTests {
 
         // Work for every path the daemon takes: claims and write-back, a dead worker's lease to rescue,
         // retention, and a paused channel's job to expire.
-        try await database.execute("""
+        try await database.execute(
+            """
             INSERT INTO sms.jobs (channel, phone_number, state, finished_at, metadata)
                 VALUES ('CHANNEL_LOGIN', '13900000001', 'sent', now() - interval '40 days', '{"old": true}');
             INSERT INTO sms.jobs (channel, phone_number, state, locked_by, locked_until, lease_token, metadata)
@@ -276,23 +299,28 @@ struct RoleTests {
             SELECT sms.pause('CHANNEL_BIND_PHONE', 'fraud review', NULL);
             """)
         let producing = try await producer.connect()
-        try await producing.query("""
+        try await producing.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number)
             SELECT 'CHANNEL_LOGIN', '1370000' || lpad(g::text, 4, '0') FROM generate_series(1, 20) g
             """)
-        let paused = try await producing.query("""
+        let paused = try await producing.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, expires_at)
             VALUES ('CHANNEL_BIND_PHONE', '13600000001', now() + interval '1 second') RETURNING id
-            """).single().requiredInt("id")
+            """
+        ).single().requiredInt("id")
         await producing.close()
 
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "SMSD_DATABASE_URL": dispatcher.url, "SMSD_RETENTION_INTERVAL": "1", "SMSD_RETENTION_MAX_AGE_DAYS": "30",
-            "SMSD_LEASE_RESCUE_INTERVAL": "0.5",
-            // The fraud guard with every limit on: its decisions in the reservation and its evaluation
-            // and retention rounds must work with the dispatcher's grants alone.
-            "SMSD_FRAUD_MODE": "enforce", "SMSD_FRAUD_PER_PREFIX_HOUR": "50", "SMSD_FRAUD_EVALUATE_INTERVAL": "1",
-        ])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "SMSD_DATABASE_URL": dispatcher.url, "SMSD_RETENTION_INTERVAL": "1", "SMSD_RETENTION_MAX_AGE_DAYS": "30",
+                "SMSD_LEASE_RESCUE_INTERVAL": "0.5",
+                // The fraud guard with every limit on: its decisions in the reservation and its evaluation
+                // and retention rounds must work with the dispatcher's grants alone.
+                "SMSD_FRAUD_MODE": "enforce", "SMSD_FRAUD_PER_PREFIX_HOUR": "50", "SMSD_FRAUD_EVALUATE_INTERVAL": "1",
+            ])
         defer { Task { await daemon.stop() } }
         let drained = await eventually(timeout: .seconds(60)) {
             (try? await stateCounts(database)) == ["sent": 21, "expired": 1]
@@ -304,23 +332,29 @@ struct RoleTests {
                 .single().bool("done")) == true
         }
         #expect(evaluated, "the fraud watch ran as sms_dispatcher: \(daemon.output)")
-        #expect(try await database.query("SELECT coalesce(sum(sends), 0)::int AS n FROM sms.fraud_counts WHERE scope = 'country'")
-            .single().requiredInt("n") == 21, "the guard counted every send")
+        #expect(
+            try await database.query("SELECT coalesce(sum(sends), 0)::int AS n FROM sms.fraud_counts WHERE scope = 'country'")
+                .single().requiredInt("n") == 21, "the guard counted every send")
         #expect(!daemon.output.contains("permission denied"), "\(daemon.output)")
-        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE metadata ? 'old'").single()
-            .requiredInt("n") == 0, "retention purged the old job")
-        #expect(try await database.query("SELECT state FROM sms.jobs WHERE metadata ? 'rescue'").single()
-            .string("state") == "sent", "the dead worker's job was rescued and sent")
-        #expect(try await database.query("SELECT state FROM sms.jobs WHERE id = $1", [String(paused)]).single()
-            .string("state") == "expired")
-        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.workers").single().requiredInt("n") == 1,
-                "the heartbeat's row")
+        #expect(
+            try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE metadata ? 'old'").single()
+                .requiredInt("n") == 0, "retention purged the old job")
+        #expect(
+            try await database.query("SELECT state FROM sms.jobs WHERE metadata ? 'rescue'").single()
+                .string("state") == "sent", "the dead worker's job was rescued and sent")
+        #expect(
+            try await database.query("SELECT state FROM sms.jobs WHERE id = $1", [String(paused)]).single()
+                .string("state") == "expired")
+        #expect(
+            try await database.query("SELECT count(*)::int AS n FROM sms.workers").single().requiredInt("n") == 1,
+            "the heartbeat's row")
         #expect(try await sandbox.report().accepted.count == 21)
 
         daemon.signal(SIGTERM)
         #expect(await daemon.waitForExit(timeout: .seconds(30)) == 0, "\(daemon.output)")
-        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.workers").single().requiredInt("n") == 0,
-                "its row removed on a clean stop")
+        #expect(
+            try await database.query("SELECT count(*)::int AS n FROM sms.workers").single().requiredInt("n") == 0,
+            "its row removed on a clean stop")
         #expect(!daemon.output.contains("permission denied"), "\(daemon.output)")
 
         let db = try await dispatcher.connect()
@@ -349,38 +383,50 @@ struct RoleTests {
     @Test func definerFunctionsArePinnedAndNotPublicAndTheRolesOwnNothing() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
-        let definers = try await database.query("""
+        let definers = try await database.query(
+            """
             SELECT p.oid::regprocedure::text AS name, p.proconfig::text AS config,
                    EXISTS (SELECT 1 FROM aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
                            WHERE a.grantee = 0) AS public
             FROM pg_proc p WHERE p.pronamespace = 'sms'::regnamespace AND p.prosecdef
-            """).rows
+            """
+        ).rows
         #expect(definers.count >= 7, "apply_channel_defaults, enqueue, pause, resume, requeue, cancel, purge")
         for row in definers {
             let name = try row.requiredString("name")
             #expect(try row.bool("public") == false, "\(name) is executable by PUBLIC")
             #expect(try row.string("config")?.contains("search_path=pg_catalog, pg_temp") == true, "\(name)")
         }
-        let roles = try await database.query("""
+        let roles = try await database.query(
+            """
             SELECT rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles
             WHERE rolname IN ('sms_producer', 'sms_monitor', 'sms_operator', 'sms_dispatcher') ORDER BY rolname
-            """).rows
+            """
+        ).rows
         #expect(roles.count == 4)
         for row in roles {
             let name = try row.requiredString("rolname")
-            #expect(try row.bool("rolcanlogin") == false && row.bool("rolsuper") == false
-                && row.bool("rolcreaterole") == false && row.bool("rolcreatedb") == false, "\(name)")
+            #expect(
+                try row.bool("rolcanlogin") == false && row.bool("rolsuper") == false
+                    && row.bool("rolcreaterole") == false && row.bool("rolcreatedb") == false, "\(name)")
         }
-        let owned = try await database.query("""
+        let owned = try await database.query(
+            """
             SELECT count(*)::int AS n FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
             WHERE r.rolname LIKE 'sms\\_%'
-            """).single().requiredInt("n")
+            """
+        ).single().requiredInt("n")
         #expect(owned == 0)
-        #expect(try await database.query("SELECT pg_has_role('sms_operator', 'sms_monitor', 'MEMBER') AS m").single().bool("m") == true)
-        #expect(try await database.query("""
-            SELECT has_schema_privilege('sms_dispatcher', 'sms', 'CREATE') OR has_schema_privilege('sms_operator', 'sms', 'CREATE')
-                OR has_schema_privilege('sms_producer', 'sms', 'CREATE') AS c
-            """).single().bool("c") == false)
+        #expect(
+            try await database.query("SELECT pg_has_role('sms_operator', 'sms_monitor', 'MEMBER') AS m").single().bool("m")
+                == true)
+        #expect(
+            try await database.query(
+                """
+                SELECT has_schema_privilege('sms_dispatcher', 'sms', 'CREATE') OR has_schema_privilege('sms_operator', 'sms', 'CREATE')
+                    OR has_schema_privilege('sms_producer', 'sms', 'CREATE') AS c
+                """
+            ).single().bool("c") == false)
     }
 
     /// The real 0009 with its role names made unique, so a test can watch roles being created without
@@ -408,7 +454,8 @@ struct RoleTests {
                 await dropRoles(roles)
             }
         }
-        let upTo8 = Migrator(migrations: try Migrator.load(directory: TestEnvironment.sqlDirectory).migrations.filter { $0.version < 9 })
+        let upTo8 = Migrator(
+            migrations: try Migrator.load(directory: TestEnvironment.sqlDirectory).migrations.filter { $0.version < 9 })
         for database in [first, second] {
             let connection = try await database.connect()
             try await upTo8.migrate(connection, logger: quietLogger)
@@ -422,9 +469,11 @@ struct RoleTests {
         try await b.execute("BEGIN")
         let bMigrates = Task { try await b.execute(sql) }
         let bWaited = await eventually(timeout: .seconds(15)) {
-            (try? await first.query("""
+            (try? await first.query(
+                """
                 SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'
-                """, ["smsd-roles-b-\(suffix)"]).single().requiredInt("n")) == 1
+                """, ["smsd-roles-b-\(suffix)"]
+            ).single().requiredInt("n")) == 1
         }
         #expect(bWaited, "B should be waiting for A's uncommitted roles")
         try await a.execute("COMMIT")
@@ -433,17 +482,24 @@ struct RoleTests {
         await a.close()
         await b.close()
 
-        #expect(try await first.query("SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY ($1::text[])",
-                                      ["{\(roles.joined(separator: ","))}"]).single().requiredInt("n") == 4)
-        #expect(try await first.query("SELECT pg_has_role($1, $2, 'MEMBER') AS m", [roles[2], roles[1]]).single().bool("m") == true)
+        #expect(
+            try await first.query(
+                "SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY ($1::text[])",
+                ["{\(roles.joined(separator: ","))}"]
+            ).single().requiredInt("n") == 4)
+        #expect(
+            try await first.query("SELECT pg_has_role($1, $2, 'MEMBER') AS m", [roles[2], roles[1]]).single().bool("m") == true)
         for database in [first, second] {
-            let granted = try await database.query("""
+            let granted = try await database.query(
+                """
                 SELECT has_column_privilege($1, 'sms.jobs', 'phone_number', 'INSERT') AS producer_inserts,
                        has_column_privilege($1, 'sms.jobs', 'state', 'INSERT') AS producer_sets_state,
                        has_table_privilege($2, 'sms.attempts', 'SELECT') AS monitor_reads
-                """, [roles[0], roles[1]]).single()
-            #expect(try granted.bool("producer_inserts") == true && granted.bool("producer_sets_state") == false
-                && granted.bool("monitor_reads") == true, "\(database.name)")
+                """, [roles[0], roles[1]]
+            ).single()
+            #expect(
+                try granted.bool("producer_inserts") == true && granted.bool("producer_sets_state") == false
+                    && granted.bool("monitor_reads") == true, "\(database.name)")
         }
     }
 
@@ -465,8 +521,11 @@ struct RoleTests {
             #expect(error.message.contains("GRANT \(roles[1]) TO \(roles[2]);"), "\(error)")
         }
         await db.close()
-        #expect(try await database.query("SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY ($1::text[])",
-                                         ["{\(roles.joined(separator: ","))}"]).single().requiredInt("n") == 0)
+        #expect(
+            try await database.query(
+                "SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY ($1::text[])",
+                ["{\(roles.joined(separator: ","))}"]
+            ).single().requiredInt("n") == 0)
     }
 
     @Test func migrateRunsAsTheSchemaOwnerWithoutSuperuserOnceTheRolesExist() async throws {
@@ -486,19 +545,24 @@ struct RoleTests {
         }
         try await database.query("ALTER DATABASE \(database.name) OWNER TO \(owner.name)")
 
-        let migrate = try await ChildProcess.run(binary, ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
-                                                 environment: ["SMSD_DATABASE_URL": owner.url])
+        let migrate = try await ChildProcess.run(
+            binary, ["migrate", "--sql-dir", TestEnvironment.sqlDirectory],
+            environment: ["SMSD_DATABASE_URL": owner.url])
         #expect(migrate.status == 0, "\(migrate.output)")
         #expect(migrate.output.contains("schema is at version \(SchemaVersion.required)"), "\(migrate.output)")
         // The trigger runs as this owner (no superuser) and still reads what the producer may not.
         try await database.query("INSERT INTO sms.channel_settings (channel, default_priority) VALUES ('CHANNEL_LOGIN', 7)")
         let db = try await producer.connect()
-        let id = try await db.query("INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000') RETURNING id")
-            .single().requiredInt("id")
+        let id = try await db.query(
+            "INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13800138000') RETURNING id"
+        )
+        .single().requiredInt("id")
         await db.close()
-        #expect(try await database.query("SELECT priority FROM sms.jobs WHERE id = $1", [String(id)]).single().int("priority") == 7)
-        #expect(try await database.query("SELECT tableowner FROM pg_tables WHERE schemaname = 'sms' AND tablename = 'jobs'")
-            .single().string("tableowner") == owner.name)
+        #expect(
+            try await database.query("SELECT priority FROM sms.jobs WHERE id = $1", [String(id)]).single().int("priority") == 7)
+        #expect(
+            try await database.query("SELECT tableowner FROM pg_tables WHERE schemaname = 'sms' AND tablename = 'jobs'")
+                .single().string("tableowner") == owner.name)
     }
 }
 
@@ -545,8 +609,10 @@ struct ConfigFile {
 }
 
 /// Runs `sql` and expects the server to refuse it with `sqlState` (42501: insufficient privilege).
-func expectRefused(_ db: PostgresConnection, _ sql: String, sqlState: String = "42501",
-                   sourceLocation: SourceLocation = #_sourceLocation) async throws {
+func expectRefused(
+    _ db: PostgresConnection, _ sql: String, sqlState: String = "42501",
+    sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
     do {
         try await db.query(sql)
         Issue.record("allowed, but must be refused: \(sql)", sourceLocation: sourceLocation)

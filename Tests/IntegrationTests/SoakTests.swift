@@ -3,6 +3,7 @@ import PostgresClient
 import SMSModel
 import Synchronization
 import Testing
+import SMSTestSupport
 
 /// Issue 26: the randomized fault soak, because scenario tests only find the faults someone named.
 /// Three daemons (real processes, a least-privilege login) drain a steady producer stream (resends for
@@ -37,8 +38,10 @@ struct SoakTests {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
         let roles = try await SoakRoles.create(database)
-        let sandbox = try await SandboxProcess.start(["--window", "\(Int(Self.window))", "--latency-ms", "20",
-                                                      "--hang-seconds", "3"])
+        let sandbox = try await SandboxProcess.start([
+            "--window", "\(Int(Self.window))", "--latency-ms", "20",
+            "--hang-seconds", "3",
+        ])
         defer { Task { await sandbox.stop() } }
         let fleet = SoakFleet(database: database, url: roles.daemonURL, sandbox: sandbox)
         for index in 0..<Self.daemons { try fleet.start(index) }
@@ -55,8 +58,9 @@ struct SoakTests {
         let start = ContinuousClock.now
         let end = start + .seconds(duration)
         let producing = Task { await producer.run(until: end) }
-        let faults = SoakFaults(cluster: cluster, database: database, sandbox: sandbox, fleet: fleet, producer: producer,
-                                neighbourURL: roles.neighbourURL, log: log, start: start)
+        let faults = SoakFaults(
+            cluster: cluster, database: database, sandbox: sandbox, fleet: fleet, producer: producer,
+            neighbourURL: roles.neighbourURL, log: log, start: start)
         await withTaskGroup(of: Void.self) { group in
             for track in schedule.tracks {
                 group.addTask { await faults.play(track) }
@@ -74,37 +78,47 @@ struct SoakTests {
         }
         let settledAfter = ContinuousClock.now - calmStart
         let verdict = try await SoakVerdict.check(database: database, sandbox: sandbox)
-        let stuck = try await database.query("""
+        let stuck = try await database.query(
+            """
             SELECT id, state, message, run_at, locked_by, uncertain FROM sms.jobs WHERE state IN ('pending', 'running')
             ORDER BY id LIMIT 10
-            """).rows.map { row in
-                "\((try? row.int("id")) ?? 0) \((try? row.string("state")) ?? "") \((try? row.string("message")) ?? "") run_at=\((try? row.string("run_at")) ?? "") locked_by=\((try? row.string("locked_by")) ?? "-")"
-            }
+            """
+        ).rows.map { row in
+            "\((try? row.int("id")) ?? 0) \((try? row.string("state")) ?? "") \((try? row.string("message")) ?? "") run_at=\((try? row.string("run_at")) ?? "") locked_by=\((try? row.string("locked_by")) ?? "-")"
+        }
         // The live daemons' rows (a killed one's row stays until retention forgets it).
         let live = fleet.livePIDs().map(String.init).joined(separator: ",")
-        let inFlight = try await database.query(
-            "SELECT coalesce(sum(in_flight), 0)::int AS n FROM sms.workers WHERE pid IN (\(live.isEmpty ? "0" : live))")
+        let inFlight =
+            try await database.query(
+                "SELECT coalesce(sum(in_flight), 0)::int AS n FROM sms.workers WHERE pid IN (\(live.isEmpty ? "0" : live))"
+            )
             .first?.requiredInt("n") ?? -1
         let unexpected = fleet.unexpectedExits()
 
         print("soak: \(log.summary)")
         print("soak: \(verdict.summary)")
-        print(String(format: "soak: faults ended after %.0f s; calm: all jobs terminal after %.1f s; first call after calm %@",
-                     (faultsEnded - start).seconds, settledAfter.seconds, verdict.firstAcceptanceAfter(calmStart: calmStart)))
+        print(
+            String(
+                format: "soak: faults ended after %.0f s; calm: all jobs terminal after %.1f s; first call after calm %@",
+                (faultsEnded - start).seconds, settledAfter.seconds, verdict.firstAcceptanceAfter(calmStart: calmStart)))
         #expect(settled, "jobs still unfinished after the calm: \(stuck)")
-        #expect(verdict.violations.isEmpty, "rows that contradict GenAuth's log:\n\(verdict.violations.prefix(20).joined(separator: "\n"))")
+        #expect(
+            verdict.violations.isEmpty,
+            "rows that contradict GenAuth's log:\n\(verdict.violations.prefix(20).joined(separator: "\n"))")
         #expect(inFlight == 0, "live daemons report calls in flight after the calm: \(inFlight)")
         #expect(unexpected.isEmpty, "daemons that exited on their own:\n\(unexpected.joined(separator: "\n---\n"))")
         if !settled || !verdict.violations.isEmpty || inFlight != 0 {
-            let workers = try await database.query("""
+            let workers = try await database.query(
+                """
                 SELECT id, pid, in_flight, unwritten,
                        (SELECT round(extract(epoch FROM next_slot - now())::numeric, 1) FROM sms.rate_schedule) AS ahead,
                        (SELECT count(*) FROM sms.jobs j WHERE j.locked_by = w.id AND j.state = 'running') AS running
                 FROM sms.workers w ORDER BY id
-                """).rows.map { row in
-                    ["id", "pid", "in_flight", "running", "unwritten", "ahead"]
-                        .map { "\($0)=\((try? row.string($0)) ?? "-")" }.joined(separator: " ")
-                }
+                """
+            ).rows.map { row in
+                ["id", "pid", "in_flight", "running", "unwritten", "ahead"]
+                    .map { "\($0)=\((try? row.string($0)) ?? "-")" }.joined(separator: " ")
+            }
             print("soak: workers (ahead: the rate schedule's next slot, seconds from now):\n\(workers.joined(separator: "\n"))")
             print("soak: last daemon output:\n\(fleet.tails())")
         }
@@ -141,8 +155,11 @@ struct SoakCluster: Sendable {
     }
 
     func restart(immediate: Bool) async throws {
-        _ = try await runDetachingGrandchildren(pgCtl + ["-D", data, "-m", immediate ? "immediate" : "fast", "-w", "-t", "60",
-                                                        "-l", data + "/../server.log", "restart"])
+        _ = try await runDetachingGrandchildren(
+            pgCtl + [
+                "-D", data, "-m", immediate ? "immediate" : "fast", "-w", "-t", "60",
+                "-l", data + "/../server.log", "restart",
+            ])
     }
 
     func stop() async throws {
@@ -151,8 +168,11 @@ struct SoakCluster: Sendable {
 
     /// Starts it with the options it was first started with (`postmaster.opts`, written at each start).
     func start() async throws {
-        _ = try await runDetachingGrandchildren(pgCtl + ["-D", data, "-w", "-t", "60", "-l", data + "/../server.log",
-                                                        "-o", try Self.options(data), "start"])
+        _ = try await runDetachingGrandchildren(
+            pgCtl + [
+                "-D", data, "-w", "-t", "60", "-l", data + "/../server.log",
+                "-o", try Self.options(data), "start",
+            ])
     }
 
     static func options(_ data: String) throws -> String {
@@ -166,8 +186,10 @@ struct SoakCluster: Sendable {
     func readOnly(_ on: Bool) async throws {
         let admin = try await PostgresConnection.connect(adminURL, applicationName: "soak")
         defer { Task { await admin.close() } }
-        try await admin.execute(on ? "ALTER SYSTEM SET default_transaction_read_only = on"
-                                   : "ALTER SYSTEM RESET default_transaction_read_only")
+        try await admin.execute(
+            on
+                ? "ALTER SYSTEM SET default_transaction_read_only = on"
+                : "ALTER SYSTEM RESET default_transaction_read_only")
         try await admin.execute("SELECT pg_reload_conf()")
     }
 }
@@ -180,7 +202,8 @@ struct SoakRoles {
     let neighbourURL: String
 
     static func create(_ database: TestDatabase) async throws -> SoakRoles {
-        try await database.execute("""
+        try await database.execute(
+            """
             DO $$ BEGIN
                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'soak_daemon') THEN CREATE ROLE soak_daemon LOGIN; END IF;
                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'soak_producer') THEN CREATE ROLE soak_producer LOGIN; END IF;
@@ -266,9 +289,13 @@ final class SoakFleet: Sendable {
     }
 
     func start(_ index: Int, worker: String? = nil) throws {
-        let process = try startDaemon(database: database, sandbox: sandbox,
-                                      extra: Self.environment(worker: worker ?? "soak-\(index)", url: url))
-        slots.withLock { $0[index, default: Slot()].process = process; $0[index]!.expectingExit = false }
+        let process = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: Self.environment(worker: worker ?? "soak-\(index)", url: url))
+        slots.withLock {
+            $0[index, default: Slot()].process = process
+            $0[index]!.expectingExit = false
+        }
     }
 
     func process(_ index: Int) -> ChildProcess? { slots.withLock { $0[index]?.process } }
@@ -277,7 +304,11 @@ final class SoakFleet: Sendable {
     func checkAlive(_ index: Int) {
         slots.withLock { slots in
             guard let slot = slots[index], let process = slot.process, !slot.expectingExit, !process.isRunning else { return }
-            unexpected.withLock { $0.append("daemon \(index) exited by itself (status \(process.process.terminationStatus)):\n\(process.output.suffix(3000))") }
+            unexpected.withLock {
+                $0.append(
+                    "daemon \(index) exited by itself (status \(process.process.terminationStatus)):\n\(process.output.suffix(3000))"
+                )
+            }
             slots[index]!.process = nil
         }
     }
@@ -298,7 +329,11 @@ final class SoakFleet: Sendable {
         let status = await process.waitForExit(timeout: .seconds(30))
         keep(index, process.output)
         if status != 0 {
-            unexpected.withLock { $0.append("daemon \(index) did not stop cleanly on SIGTERM (status \(status.map(String.init) ?? "still running")):\n\(process.output.suffix(3000))") }
+            unexpected.withLock {
+                $0.append(
+                    "daemon \(index) did not stop cleanly on SIGTERM (status \(status.map(String.init) ?? "still running")):\n\(process.output.suffix(3000))"
+                )
+            }
             await process.stop()
         }
     }
@@ -312,7 +347,10 @@ final class SoakFleet: Sendable {
     }
 
     private func keep(_ index: Int, _ output: String) {
-        slots.withLock { $0[index]!.outputs.append(String(output.suffix(20_000))); $0[index]!.process = nil }
+        slots.withLock {
+            $0[index]!.outputs.append(String(output.suffix(20_000)))
+            $0[index]!.process = nil
+        }
     }
 
     /// Every daemon of the fleet running again.
@@ -396,11 +434,15 @@ enum SoakFault: Sendable, CustomStringConvertible {
         case .twin(let d, let s): String(format: "a second process with daemon %d's worker id for %.1f s, then kill -9", d, s)
         case .pause(let c, let s): String(format: "pause %@ for %.1f s", c, s)
         case .slow(let ms, let s): String(format: "GenAuth %d ms slow for %.1f s", ms, s)
-        case .late(let ms, let rate, let s): String(format: "GenAuth accepts, answers %d ms late (%.0f%%) for %.1f s", ms, rate * 100, s)
+        case .late(let ms, let rate, let s):
+            String(format: "GenAuth accepts, answers %d ms late (%.0f%%) for %.1f s", ms, rate * 100, s)
         case .failing(let rate, let s): String(format: "GenAuth HTTP 503 (%.0f%%) for %.1f s", rate * 100, s)
-        case .dropping(let accept, let rate, let s): String(format: "GenAuth drops connections%@ (%.0f%%) for %.1f s", accept ? " after accepting" : "", rate * 100, s)
-        case .gateway(let rate, let s): String(format: "a gateway answers 502/504 after GenAuth accepted (%.0f%%) for %.1f s", rate * 100, s)
-        case .lateThenFailing(let late, let failing): String(format: "GenAuth late for %.1f s, then 503 for %.1f s", late, failing)
+        case .dropping(let accept, let rate, let s):
+            String(format: "GenAuth drops connections%@ (%.0f%%) for %.1f s", accept ? " after accepting" : "", rate * 100, s)
+        case .gateway(let rate, let s):
+            String(format: "a gateway answers 502/504 after GenAuth accepted (%.0f%%) for %.1f s", rate * 100, s)
+        case .lateThenFailing(let late, let failing):
+            String(format: "GenAuth late for %.1f s, then 503 for %.1f s", late, failing)
         case .hanging(let rate, let s): String(format: "GenAuth hangs (%.0f%%) for %.1f s", rate * 100, s)
         }
     }
@@ -433,8 +475,9 @@ struct SoakSchedule {
             case .terminate: 4
             case .restartDatabase: 3
             case .databaseDown(let s), .readOnly(let s), .neighbour(let s), .twin(_, let s), .pause(_, let s),
-                 .slow(_, let s), .late(_, _, let s), .failing(_, let s), .dropping(_, _, let s), .gateway(_, let s),
-                 .hanging(_, let s): s
+                .slow(_, let s), .late(_, _, let s), .failing(_, let s), .dropping(_, _, let s), .gateway(_, let s),
+                .hanging(_, let s):
+                s
             case .lateThenFailing(let a, let b): a + b
             }
         }
@@ -451,8 +494,10 @@ struct SoakSchedule {
             case 5: fault = .readOnly(seconds: length(&random))
             case 6: fault = .neighbour(seconds: length(&random))
             case 7: fault = .twin(daemon: daemon, seconds: Double.random(in: 3...10, using: &random))
-            default: fault = .pause(channel: ["CHANNEL_LOGIN", "CHANNEL_VERIFY_MFA", "CHANNEL_REGISTER"].randomElement(using: &random)!,
-                                    seconds: length(&random))
+            default:
+                fault = .pause(
+                    channel: ["CHANNEL_LOGIN", "CHANNEL_VERIFY_MFA", "CHANNEL_REGISTER"].randomElement(using: &random)!,
+                    seconds: length(&random))
             }
             database.append(Entry(at: t, fault: fault))
             t += estimate(fault) + Double.random(in: 1...6, using: &random)
@@ -465,10 +510,14 @@ struct SoakSchedule {
             case 0: fault = .slow(ms: [300, 800, 1500].randomElement(using: &random)!, seconds: length(&random))
             case 1: fault = .late(ms: 1500, rate: [0.5, 1].randomElement(using: &random)!, seconds: length(&random))
             case 2: fault = .failing(rate: [0.5, 1].randomElement(using: &random)!, seconds: length(&random))
-            case 3: fault = .dropping(afterAccept: Bool.random(using: &random), rate: [0.3, 1].randomElement(using: &random)!,
-                                      seconds: length(&random))
+            case 3:
+                fault = .dropping(
+                    afterAccept: Bool.random(using: &random), rate: [0.3, 1].randomElement(using: &random)!,
+                    seconds: length(&random))
             case 4: fault = .gateway(rate: [0.3, 1].randomElement(using: &random)!, seconds: length(&random))
-            case 5: fault = .lateThenFailing(late: Double.random(in: 2...4, using: &random), failing: Double.random(in: 12...25, using: &random))
+            case 5:
+                fault = .lateThenFailing(
+                    late: Double.random(in: 2...4, using: &random), failing: Double.random(in: 12...25, using: &random))
             default: fault = .hanging(rate: [0.3, 1].randomElement(using: &random)!, seconds: length(&random))
             }
             genauth.append(Entry(at: t, fault: fault))
@@ -529,13 +578,17 @@ final class SoakProducer: Sendable {
 
     private func nextJob() -> (String, [String?], resend: Bool, hostile: Bool) {
         state.withLock { s in
-            let insert = "INSERT INTO sms.jobs (channel, phone_number, phone_country_code, max_attempts, expires_at, client_ip, user_ref) VALUES ($1, $2, $3, $4::smallint, now() + make_interval(secs => $5::float8), $6::inet, $7)"
+            let insert =
+                "INSERT INTO sms.jobs (channel, phone_number, phone_country_code, max_attempts, expires_at, client_ip, user_ref) VALUES ($1, $2, $3, $4::smallint, now() + make_interval(secs => $5::float8), $6::inet, $7)"
             let channels = ["CHANNEL_LOGIN", "CHANNEL_VERIFY_MFA", "CHANNEL_REGISTER"]
             let roll = Int.random(in: 0..<100, using: &s.random)
-            let ip = "10.\(Int.random(in: 0...255, using: &s.random)).\(Int.random(in: 0...255, using: &s.random)).\(Int.random(in: 1...254, using: &s.random))"
+            let ip =
+                "10.\(Int.random(in: 0...255, using: &s.random)).\(Int.random(in: 0...255, using: &s.random)).\(Int.random(in: 1...254, using: &s.random))"
             if roll < 10, let recent = s.recent.randomElement(using: &s.random) {
                 // The user pressed "resend": a new job for the same phone and channel.
-                return (insert, [recent.channel, recent.phone, nil, "5", "\(SoakTests.ttl)", ip, "user-\(recent.phone)"], true, false)
+                return (
+                    insert, [recent.channel, recent.phone, nil, "5", "\(SoakTests.ttl)", ip, "user-\(recent.phone)"], true, false
+                )
             }
             if roll < 14 {
                 let hostile: [(String?, String?)] = [
@@ -544,7 +597,10 @@ final class SoakProducer: Sendable {
                     ("13800138000", "86"), ("13800138000", "+0086"), ("5550123", "+1"), ("", nil),
                 ]
                 let (phone, code) = hostile.randomElement(using: &s.random)!
-                return (insert, [channels.randomElement(using: &s.random)!, phone, code, "5", "\(SoakTests.ttl)", ip, nil], false, true)
+                return (
+                    insert, [channels.randomElement(using: &s.random)!, phone, code, "5", "\(SoakTests.ttl)", ip, nil], false,
+                    true
+                )
             }
             let n = base + s.next
             s.next += 1
@@ -575,8 +631,10 @@ final class SoakFaults: Sendable {
     let log: SoakLog
     let start: ContinuousClock.Instant
 
-    init(cluster: SoakCluster, database: TestDatabase, sandbox: SandboxProcess, fleet: SoakFleet, producer: SoakProducer,
-         neighbourURL: String, log: SoakLog, start: ContinuousClock.Instant) {
+    init(
+        cluster: SoakCluster, database: TestDatabase, sandbox: SandboxProcess, fleet: SoakFleet, producer: SoakProducer,
+        neighbourURL: String, log: SoakLog, start: ContinuousClock.Instant
+    ) {
         self.cluster = cluster
         self.database = database
         self.sandbox = sandbox
@@ -626,14 +684,16 @@ final class SoakFaults: Sendable {
         case .neighbour(let seconds):
             try await neighbour(for: seconds)
         case .twin(let daemon, let seconds):
-            let twin = try startDaemon(database: database, sandbox: sandbox,
-                                       extra: SoakFleet.environment(worker: "soak-\(daemon)", url: fleet.url))
+            let twin = try startDaemon(
+                database: database, sandbox: sandbox,
+                extra: SoakFleet.environment(worker: "soak-\(daemon)", url: fleet.url))
             try await Task.sleep(for: .seconds(seconds))
             await twin.stop()
         case .pause(let channel, let seconds):
-            _ = try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"),
-                                           ["pause", "--channel", channel, "--for", "\(Int(seconds.rounded(.up)))s", "--reason", "soak"],
-                                           environment: ["SMSD_DATABASE_URL": database.url])
+            _ = try await ChildProcess.run(
+                TestEnvironment.executable("sms-dispatcher"),
+                ["pause", "--channel", channel, "--for", "\(Int(seconds.rounded(.up)))s", "--reason", "soak"],
+                environment: ["SMSD_DATABASE_URL": database.url])
             try await Task.sleep(for: .seconds(seconds))
         case .slow(let ms, let seconds):
             await genauth("{\"latencyMs\":\(ms)}")
@@ -737,10 +797,12 @@ struct SoakVerdict {
         for send in report.accepted {
             acceptances["\(send.phoneCountryCode ?? "+86") \(send.phoneNumber)|\(send.channel)", default: []].append(send)
         }
-        let rows = try await database.query("""
+        let rows = try await database.query(
+            """
             SELECT id, channel, phone_key, state, coalesce(message, '') AS message, request_id, attempts FROM sms.jobs
             WHERE octet_length(phone_key) < 40 ORDER BY id
-            """).rows
+            """
+        ).rows
         verdict.jobs = rows.count
         // Calls each job made, as the attempts log has them (a call fenced out of its claim is logged but
         // not counted in the row's attempts).
@@ -748,13 +810,21 @@ struct SoakVerdict {
         for row in try await database.query("SELECT job_id, count(*)::int AS n FROM sms.attempts GROUP BY job_id").rows {
             logged[try row.requiredInt("job_id")] = try row.requiredInt("n")
         }
-        struct Job { let id: Int; let state: String; let message: String; let requestID: String?; let attempts: Int }
+        struct Job {
+            let id: Int
+            let state: String
+            let message: String
+            let requestID: String?
+            let attempts: Int
+        }
         var groups: [String: [Job]] = [:]
         for row in rows {
             let key = "\(try row.requiredString("phone_key"))|\(try row.requiredString("channel"))"
-            groups[key, default: []].append(Job(id: try row.requiredInt("id"), state: try row.requiredString("state"),
-                                                message: try row.requiredString("message"), requestID: try row.string("request_id"),
-                                                attempts: try row.requiredInt("attempts")))
+            groups[key, default: []].append(
+                Job(
+                    id: try row.requiredInt("id"), state: try row.requiredString("state"),
+                    message: try row.requiredString("message"), requestID: try row.string("request_id"),
+                    attempts: try row.requiredInt("attempts")))
         }
         var suspects: [Int] = []
         for (key, jobs) in groups {
@@ -777,36 +847,48 @@ struct SoakVerdict {
                 if job.message.contains(mayHaveDelivered) { return total + max(calls, job.state == "sent" ? 1 : 0) }
                 return total + (job.state == "sent" ? 1 : 0)
             }
-            let describe = { jobs.map { "job \($0.id) \($0.state) attempts=\($0.attempts): \($0.message.prefix(240))" }.joined(separator: "; ") }
-            let calls = { accepted.map { String(format: "%.1f %@", $0.at.truncatingRemainder(dividingBy: 10_000), $0.requestId) }.joined(separator: ", ") }
+            let describe = {
+                jobs.map { "job \($0.id) \($0.state) attempts=\($0.attempts): \($0.message.prefix(240))" }.joined(separator: "; ")
+            }
+            let calls = {
+                accepted.map { String(format: "%.1f %@", $0.at.truncatingRemainder(dividingBy: 10_000), $0.requestId) }.joined(
+                    separator: ", ")
+            }
             if accepted.count > admitted {
-                verdict.violations.append("\(key): GenAuth accepted \(accepted.count) [\(calls())], the rows admit \(admitted): \(describe())")
+                verdict.violations.append(
+                    "\(key): GenAuth accepted \(accepted.count) [\(calls())], the rows admit \(admitted): \(describe())")
                 suspects += jobs.map(\.id)
             }
             if sent.count > accepted.count {
-                verdict.violations.append("\(key): \(sent.count) rows say sent, GenAuth accepted \(accepted.count): \(describe())")
+                verdict.violations.append(
+                    "\(key): \(sent.count) rows say sent, GenAuth accepted \(accepted.count): \(describe())")
                 suspects += jobs.map(\.id)
             }
             for job in sent where !job.message.contains("presumed sent") {
                 if let requestID = job.requestID, !ids.contains(requestID) {
-                    verdict.violations.append("\(key): job \(job.id) is sent with requestId \(requestID), which GenAuth never accepted: \(describe())")
+                    verdict.violations.append(
+                        "\(key): job \(job.id) is sent with requestId \(requestID), which GenAuth never accepted: \(describe())")
                     suspects.append(job.id)
                 }
             }
         }
         for key in acceptances.keys where groups[key] == nil {
-            verdict.violations.append("\(key): GenAuth accepted \(acceptances[key]!.count) SMS for a phone and channel no job has")
+            verdict.violations.append(
+                "\(key): GenAuth accepted \(acceptances[key]!.count) SMS for a phone and channel no job has")
         }
         // Each suspect job's calls, as the attempts log has them, to tell a fault from the daemon.
         if !suspects.isEmpty {
             let list = suspects.prefix(40).map(String.init).joined(separator: ",")
-            for row in try await database.query("""
+            for row in try await database.query(
+                """
                 SELECT job_id, string_agg(attempt || ' ' || outcome || ' ' || coalesce(status_code::text, '-') || ' '
                        || coalesce(request_id, '-') || ' ' || worker || ' @' || to_char(started_at, 'MI:SS.MS'), ' | '
                        ORDER BY started_at) AS calls
                 FROM sms.attempts WHERE job_id IN (\(list)) GROUP BY job_id ORDER BY job_id
-                """).rows {
-                verdict.violations.append("  calls of job \((try? row.string("job_id")) ?? ""): \((try? row.string("calls")) ?? "")")
+                """
+            ).rows {
+                verdict.violations.append(
+                    "  calls of job \((try? row.string("job_id")) ?? ""): \((try? row.string("calls")) ?? "")")
             }
         }
         return verdict

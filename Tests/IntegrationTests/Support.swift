@@ -1,22 +1,25 @@
 import AsyncHTTPClient
 import Foundation
+import GenAuth
 import Logging
 import NIOCore
 import PostgresClient
-import GenAuth
 import SMSConfiguration
-@testable import SMSEngine
 import SMSJobStore
 import SMSModel
 import Synchronization
+import SMSTestSupport
 import Testing
+
+@testable import SMSEngine
 
 /// Where the real things are: the throwaway cluster `make test` starts, the built executables, `sql/`.
 enum TestEnvironment {
     static var adminURL: String {
         get throws {
             guard let url = ProcessInfo.processInfo.environment["SMSD_TEST_ADMIN_URL"], !url.isEmpty else {
-                throw TestSetupError("SMSD_TEST_ADMIN_URL is not set: run the tests with `make test`, which starts a throwaway PostgreSQL")
+                throw TestSetupError(
+                    "SMSD_TEST_ADMIN_URL is not set: run the tests with `make test`, which starts a throwaway PostgreSQL")
             }
             return url
         }
@@ -45,11 +48,6 @@ enum TestEnvironment {
     static func executable(_ name: String) -> String { binDirectory.appendingPathComponent(name).path }
 }
 
-struct TestSetupError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// A fresh database per test, migrated by the migrations the binary embeds, dropped afterwards: tests never share rows.
 final class TestDatabase: Sendable {
     let name: String
@@ -61,19 +59,9 @@ final class TestDatabase: Sendable {
     }
 
     static func create(migrated: Bool = true) async throws -> TestDatabase {
-        let admin = try await PostgresConnection.connect(try TestEnvironment.adminURL)
-        let name = "smsd_test_\(UInt32.random(in: 0..<UInt32.max))_\(ProcessInfo.processInfo.processIdentifier)"
-        try await admin.execute("CREATE DATABASE \(name)")
-        await admin.close()
-        let adminURL = try TestEnvironment.adminURL
-        guard let slash = adminURL.lastIndex(of: "/") else { throw TestSetupError("odd admin URL") }
-        let database = TestDatabase(name: name, url: adminURL[..<slash] + "/" + name)
-        if migrated {
-            let connection = try await database.connect()
-            try await Migrator.embedded.migrate(connection, logger: quietLogger)
-            await connection.close()
-        }
-        return database
+        let created = try await ThrowawayDatabase.create(
+            admin: try TestEnvironment.adminURL, prefix: "smsd_test", migrated: migrated)
+        return TestDatabase(name: created.name, url: created.url)
     }
 
     func connect() async throws -> PostgresConnection {
@@ -107,9 +95,8 @@ final class TestDatabase: Sendable {
     }
 
     func drop() async {
-        guard let admin = try? await PostgresConnection.connect(try TestEnvironment.adminURL) else { return }
-        _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
-        await admin.close()
+        guard let admin = try? TestEnvironment.adminURL else { return }
+        await ThrowawayDatabase.drop(admin: admin, name: name)
     }
 }
 
@@ -118,111 +105,6 @@ let quietLogger: Logger = {
     logger.logLevel = .warning
     return logger
 }()
-
-/// A TCP port on 127.0.0.1 nothing listens on now, for a daemon's metrics endpoint: bound to port 0 (the
-/// kernel picks one it has not handed out lately) and closed again. A random pick from the ephemeral
-/// range could be a connection's local port or another test's listener (a daemon once exited on
-/// EADDRINUSE that way).
-func freeLocalPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestSetupError("socket() failed: errno \(errno)") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let named = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard named else { throw TestSetupError("no free port on 127.0.0.1: errno \(errno)") }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-/// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(100))
-    }
-    return try await condition()
-}
-
-/// A real child process (a daemon, the sandbox, a CLI command) with its output captured.
-final class ChildProcess: Sendable {
-    let process: Process
-    private final class Buffer: Sendable {
-        let text = Mutex("")
-        let ended = Mutex(false)
-    }
-    private let captured = Buffer()
-
-    var output: String { captured.text.withLock { $0 } }
-
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        // Start from a clean slate of SMSD_ variables so the developer's own never leak into a test.
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SMSD_") }
-        env.merge(environment) { _, new in new }
-        process.environment = env
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        self.process = process
-        try process.run()
-        // A thread of its own reads the pipe to its end, with blocking reads: no dispatch source on the
-        // descriptor. With `readabilityHandler`, libdispatch on Linux crashed the whole test process
-        // once (a bad pointer in `_dispatch_event_loop_drain`): a finished child's pipe was closed while
-        // its source was still being torn down, and the descriptor's number came back for another.
-        let reading = pipe.fileHandleForReading
-        Thread { [captured] in
-            while true {
-                let data = reading.availableData
-                if data.isEmpty { break }
-                captured.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
-            }
-            captured.ended.withLock { $0 = true }
-        }.start()
-    }
-
-    var isRunning: Bool { process.isRunning }
-    var pid: Int32 { process.processIdentifier }
-
-    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
-
-    /// Waits for exit up to `timeout`; returns the exit status, or nil if it is still running.
-    func waitForExit(timeout: Duration = .seconds(30)) async -> Int32? {
-        let exited = await eventually(timeout: timeout) { !process.isRunning }
-        guard exited else { return nil }
-        // The reader may still be draining the pipe: wait for its end (bounded, as a
-        // grandchild may hold the pipe open).
-        _ = await eventually(timeout: .seconds(3)) { captured.ended.withLock { $0 } }
-        return process.terminationStatus
-    }
-
-    /// Stops it for good (SIGKILL) if it is still running.
-    func stop() async {
-        if process.isRunning {
-            signal(SIGKILL)
-            _ = await waitForExit(timeout: .seconds(10))
-        }
-    }
-
-    /// Runs a command to completion (bounded) and returns its status and output.
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                    timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
-        let child = try ChildProcess(executable, arguments, environment: environment)
-        guard let status = await child.waitForExit(timeout: timeout) else {
-            await child.stop()
-            throw TestSetupError("\(executable) \(arguments) did not finish within \(timeout)")
-        }
-        return (status, child.output)
-    }
-}
 
 /// The real `genauth-sandbox` executable on a free loopback port.
 final class SandboxProcess: Sendable {
@@ -276,7 +158,9 @@ final class SandboxProcess: Sendable {
 
 /// Plain HTTP for the tests, through AsyncHTTPClient.
 enum HTTP {
-    static func request(_ method: String, _ url: String, headers: [(String, String)] = [], body: String? = nil)
+    static func request(
+        _ method: String, _ url: String, headers: [(String, String)] = [], body: String? = nil
+    )
         async throws -> (status: Int, body: String)
     {
         var request = HTTPClientRequest(url: url)
@@ -330,10 +214,11 @@ func unfinishedJobs(_ database: TestDatabase) async throws -> Int {
 /// on descriptors the grandchild would inherit and keep open. So: posix_spawn bash (dash cannot close descriptors above 9), which closes every
 /// inherited descriptor above stderr, exec the command, and poll `waitpid` (bounded).
 func runDetachingGrandchildren(_ arguments: [String], timeout: Duration = .seconds(90)) async throws -> Int32 {
-    let script = #"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; exec "$@" >/dev/null 2>&1"#
+    let script =
+        #"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; exec "$@" >/dev/null 2>&1"#
     let argv = ["/bin/bash", "-c", script, "bash"] + arguments
     var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    defer { cArguments.forEach { free($0) } }
+    defer { for argument in cArguments { free(argument) } }
     var pid: pid_t = 0
     let spawned = posix_spawn(&pid, "/bin/bash", nil, nil, &cArguments, environ)
     guard spawned == 0 else { throw TestSetupError("posix_spawn failed: \(spawned)") }

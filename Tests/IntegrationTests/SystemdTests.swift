@@ -6,6 +6,7 @@ import SMSJobStore
 import SMSModel
 import Synchronization
 import Testing
+import SMSTestSupport
 
 /// The systemd integration: the unit file's hardening and validity, and the notify protocol as a
 /// real daemon speaks it to a socket this test reads.
@@ -15,10 +16,15 @@ struct SystemdTests {
 
     @Test func unitIsHardenedTo1Point2OrBetter() async throws {
         // Only the verdict line comes back through the pipe (the full table is long).
-        let result = try await ChildProcess.run("/bin/bash", ["-c",
-            "systemd-analyze security --offline=true \"$0\" </dev/null 2>&1 | grep 'Overall exposure level'", unit])
-        let line = try #require(result.output.split(separator: "\n").first { $0.contains("Overall exposure level") },
-                                "\(result.status): \(result.output)")
+        let result = try await ChildProcess.run(
+            "/bin/bash",
+            [
+                "-c",
+                "systemd-analyze security --offline=true \"$0\" </dev/null 2>&1 | grep 'Overall exposure level'", unit,
+            ])
+        let line = try #require(
+            result.output.split(separator: "\n").first { $0.contains("Overall exposure level") },
+            "\(result.status): \(result.output)")
         let score = try #require(line.split(separator: ":").last?.split(separator: " ").first.flatMap { Double($0) })
         #expect(score <= 1.2, "\(line)")
     }
@@ -45,9 +51,11 @@ struct SystemdTests {
         defer { Task { await sandbox.stop() } }
         let socket = try NotifySocket()
         defer { socket.close() }
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: [
-            "NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000", "JOURNAL_STREAM": "8:12345",
-        ])
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: [
+                "NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000", "JOURNAL_STREAM": "8:12345",
+            ])
         defer { Task { await daemon.stop() } }
         let ready = await eventually(timeout: .seconds(15)) {
             socket.drain()
@@ -62,8 +70,9 @@ struct SystemdTests {
         #expect(socket.messages.contains { $0.contains("STOPPING=1") }, "\(socket.messages)")
         let lines = daemon.output.split(separator: "\n")
         #expect(!lines.isEmpty)
-        #expect(lines.allSatisfy { $0.hasPrefix("<") && $0.dropFirst().first?.isNumber == true && $0.dropFirst(2).first == ">" },
-                "\(daemon.output)")
+        #expect(
+            lines.allSatisfy { $0.hasPrefix("<") && $0.dropFirst().first?.isNumber == true && $0.dropFirst(2).first == ">" },
+            "\(daemon.output)")
         #expect(lines.contains { $0.hasPrefix("<5>dispatcher started") })
     }
 }
@@ -83,7 +92,9 @@ final class NotifySocket: Sendable {
         let bytes = Array(path.utf8)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw TestSetupError("bind(\(path)) failed: errno \(errno)") }
     }

@@ -1,9 +1,11 @@
 import Foundation
 import PostgresClient
-@testable import SMSEngine
 import SMSJobStore
 import SMSModel
 import Testing
+import SMSTestSupport
+
+@testable import SMSEngine
 
 /// Issue 26: the truth over time. Faults that outlast GenAuth's one-minute window, faults that follow
 /// each other, another login on the shared database, a producer's hostile objects. Time is scaled: the
@@ -29,13 +31,16 @@ struct TruthOverTimeTests {
     }
 
     func insert(_ database: TestDatabase, count: Int, prefix: String) async throws {
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number)
             SELECT 'CHANNEL_LOGIN', '\(prefix)' || lpad(g::text, 11 - length('\(prefix)'), '0') FROM generate_series(1, \(count)) g
             """)
     }
 
-    func expectTruth(_ database: TestDatabase, _ sandbox: SandboxProcess, _ output: @autoclosure () -> String) async throws
+    func expectTruth(
+        _ database: TestDatabase, _ sandbox: SandboxProcess, _ output: @autoclosure () -> String
+    ) async throws
         -> SoakVerdict
     {
         let verdict = try await SoakVerdict.check(database: database, sandbox: sandbox)
@@ -65,11 +70,15 @@ struct TruthOverTimeTests {
         let verdict = try await expectTruth(database, sandbox, daemon.output)
         let counts = try await stateCounts(database)
         // Sent, or (attempts spent on a failing GenAuth) failed saying the SMS may have been delivered.
-        let unsaid = try await database.query("""
+        let unsaid = try await database.query(
+            """
             SELECT count(*)::int AS n FROM sms.jobs WHERE state <> 'sent' AND message NOT LIKE '%may have been delivered%'
-            """).first?.int("n")
+            """
+        ).first?.int("n")
         #expect(unsaid == 0, "\(counts)")
-        print("late then 503 past the window: \(counts) accepted=\(verdict.accepted) presumed=\(verdict.presumed) possible-second=\(verdict.possibleDuplicates) second=\(verdict.duplicates) unknown=\(verdict.unknown)")
+        print(
+            "late then 503 past the window: \(counts) accepted=\(verdict.accepted) presumed=\(verdict.presumed) possible-second=\(verdict.possibleDuplicates) second=\(verdict.duplicates) unknown=\(verdict.unknown)"
+        )
     }
 
     /// The issue's second row: the user pressed "resend" while the first call was uncertain (accepted,
@@ -84,16 +93,20 @@ struct TruthOverTimeTests {
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick)
         defer { Task { await daemon.stop() } }
         try await insert(database, count: 10, prefix: "1511")
-        #expect(await eventually(timeout: .seconds(15)) {
-            ((try? await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE uncertain").first?.int("n")) ?? 0) >= 10
-        }, "\(daemon.output)")
+        #expect(
+            await eventually(timeout: .seconds(15)) {
+                ((try? await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE uncertain").first?.int("n")) ?? 0)
+                    >= 10
+            }, "\(daemon.output)")
         try await faults(sandbox, "{}")
-        try await insert(database, count: 10, prefix: "1511")   // the same phones: "resend"
+        try await insert(database, count: 10, prefix: "1511")  // the same phones: "resend"
         #expect(await eventually(timeout: .seconds(40)) { (try? await unfinishedJobs(database)) == 0 }, "\(daemon.output)")
         _ = try await expectTruth(database, sandbox, daemon.output)
-        let firsts = try await database.query("""
+        let firsts = try await database.query(
+            """
             SELECT state, message FROM sms.jobs WHERE id IN (SELECT min(id) FROM sms.jobs GROUP BY phone_number)
-            """).rows
+            """
+        ).rows
         for row in firsts {
             let (state, message) = (try row.string("state") ?? "", try row.string("message") ?? "")
             #expect(state == "sent" || message.contains("may have been delivered"), "\(state): \(message)")
@@ -114,14 +127,20 @@ struct TruthOverTimeTests {
         let neighbour = try await LoginRole.create(member: nil, in: database)
         defer { Task { await neighbour.drop() } }
         try await insert(database, count: 200, prefix: "1512")
-        let first = try #require(try await database.query("SELECT phone_key FROM sms.jobs ORDER BY id LIMIT 1").first?.string("phone_key"))
-        let second = try #require(try await database.query("SELECT phone_key FROM sms.jobs ORDER BY id OFFSET 1 LIMIT 1").first?.string("phone_key"))
+        let first = try #require(
+            try await database.query("SELECT phone_key FROM sms.jobs ORDER BY id LIMIT 1").first?.string("phone_key"))
+        let second = try #require(
+            try await database.query("SELECT phone_key FROM sms.jobs ORDER BY id OFFSET 1 LIMIT 1").first?.string("phone_key"))
         // The neighbour: the keys version 13 took, for the first job's phone, retention and the evaluator.
         let other = try await neighbour.connect()
         defer { Task { await other.close() } }
-        try await other.query("SELECT pg_advisory_lock(hashtextextended($1, 7212330012)), pg_advisory_lock(7212330012), pg_advisory_lock(7212330014)", [first])
-        for statement in ["SELECT * FROM sms.key_locks FOR UPDATE", "LOCK TABLE sms.key_locks",
-                          "INSERT INTO sms.key_locks VALUES ('phone|\(second)')", "SELECT * FROM sms.fraud_state FOR UPDATE"] {
+        try await other.query(
+            "SELECT pg_advisory_lock(hashtextextended($1, 7212330012)), pg_advisory_lock(7212330012), pg_advisory_lock(7212330014)",
+            [first])
+        for statement in [
+            "SELECT * FROM sms.key_locks FOR UPDATE", "LOCK TABLE sms.key_locks",
+            "INSERT INTO sms.key_locks VALUES ('phone|\(second)')", "SELECT * FROM sms.fraud_state FOR UPDATE",
+        ] {
             do {
                 try await other.execute(statement)
                 Issue.record("another login could take the daemon's locks: \(statement)")
@@ -164,14 +183,16 @@ struct TruthOverTimeTests {
         defer { Task { await sandbox.stop() } }
         let producer = try await LoginRole.create(member: "sms_producer", in: database)
         defer { Task { await producer.drop() } }
-        try await database.execute("""
+        try await database.execute(
+            """
             GRANT CREATE ON SCHEMA public TO PUBLIC;
             CREATE TABLE public.hijacked (who text, what text);
             GRANT INSERT ON public.hijacked TO PUBLIC;
             """)
         let db = try await producer.connect()
         // More specific than pg_catalog's polymorphic ones: chosen wherever `public` is on the path.
-        try await db.execute("""
+        try await db.execute(
+            """
             CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS $$
             BEGIN INSERT INTO public.hijacked VALUES (current_user, 'unnest'); RETURN QUERY SELECT 'x'; END $$;
             CREATE FUNCTION public.array_position(bigint[], bigint) RETURNS int LANGUAGE plpgsql AS $$
@@ -182,17 +203,22 @@ struct TruthOverTimeTests {
             INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '15130000001'), ('CHANNEL_LOGIN', '15130000002');
             """)
         await db.close()
-        #expect(try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE phone_key = '+86 ' || phone_number")
-            .first?.int("n") == 2, "the generated phone key names its operators by schema")
+        #expect(
+            try await database.query("SELECT count(*)::int AS n FROM sms.jobs WHERE phone_key = '+86 ' || phone_number")
+                .first?.int("n") == 2, "the generated phone key names its operators by schema")
         let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick)
         defer { Task { await daemon.stop() } }
-        #expect(await eventually(timeout: .seconds(15)) { ((try? await stateCounts(database))?["sent"] ?? 0) == 2 }, "\(daemon.output)")
+        #expect(
+            await eventually(timeout: .seconds(15)) { ((try? await stateCounts(database))?["sent"] ?? 0) == 2 },
+            "\(daemon.output)")
         #expect(try await database.query("SELECT count(*)::int AS n FROM public.hijacked").first?.int("n") == 0)
-        let unpinned = try await database.query("""
+        let unpinned = try await database.query(
+            """
             SELECT p.proname FROM pg_proc p
             WHERE p.pronamespace = 'sms'::regnamespace AND p.proname NOT IN ('phone_key', 'phone_prefix', 'phone_country', 'client_key')
               AND NOT COALESCE('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
-            """).rows.map { try $0.requiredString("proname") }
+            """
+        ).rows.map { try $0.requiredString("proname") }
         #expect(unpinned.isEmpty, "every function of the schema pins its search_path: \(unpinned)")
     }
 
@@ -245,12 +271,15 @@ struct TruthOverTimeTests {
         try await cluster.stop()
         try await Task.sleep(for: .seconds(Double(Self.window) + 5))
         try await cluster.start()
-        #expect(await eventually(timeout: .seconds(90)) { (try? await unfinishedJobs(database)) == 0 },
-                "\(daemons.map(\.output).joined(separator: "\n---\n").suffix(4000))")
+        #expect(
+            await eventually(timeout: .seconds(90)) { (try? await unfinishedJobs(database)) == 0 },
+            "\(daemons.map(\.output).joined(separator: "\n---\n").suffix(4000))")
         #expect(daemons.allSatisfy { $0.isRunning })
         let verdict = try await expectTruth(database, sandbox, daemons.map(\.output).joined(separator: "\n---\n"))
         let sent = try await stateCounts(database)["sent"]
         #expect(sent == 300)
-        print("database down past the window (at-least-once): accepted=\(verdict.accepted) presumed=\(verdict.presumed) possible-second=\(verdict.possibleDuplicates) second=\(verdict.duplicates)")
+        print(
+            "database down past the window (at-least-once): accepted=\(verdict.accepted) presumed=\(verdict.presumed) possible-second=\(verdict.possibleDuplicates) second=\(verdict.duplicates)"
+        )
     }
 }

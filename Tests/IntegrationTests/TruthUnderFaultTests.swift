@@ -1,11 +1,13 @@
 import Foundation
-import PostgresClient
 import GenAuth
+import PostgresClient
 import SMSConfiguration
-@testable import SMSEngine
 import SMSJobStore
 import SMSModel
 import Testing
+import SMSTestSupport
+
+@testable import SMSEngine
 
 /// Issue 11: under any single fault, every claimed job ends terminal (and true) or is back in
 /// `pending` within lease + rescue interval after its holder stops holding it; no SMS GenAuth accepted
@@ -18,9 +20,12 @@ struct TruthUnderFaultTests {
         "SMSD_RATE_LIMIT_REQUESTS_PER_SECOND": "0", "SMSD_CONCURRENCY": "16",
     ]
 
-    func insertJobs(_ database: TestDatabase, count: Int, prefix: String, channel: String = "CHANNEL_LOGIN",
-                    priority: Int = 0, maxAttempts: Int = 5) async throws {
-        try await database.query("""
+    func insertJobs(
+        _ database: TestDatabase, count: Int, prefix: String, channel: String = "CHANNEL_LOGIN",
+        priority: Int = 0, maxAttempts: Int = 5
+    ) async throws {
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, priority, max_attempts)
             SELECT '\(channel)', '\(prefix)' || lpad(g::text, 11 - length('\(prefix)'), '0'), \(priority), \(maxAttempts)
             FROM generate_series(1, \(count)) g
@@ -44,7 +49,9 @@ struct TruthUnderFaultTests {
         let terminal = jobs - (counts["pending"] ?? 0) - (counts["running"] ?? 0)
         let (_, duplicates) = try await duplicates(sandbox)
         let recovery = recovered.map { String(format: "%.1f s", $0.seconds) } ?? "-"
-        print("fault \(fault): jobs=\(jobs) terminal=\(terminal) sent=\(counts["sent"] ?? 0) failed=\(counts["failed"] ?? 0) duplicates=\(duplicates) recovered=\(recovery)")
+        print(
+            "fault \(fault): jobs=\(jobs) terminal=\(terminal) sent=\(counts["sent"] ?? 0) failed=\(counts["failed"] ?? 0) duplicates=\(duplicates) recovered=\(recovery)"
+        )
     }
 
     @Test("kill -9 and restart under the same worker.id: the dead process's jobs are rescued, not kept alive")
@@ -68,7 +75,8 @@ struct TruthUnderFaultTests {
         // Every job the dead process held is back (or done) within lease + rescue interval (+ a margin
         // for the restart): the new process under the same id must not keep their leases alive.
         let heldRows = try await database.query("SELECT id, lease_token FROM sms.jobs WHERE state = 'running'").rows
-        let pairs = try heldRows.map { "(\(try $0.requiredInt("id")), \(try $0.requiredInt("lease_token")))" }.joined(separator: ",")
+        let pairs = try heldRows.map { "(\(try $0.requiredInt("id")), \(try $0.requiredInt("lease_token")))" }.joined(
+            separator: ",")
         var released = true
         if !pairs.isEmpty {
             released = await eventually(timeout: .seconds(8)) {
@@ -96,16 +104,22 @@ struct TruthUnderFaultTests {
         environment["SMSD_WORKER_ID"] = "twin"
         let daemons = try (0..<2).map { _ in try startDaemon(database: database, sandbox: sandbox, extra: environment) }
         defer { for daemon in daemons { Task { await daemon.stop() } } }
-        #expect(await eventually(timeout: .seconds(10)) {
-            ((try? await database.query("SELECT count(*)::int AS n FROM sms.workers WHERE id = 'twin'").first?.requiredInt("n")) ?? 0) == 2
-        })
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                ((try? await database.query("SELECT count(*)::int AS n FROM sms.workers WHERE id = 'twin'").first?.requiredInt(
+                    "n")) ?? 0) == 2
+            })
         try await insertJobs(database, count: 600, prefix: "141")
         #expect(await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 })
         #expect(try await stateCounts(database)["sent"] == 600)
         #expect(try await duplicates(sandbox).duplicates == 0)
-        #expect(await eventually(timeout: .seconds(5)) { daemons.allSatisfy { $0.output.contains("another live daemon uses this worker.id") } })
-        let status = try await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"), ["status"],
-                                                environment: ["SMSD_DATABASE_URL": database.url])
+        #expect(
+            await eventually(timeout: .seconds(5)) {
+                daemons.allSatisfy { $0.output.contains("another live daemon uses this worker.id") }
+            })
+        let status = try await ChildProcess.run(
+            TestEnvironment.executable("sms-dispatcher"), ["status"],
+            environment: ["SMSD_DATABASE_URL": database.url])
         #expect(status.output.contains("2 running daemons share the worker id twin"), "\(status.output)")
         try await report("two processes, one worker.id", database, sandbox, recovered: nil)
     }
@@ -118,7 +132,8 @@ struct TruthUnderFaultTests {
     func databaseRefusesWrites() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
-        try await database.execute("""
+        try await database.execute(
+            """
             CREATE TABLE public.fault (code text);
             INSERT INTO public.fault VALUES (NULL);
             CREATE FUNCTION public.inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -149,7 +164,9 @@ struct TruthUnderFaultTests {
         // Truly read-only, as a standby: new sessions only, and the daemon's are cut once.
         let admin = try await PostgresConnection.connect(try TestEnvironment.adminURL)
         try await admin.query("ALTER DATABASE \(database.name) SET default_transaction_read_only = on")
-        try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'sms-dispatcher%'", [database.name])
+        try await admin.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'sms-dispatcher%'",
+            [database.name])
         try await Task.sleep(for: .seconds(3))
         try await admin.query("ALTER DATABASE \(database.name) RESET default_transaction_read_only")
         await admin.close()
@@ -178,30 +195,40 @@ struct TruthUnderFaultTests {
         let sandbox = try await SandboxProcess.start(["--latency-ms", "300"])
         defer { Task { await sandbox.stop() } }
         try await insertJobs(database, count: 600, prefix: "148")
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick.merging([
-            "SMSD_DELIVERY_POLICY": "at-most-once", "SMSD_GENAUTH_TIMEOUT": "5",
-        ]) { _, new in new })
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: Self.quick.merging([
+                "SMSD_DELIVERY_POLICY": "at-most-once", "SMSD_GENAUTH_TIMEOUT": "5",
+            ]) { _, new in new })
         defer { Task { await daemon.stop() } }
         _ = await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 100 }
         let admin = try await PostgresConnection.connect(try TestEnvironment.adminURL)
         try await admin.query("ALTER DATABASE \(database.name) ALLOW_CONNECTIONS false")
-        try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'sms-dispatcher%'", [database.name])
+        try await admin.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'sms-dispatcher%'",
+            [database.name])
         // Longer than the lease (2 s) and the rescue interval.
         try await Task.sleep(for: .seconds(5))
         try await admin.query("ALTER DATABASE \(database.name) ALLOW_CONNECTIONS true")
         await admin.close()
         let back = ContinuousClock.now
-        #expect(await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 }, "\(daemon.output.suffix(3000))")
+        #expect(
+            await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 },
+            "\(daemon.output.suffix(3000))")
         #expect(daemon.isRunning)
         let report = try await sandbox.report()
         let accepted = Set(report.accepted.map(\.phoneNumber))
-        let sentPhones = Set(try await database.query("SELECT phone_number FROM sms.jobs WHERE state = 'sent'").rows
-            .map { try $0.requiredString("phone_number") })
-        #expect(accepted.subtracting(sentPhones).isEmpty, "accepted by GenAuth but not sent on the row: \(accepted.subtracting(sentPhones).sorted().prefix(10))")
+        let sentPhones = Set(
+            try await database.query("SELECT phone_number FROM sms.jobs WHERE state = 'sent'").rows
+                .map { try $0.requiredString("phone_number") })
+        #expect(
+            accepted.subtracting(sentPhones).isEmpty,
+            "accepted by GenAuth but not sent on the row: \(accepted.subtracting(sentPhones).sorted().prefix(10))")
         #expect(report.accepted.count == accepted.count, "nothing twice")
         let failed = try await count(database, "state = 'failed'")
-        try await self.report("database gone longer than a lease (at-most-once; failed \(failed))", database, sandbox,
-                              recovered: ContinuousClock.now - back)
+        try await self.report(
+            "database gone longer than a lease (at-most-once; failed \(failed))", database, sandbox,
+            recovered: ContinuousClock.now - back)
     }
 
     @Test("values a 32-bit column cannot hold: a sent SMS stays sent, anything else ends failed with the database's reason")
@@ -211,7 +238,8 @@ struct TruthUnderFaultTests {
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
         // 176000…: accepted, with an apiCode too big for int; 177000…: a statusCode too big for int.
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, max_attempts) VALUES
             ('CHANNEL_LOGIN', '17600000001', 1), ('CHANNEL_LOGIN', '17700000001', 1), ('CHANNEL_LOGIN', '13800000001', 1)
             """)
@@ -236,30 +264,41 @@ struct TruthUnderFaultTests {
         defer { Task { await database.drop() } }
         let sandbox = try await SandboxProcess.start()
         defer { Task { await sandbox.stop() } }
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick.merging([
-            "SMSD_BREAKER_FAILURE_THRESHOLD": "3", "SMSD_BREAKER_COOL_DOWN": "1", "SMSD_GENAUTH_TIMEOUT": "10",
-        ]) { _, new in new })
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: Self.quick.merging([
+                "SMSD_BREAKER_FAILURE_THRESHOLD": "3", "SMSD_BREAKER_COOL_DOWN": "1", "SMSD_GENAUTH_TIMEOUT": "10",
+            ]) { _, new in new })
         defer { Task { await daemon.stop() } }
         // Three calls answered HTTP 503 (scripted numbers 172000 0…): the breaker opens.
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, max_attempts) SELECT 'CHANNEL_LOGIN', '1720000000' || g, 1 FROM generate_series(1, 3) g
             """)
         #expect(await eventually(timeout: .seconds(10)) { daemon.output.contains("GenAuth circuit breaker open") })
         // The probe's job: its phone's window is held for an hour, so the throttle defers it.
-        try await database.execute("""
+        try await database.execute(
+            """
             INSERT INTO sms.throttle (phone_key, channel, window_until, job_id) VALUES ('+86 13900000001', 'CHANNEL_LOGIN', now() + interval '1 hour', 0);
             INSERT INTO sms.jobs (channel, phone_number) VALUES ('CHANNEL_LOGIN', '13900000001');
             """)
-        #expect(await eventually(timeout: .seconds(10)) {
-            // Deferred past its deadline by the held window: it ends expired, and made no call.
-            (try? await count(database, "phone_number = '13900000001' AND message LIKE '%one SMS per phone per channel%' AND attempts = 0")) == 1
-        }, "the probe's job was deferred by the throttle: \(daemon.output)")
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                // Deferred past its deadline by the held window: it ends expired, and made no call.
+                (try? await count(
+                    database, "phone_number = '13900000001' AND message LIKE '%one SMS per phone per channel%' AND attempts = 0"))
+                    == 1
+            }, "the probe's job was deferred by the throttle: \(daemon.output)")
         let inserted = ContinuousClock.now
         try await insertJobs(database, count: 10, prefix: "1391")
-        let sent = await eventually(timeout: .seconds(8)) { (try? await count(database, "phone_number LIKE '1391%' AND state = 'sent'")) == 10 }
+        let sent = await eventually(timeout: .seconds(8)) {
+            (try? await count(database, "phone_number LIKE '1391%' AND state = 'sent'")) == 10
+        }
         let counts = try await stateCounts(database)
         #expect(sent, "10 jobs waiting after GenAuth recovered: \(counts) \(daemon.output)")
-        print("fault breaker probe without a call: 10 jobs sent \(String(format: "%.1f", (ContinuousClock.now - inserted).seconds)) s after insert")
+        print(
+            "fault breaker probe without a call: 10 jobs sent \(String(format: "%.1f", (ContinuousClock.now - inserted).seconds)) s after insert"
+        )
     }
 
     @Test("GenAuth accepts but answers after the timeout: every job ends sent, none twice")
@@ -271,19 +310,24 @@ struct TruthUnderFaultTests {
         defer { Task { await sandbox.stop() } }
         try await insertJobs(database, count: 200, prefix: "143")
         let started = ContinuousClock.now
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick.merging([
-            "SMSD_BREAKER_FAILURE_THRESHOLD": "0", "SMSD_GENAUTH_TIMEOUT": "1",
-        ]) { _, new in new })
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: Self.quick.merging([
+                "SMSD_BREAKER_FAILURE_THRESHOLD": "0", "SMSD_GENAUTH_TIMEOUT": "1",
+            ]) { _, new in new })
         defer { Task { await daemon.stop() } }
-        #expect(await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 }, "\(daemon.output.suffix(2000))")
+        #expect(
+            await eventually(timeout: .seconds(60)) { (try? await unfinishedJobs(database)) == 0 },
+            "\(daemon.output.suffix(2000))")
         let counts = try await stateCounts(database)
         #expect(counts["sent"] == 200, "no SMS GenAuth accepted may end failed: \(counts)")
         let (accepted, duplicates) = try await duplicates(sandbox)
         #expect(duplicates == 0 && accepted == 200)
         let presumed = try await count(database, "message LIKE 'presumed sent%'")
         #expect(presumed > 0, "late answers should have been resolved by GenAuth's 'too frequent'")
-        try await report("GenAuth answering after the timeout (presumed sent: \(presumed))", database, sandbox,
-                         recovered: ContinuousClock.now - started)
+        try await report(
+            "GenAuth answering after the timeout (presumed sent: \(presumed))", database, sandbox,
+            recovered: ContinuousClock.now - started)
     }
 
     @Test("GenAuth unreachable under at-most-once: calls never sent are retried, not failed 'delivery unknown'")
@@ -292,13 +336,16 @@ struct TruthUnderFaultTests {
         defer { Task { await database.drop() } }
         let first = try await SandboxProcess.start()
         let port = try #require(first.baseURL.split(separator: ":").last.map(String.init))
-        let daemon = try startDaemon(database: database, sandbox: first, extra: Self.quick.merging([
-            "SMSD_DELIVERY_POLICY": "at-most-once", "SMSD_BREAKER_FAILURE_THRESHOLD": "0", "SMSD_RETRY_MAX_DELAY": "0.5",
-        ]) { _, new in new })
+        let daemon = try startDaemon(
+            database: database, sandbox: first,
+            extra: Self.quick.merging([
+                "SMSD_DELIVERY_POLICY": "at-most-once", "SMSD_BREAKER_FAILURE_THRESHOLD": "0", "SMSD_RETRY_MAX_DELAY": "0.5",
+            ]) { _, new in new })
         defer { Task { await daemon.stop() } }
-        #expect(await eventually(timeout: .seconds(10)) {
-            ((try? await database.query("SELECT count(*)::int AS n FROM sms.workers").first?.requiredInt("n")) ?? 0) == 1
-        })
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                ((try? await database.query("SELECT count(*)::int AS n FROM sms.workers").first?.requiredInt("n")) ?? 0) == 1
+            })
         // GenAuth goes away (connection refused) and jobs arrive.
         await first.stop()
         // Attempts enough to outlast the outage however slowly the sandbox restarts on a busy machine
@@ -335,16 +382,22 @@ struct TruthUnderFaultTests {
         try await database.query("UPDATE sms.throttle SET window_until = now()")
         // A call that ended 2 s ago (by the monotonic clock) and took 1 s.
         let finished = ContinuousClock.now - .seconds(2)
-        let call = CallRecord(httpStatus: 200, statusCode: 200, message: "", requestID: "r",
-                              startedAt: finished - .seconds(1), finishedAt: finished)
-        try await db.run(CompleteJobs(worker: "w", outcomes: [JobOutcome(job: job.lease, state: .sent, message: "", call: call)],
-                                    throttleWindow: .seconds(60)))
-        let row = try #require(try await database.query("""
-            SELECT extract(epoch FROM now() - j.sent_at)::float8 AS sent_ago,
-                   extract(epoch FROM t.window_until - now())::float8 AS window_left,
-                   extract(epoch FROM a.finished_at - a.started_at)::float8 AS took
-            FROM sms.jobs j JOIN sms.throttle t ON t.job_id = j.id JOIN sms.attempts a ON a.job_id = j.id
-            """).first)
+        let call = CallRecord(
+            httpStatus: 200, statusCode: 200, message: "", requestID: "r",
+            startedAt: finished - .seconds(1), finishedAt: finished)
+        try await db.run(
+            CompleteJobs(
+                worker: "w", outcomes: [JobOutcome(job: job.lease, state: .sent, message: "", call: call)],
+                throttleWindow: .seconds(60)))
+        let row = try #require(
+            try await database.query(
+                """
+                SELECT extract(epoch FROM now() - j.sent_at)::float8 AS sent_ago,
+                       extract(epoch FROM t.window_until - now())::float8 AS window_left,
+                       extract(epoch FROM a.finished_at - a.started_at)::float8 AS took
+                FROM sms.jobs j JOIN sms.throttle t ON t.job_id = j.id JOIN sms.attempts a ON a.job_id = j.id
+                """
+            ).first)
         #expect(abs((try row.double("sent_ago") ?? 99) - 2) < 0.5)
         #expect(abs((try row.double("window_left") ?? 99) - 58) < 0.5)
         #expect(abs((try row.double("took") ?? 99) - 1) < 0.05)
@@ -361,9 +414,11 @@ struct TruthUnderFaultTests {
         let sandbox = try await SandboxProcess.start(["--latency-ms", "50"])
         defer { Task { await sandbox.stop() } }
         try await insertJobs(database, count: 600, prefix: "146")
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick.merging([
-            "SMSD_LEASE_DURATION": "6",
-        ]) { _, new in new })
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: Self.quick.merging([
+                "SMSD_LEASE_DURATION": "6"
+            ]) { _, new in new })
         defer { Task { await daemon.stop() } }
         _ = await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 50 }
         let operatorSession = try await database.connect()
@@ -372,8 +427,9 @@ struct TruthUnderFaultTests {
             ((try? await database.query("SELECT max(unwritten)::int AS n FROM sms.workers").first?.int("n")) ?? 0) > 0
         }
         let failing = await eventually(timeout: .seconds(4)) {
-            let status = try? await ChildProcess.run(TestEnvironment.executable("sms-dispatcher"), ["status"],
-                                                     environment: ["SMSD_DATABASE_URL": database.url])
+            let status = try? await ChildProcess.run(
+                TestEnvironment.executable("sms-dispatcher"), ["status"],
+                environment: ["SMSD_DATABASE_URL": database.url])
             return status?.output.contains("cannot write back") == true
         }
         #expect(failing, "status should warn that the write-back is failing")
@@ -401,25 +457,31 @@ struct TruthUnderFaultTests {
         let db = try await database.connect()
         try await Migrator(migrations: all.migrations.filter { $0.version <= 13 }).migrate(db, logger: quietLogger)
         // Before the bound: a 10 MB number and a 6,000-digit country code, pending.
-        try await database.query("""
+        try await database.query(
+            """
             INSERT INTO sms.jobs (channel, phone_number, phone_country_code)
             VALUES ('CHANNEL_LOGIN', repeat('1', 10000000), NULL), ('CHANNEL_LOGIN', '13800000001', repeat('+', 6000)),
                    ('CHANNEL_LOGIN', '13800000003', NULL)
             """)
         try await all.migrate(db, logger: quietLogger)
         await db.close()
-        let early = try await database.query("""
+        let early = try await database.query(
+            """
             SELECT state, message FROM sms.jobs WHERE phone_number <> '13800000003' ORDER BY id
-            """).rows
+            """
+        ).rows
         #expect(try early.map { try $0.requiredString("state") } == ["rejected", "rejected"])
         let message = try early[0].string("message") ?? ""
         #expect(message.contains("10000000 bytes"), "\(message)")
-        for (number, code, constraint) in [("repeat('1', 20000000)", "NULL", "jobs_phone_number_length"),
-                                           ("string_agg((random() * 9)::int::text, '')", "NULL", "jobs_phone_number_length"),
-                                           ("'13800000001'", "repeat('+', 17)", "jobs_phone_country_code_length"),
-                                           ("'13800000002'", "NULL", "jobs_idempotency_key_length")] {
+        for (number, code, constraint) in [
+            ("repeat('1', 20000000)", "NULL", "jobs_phone_number_length"),
+            ("string_agg((random() * 9)::int::text, '')", "NULL", "jobs_phone_number_length"),
+            ("'13800000001'", "repeat('+', 17)", "jobs_phone_country_code_length"),
+            ("'13800000002'", "NULL", "jobs_idempotency_key_length"),
+        ] {
             do {
-                try await database.query("""
+                try await database.query(
+                    """
                     INSERT INTO sms.jobs (channel, phone_number, phone_country_code, idempotency_key)
                     SELECT 'CHANNEL_LOGIN', \(number), \(code), CASE WHEN \(number) = '13800000002' THEN repeat('k', 5000) END
                     FROM generate_series(1, 6000)
@@ -440,14 +502,20 @@ struct TruthUnderFaultTests {
     func hugeTokenLifetime() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
-        let sandbox = try await SandboxProcess.start(["--access-key-id", "key-1", "--access-key-secret", "s3cret", "--token-ttl", "1e300"])
+        let sandbox = try await SandboxProcess.start([
+            "--access-key-id", "key-1", "--access-key-secret", "s3cret", "--token-ttl", "1e300",
+        ])
         defer { Task { await sandbox.stop() } }
-        let daemon = try startDaemon(database: database, sandbox: sandbox, extra: Self.quick.merging([
-            "SMSD_GENAUTH_ACCESS_KEY_ID": "key-1", "SMSD_GENAUTH_ACCESS_KEY_SECRET": "s3cret",
-        ]) { _, new in new })
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox,
+            extra: Self.quick.merging([
+                "SMSD_GENAUTH_ACCESS_KEY_ID": "key-1", "SMSD_GENAUTH_ACCESS_KEY_SECRET": "s3cret",
+            ]) { _, new in new })
         defer { Task { await daemon.stop() } }
         try await insertJobs(database, count: 20, prefix: "147")
-        #expect(await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) == 20 }, "\(daemon.output)")
+        #expect(
+            await eventually(timeout: .seconds(20)) { ((try? await stateCounts(database))?["sent"] ?? 0) == 20 },
+            "\(daemon.output)")
         #expect(daemon.isRunning)
     }
 }

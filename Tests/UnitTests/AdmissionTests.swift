@@ -1,6 +1,7 @@
 import SMSModel
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 /// Admission's pure halves: the round's batch and the breaker's deferrals (`plan`), and the database's
 /// verdicts sorted (`apply`). The reservation itself is SQL, tested against PostgreSQL.
@@ -12,14 +13,16 @@ struct AdmissionTests {
         var breaker = CircuitBreaker.Configuration()
         breaker.threshold = threshold
         breaker.coolDown = .seconds(30)
-        return Admission(configuration: Admission.Configuration(), breaker: CircuitBreaker(configuration: breaker),
-                         triage: triage)
+        return Admission(
+            configuration: Admission.Configuration(), breaker: CircuitBreaker(configuration: breaker),
+            triage: triage)
     }
 
     func job(_ id: Int64, phone: String = "13800138000", channel: Channel = .login, proofIn: Double? = nil) -> ValidJob {
-        let claimed = ClaimedJob(id: id, leaseToken: id * 10, channel: channel.rawValue, phoneNumber: phone,
-                                 phoneCountryCode: nil, attempts: proofIn == nil ? 0 : 1, maxAttempts: 5, createdAt: 1_000,
-                                 now: 1_000, uncertain: proofIn != nil, proofUntil: proofIn.map { 1_000 + $0 })
+        let claimed = ClaimedJob(
+            id: id, leaseToken: id * 10, channel: channel.rawValue, phoneNumber: phone,
+            phoneCountryCode: nil, attempts: proofIn == nil ? 0 : 1, maxAttempts: 5, createdAt: 1_000,
+            now: 1_000, uncertain: proofIn != nil, proofUntil: proofIn.map { 1_000 + $0 })
         guard case .send(let valid) = triage.decide(claimed) else { fatalError("test job must be valid") }
         return valid
     }
@@ -44,12 +47,15 @@ struct AdmissionTests {
     }
 
     @Test func verdictsAreSorted() {
-        let jobs = [job(1), job(2, phone: "13900139000"), job(3, phone: "13700137000"), job(4, phone: "13600136000"),
-                    job(5, phone: "13500135000")]
-        let verdicts = admission().apply([
-            1: .granted(slot: .milliseconds(20)), 2: .deferred(until: 1_030), 3: .capped("5 SMS in the last hour"),
-            4: .lost,
-        ], to: jobs)
+        let jobs = [
+            job(1), job(2, phone: "13900139000"), job(3, phone: "13700137000"), job(4, phone: "13600136000"),
+            job(5, phone: "13500135000"),
+        ]
+        let verdicts = admission().apply(
+            [
+                1: .granted(slot: .milliseconds(20)), 2: .deferred(until: 1_030), 3: .capped("5 SMS in the last hour"),
+                4: .lost,
+            ], to: jobs)
         #expect(verdicts.granted.map(\.job.id) == [1] && verdicts.granted.first?.slot == .milliseconds(20))
         #expect(verdicts.settled.map(\.jobID) == [2, 3])
         #expect(verdicts.settled.map(\.state) == [.pending, .rejected])
@@ -92,10 +98,12 @@ struct AdmissionTests {
     /// wait past its proof window.
     @Test("an open breaker holds a job whose earlier call may have gone out no later than its proof window, then lets it call")
     func breakerAndTheProofWindow() {
-        let admission = admission(threshold: 1)   // cool-down 30 s
+        let admission = admission(threshold: 1)  // cool-down 30 s
         _ = admission.breaker.record(isServerFault: true)
-        let plan = admission.plan([job(1, proofIn: 20), job(2, phone: "13900139000", proofIn: 1.5),
-                                   job(3, phone: "13700137000", proofIn: 0.5), job(4, phone: "13600136000")])
+        let plan = admission.plan([
+            job(1, proofIn: 20), job(2, phone: "13900139000", proofIn: 1.5),
+            job(3, phone: "13700137000", proofIn: 0.5), job(4, phone: "13600136000"),
+        ])
         // 1.5 s left, its last stretch (under the 3 s lead a retry needs with a 1 s poll): it calls now,
         // breaker or not.
         #expect(plan.batch.map(\.id) == [2])
@@ -114,8 +122,9 @@ struct AdmissionTests {
         var configuration = CircuitBreaker.Configuration()
         configuration.threshold = 1
         configuration.coolDown = .milliseconds(1)
-        let admission = Admission(configuration: Admission.Configuration(),
-                                  breaker: CircuitBreaker(configuration: configuration), triage: triage)
+        let admission = Admission(
+            configuration: Admission.Configuration(),
+            breaker: CircuitBreaker(configuration: configuration), triage: triage)
         _ = admission.breaker.record(isServerFault: true)
         try await Task.sleep(for: .milliseconds(5))
         let plan = admission.plan([job(1, proofIn: 40), job(2, phone: "13900139000"), job(3, phone: "13700137000")])

@@ -25,9 +25,12 @@ struct AnswerClassTests {
         #expect(answer.verdict == .permanentFailure && !answer.isServerFault && answer.metricLabel == "body_4xx")
     }
 
-    @Test("server and third-party faults are transient and count for the breaker",
-          arguments: [(500, AnswerClass.genauthFault), (503, .genauthFault), (599, .genauthFault), (700, .genauthFault),
-                      (600, .providerFault), (601, .providerFault), (609, .providerFault)])
+    @Test(
+        "server and third-party faults are transient and count for the breaker",
+        arguments: [
+            (500, AnswerClass.genauthFault), (503, .genauthFault), (599, .genauthFault), (700, .genauthFault),
+            (600, .providerFault), (601, .providerFault), (609, .providerFault),
+        ])
     func serverFaults(code: Int, expected: AnswerClass) {
         let answer = answered(200, code).answerClass
         #expect(answer == expected)
@@ -65,8 +68,11 @@ struct AnswerClassTests {
     @Test("every class has the dashboard's label, and only its own")
     func labels() {
         let labels = AnswerClass.allCases.map(\.metricLabel)
-        #expect(Set(labels) == ["ok", "body_4xx", "body_429", "body_5xx", "body_60x", "http_429", "http_5xx", "http_other",
-                                "unanswered", "not_sent"])
+        #expect(
+            Set(labels) == [
+                "ok", "body_4xx", "body_429", "body_5xx", "body_60x", "http_429", "http_5xx", "http_other",
+                "unanswered", "not_sent",
+            ])
         #expect(AnswerClass.allCases.count == 11)
     }
 
@@ -74,12 +80,16 @@ struct AnswerClassTests {
     /// gateway's answer without GenAuth's body (a proxy's 502/504 comes after it forwarded the request)
     /// and a bodyless 2xx may hide an accepted SMS: the job stays uncertain and keeps its window.
     @Test func whichAnswersMayHaveSent() {
-        for answer in [answered(502, nil), answered(504, nil), answered(503, nil), answered(200, nil), answered(204, nil),
-                       answered(404, nil), answered(408, nil), answered(500, 200), CallResult.unanswered("timeout")] {
+        for answer in [
+            answered(502, nil), answered(504, nil), answered(503, nil), answered(200, nil), answered(204, nil),
+            answered(404, nil), answered(408, nil), answered(500, 200), CallResult.unanswered("timeout"),
+        ] {
             #expect(answer.answerClass.mayHaveSent, "\(answer)")
         }
-        for answer in [CallResult.notSent("refused"), answered(429, nil), answered(429, 429), answered(200, 429),
-                       answered(200, 400), answered(200, 500), answered(503, 503), answered(200, 601)] {
+        for answer in [
+            CallResult.notSent("refused"), answered(429, nil), answered(429, 429), answered(200, 429),
+            answered(200, 400), answered(200, 500), answered(503, 503), answered(200, 601),
+        ] {
             #expect(!answer.answerClass.mayHaveSent, "\(answer)")
         }
     }

@@ -1,6 +1,7 @@
-@testable import SMSEngine
 import SMSModel
 import Testing
+
+@testable import SMSEngine
 
 /// Issue 26: every call slot is a loan with a deadline; none can be held longer.
 @Suite("CallBook")
@@ -8,8 +9,9 @@ struct CallBookTests {
     let triage = Triage(configuration: Triage.Configuration(), throttleWindow: .seconds(60))
 
     func job(_ id: Int64, token: Int64 = 1) -> ValidJob {
-        let claimed = ClaimedJob(id: id, leaseToken: token, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
-                                 phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
+        let claimed = ClaimedJob(
+            id: id, leaseToken: token, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
+            phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
         guard case .send(let valid) = triage.decide(claimed) else { fatalError("test job must be valid") }
         return valid
     }

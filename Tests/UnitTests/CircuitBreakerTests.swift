@@ -1,5 +1,6 @@
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 /// The breaker's bookkeeping as a pure value: every step takes `now`, so no test sleeps.
 @Suite("Circuit breaker")

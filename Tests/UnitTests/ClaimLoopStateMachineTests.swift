@@ -1,7 +1,8 @@
 import PostgresClient
+import Testing
+
 @testable import SMSEngine
 @testable import SMSModel
-import Testing
 
 /// The claim loop's decisions without a database or a clock: how much to claim, when a few free slots
 /// wait for company, back-pressure from the writer, and the shutdown drain.
@@ -10,15 +11,18 @@ struct ClaimLoopStateMachineTests {
     let start = ContinuousClock.now
 
     func machine(concurrency: Int = 64) -> ClaimLoop.StateMachine {
-        ClaimLoop.StateMachine(concurrency: concurrency, drainLimit: .seconds(10), claimLinger: .milliseconds(2),
-                               now: start)
+        ClaimLoop.StateMachine(
+            concurrency: concurrency, drainLimit: .seconds(10), claimLinger: .milliseconds(2),
+            now: start)
     }
 
     func job(_ id: Int64) -> ValidJob {
-        let claimed = ClaimedJob(id: id, leaseToken: id, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
-                                 phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
-        return ValidJob(claimed: claimed, channel: .login, phone: ValidatedPhone(number: "13800138000", countryCode: nil),
-                        rule: ChannelRule())
+        let claimed = ClaimedJob(
+            id: id, leaseToken: id, channel: "CHANNEL_LOGIN", phoneNumber: "13800138000",
+            phoneCountryCode: nil, attempts: 0, maxAttempts: 5)
+        return ValidJob(
+            claimed: claimed, channel: .login, phone: ValidatedPhone(number: "13800138000", countryCode: nil),
+            rule: ChannelRule())
     }
 
     @Test("an idle loop claims every free slot at once")
@@ -29,8 +33,9 @@ struct ClaimLoopStateMachineTests {
         machine.reserved(stillWaiting: [], started: 60)
         _ = machine.receive([.callsFinished(20)], now: start + .milliseconds(10))
         #expect(machine.inFlight == 40)
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false),
-                "calls answered free slots, but nothing said jobs are due")
+        #expect(
+            machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false),
+            "calls answered free slots, but nothing said jobs are due")
         _ = machine.receive([.outcomesWritten], now: start + .milliseconds(10))
         #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false))
         _ = machine.receive([.tick], now: start + .milliseconds(10))
@@ -82,8 +87,9 @@ struct ClaimLoopStateMachineTests {
         _ = machine.receive([.again, .callsFinished(3)], now: start + .milliseconds(1))
         #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: true))
         _ = machine.receive([.callsFinished(1)], now: start + .milliseconds(1))
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: false),
-                "one wake-up on its way is enough")
+        #expect(
+            machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: false),
+            "one wake-up on its way is enough")
         _ = machine.receive([.lingerElapsed], now: start + .milliseconds(3))
         #expect(machine.next(unsettled: 0, now: start + .milliseconds(3)) == .claim(limit: 4, armLinger: false))
     }
@@ -102,8 +108,9 @@ struct ClaimLoopStateMachineTests {
 
     @Test("a failure once the COMMIT was sent is a rollback only when the server says so")
     func rolledBackOnlyWhenCertain() {
-        let rollback = PostgresError(code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
-                                     message: "COMMIT answered ROLLBACK", pipelineStep: 1)
+        let rollback = PostgresError(
+            code: .queryFailed, sqlState: PostgresError.SQLState.inFailedTransaction,
+            message: "COMMIT answered ROLLBACK", pipelineStep: 1)
         let reservationFailed = PostgresError(code: .queryFailed, sqlState: "40P01", message: "deadlock", pipelineStep: 0)
         let commitFailed = PostgresError(code: .queryFailed, sqlState: "40001", message: "serialization", pipelineStep: 1)
         let lost = PostgresError(code: .connectionLost, message: "server closed the connection", pipelineStep: 0)

@@ -17,20 +17,24 @@ struct ConfigurationReloadTests {
 
     @Test("every key has a class; what needs new connections, sockets or identity is restart-only")
     func classes() {
-        let restart = ["database.url", "genauth.host", "genauth.app_id", "genauth.app_secret", "genauth.header_family",
-                       "genauth.timeout", "genauth.access_key_id", "genauth.access_key_secret", "concurrency",
-                       "poll_interval", "heartbeat.interval", "lease.duration", "lease.rescue_interval",
-                       "shutdown.grace", "worker.id", "metrics.listen", "throttle.window", "delivery.policy",
-                       "retention.max_age_days", "retention.batch_size", "retention.interval", "fraud.evaluate_interval"]
-        let live = ["rate_limit.requests_per_second", "caps.per_phone_hour", "caps.per_phone_day",
-                    "countries.international", "countries.allow", "breaker.failure_threshold", "breaker.cool_down",
-                    "retry.base_delay", "retry.max_delay", "log.level", "channels.defaults.enabled",
-                    "channels.CHANNEL_LOGIN.ttl", "channels.CHANNEL_REGISTER.priority",
-                    "channels.CHANNEL_LOGIN.coalesce", "channels.defaults.max_attempts",
-                    // The reservation reads the guard's settings for each batch, the fraud watch for each round.
-                    "fraud.mode", "fraud.per_ip_hour", "fraud.per_user_hour", "fraud.per_prefix_hour",
-                    "fraud.per_country_hour", "fraud.anomaly_factor", "fraud.anomaly_min_requests",
-                    "fraud.anomaly_max_verified", "fraud.block_minutes", "fraud.baseline_hours", "fraud.trust_verified_days"]
+        let restart = [
+            "database.url", "genauth.host", "genauth.app_id", "genauth.app_secret", "genauth.header_family",
+            "genauth.timeout", "genauth.access_key_id", "genauth.access_key_secret", "concurrency",
+            "poll_interval", "heartbeat.interval", "lease.duration", "lease.rescue_interval",
+            "shutdown.grace", "worker.id", "metrics.listen", "throttle.window", "delivery.policy",
+            "retention.max_age_days", "retention.batch_size", "retention.interval", "fraud.evaluate_interval",
+        ]
+        let live = [
+            "rate_limit.requests_per_second", "caps.per_phone_hour", "caps.per_phone_day",
+            "countries.international", "countries.allow", "breaker.failure_threshold", "breaker.cool_down",
+            "retry.base_delay", "retry.max_delay", "log.level", "channels.defaults.enabled",
+            "channels.CHANNEL_LOGIN.ttl", "channels.CHANNEL_REGISTER.priority",
+            "channels.CHANNEL_LOGIN.coalesce", "channels.defaults.max_attempts",
+            // The reservation reads the guard's settings for each batch, the fraud watch for each round.
+            "fraud.mode", "fraud.per_ip_hour", "fraud.per_user_hour", "fraud.per_prefix_hour",
+            "fraud.per_country_hour", "fraud.anomaly_factor", "fraud.anomaly_min_requests",
+            "fraud.anomaly_max_verified", "fraud.block_minutes", "fraud.baseline_hours", "fraud.trust_verified_days",
+        ]
         for key in restart { #expect(DaemonConfiguration.reloadClass(of: key) == .restart, "\(key)") }
         for key in live { #expect(DaemonConfiguration.reloadClass(of: key) == .live, "\(key)") }
         // Every channel key is live; the rest are listed above, so a new key must be classified here too.
@@ -62,9 +66,12 @@ struct ConfigurationReloadTests {
         ])
         let change = running.change(to: new)
         #expect(change.needsRestart == ["database.url", "throttle.window", "concurrency", "delivery.policy", "metrics.listen"])
-        #expect(Set(change.live) == ["rate_limit.requests_per_second", "caps.per_phone_hour", "countries.international",
-                                     "countries.allow", "breaker.failure_threshold", "retry.base_delay", "log.level",
-                                     "channels.CHANNEL_LOGIN.enabled"])
+        #expect(
+            Set(change.live) == [
+                "rate_limit.requests_per_second", "caps.per_phone_hour", "countries.international",
+                "countries.allow", "breaker.failure_threshold", "retry.base_delay", "log.level",
+                "channels.CHANNEL_LOGIN.enabled",
+            ])
         let applied = change.applied
         // Restart-only: as running.
         #expect(applied.dispatcher.databaseURL == "postgresql:///a" && applied.dispatcher.claims.concurrency == 64)
@@ -72,7 +79,9 @@ struct ConfigurationReloadTests {
         #expect(applied.dispatcher.triage.policy == .atLeastOnce)
         // Live: as loaded.
         #expect(applied.dispatcher.admission.rateLimit == 5 && applied.dispatcher.admission.capPerPhoneHour == 1)
-        #expect(applied.dispatcher.triage.rules.international && applied.dispatcher.triage.rules.allowedCountryCodes == ["+852", "+1"])
+        #expect(
+            applied.dispatcher.triage.rules.international
+                && applied.dispatcher.triage.rules.allowedCountryCodes == ["+852", "+1"])
         #expect(applied.dispatcher.breaker.threshold == 3 && applied.dispatcher.triage.backoff.base == .milliseconds(500))
         #expect(applied.logLevel == .debug && !applied.dispatcher.triage.rules[.login].enabled)
         #expect(applied.dispatcher.triage.rules[.register].enabled)
@@ -89,8 +98,11 @@ struct ConfigurationReloadTests {
     @Test("a defaults key changed on every channel is one name; a channel of its own keeps its value")
     func channelDefaults() async throws {
         let running = try await load(["SMSD_CHANNELS_CHANNEL_LOGIN_TTL": "60"])
-        let change = running.change(to: try await load(["SMSD_CHANNELS_DEFAULTS_TTL": "120",
-                                                        "SMSD_CHANNELS_CHANNEL_LOGIN_TTL": "60"]))
+        let change = running.change(
+            to: try await load([
+                "SMSD_CHANNELS_DEFAULTS_TTL": "120",
+                "SMSD_CHANNELS_CHANNEL_LOGIN_TTL": "60",
+            ]))
         // Ten channels changed, CHANNEL_LOGIN kept its own: each named.
         #expect(change.live.count == Channel.allCases.count - 1 && !change.live.contains("channels.CHANNEL_LOGIN.ttl"))
         #expect(change.applied.dispatcher.triage.rules[.register].ttl == .seconds(120))

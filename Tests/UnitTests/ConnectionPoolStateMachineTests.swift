@@ -1,6 +1,7 @@
-@testable import GenAuth
 import NIOCore
 import Testing
+
+@testable import GenAuth
 
 /// The connection pool's bookkeeping, event by event, with no sockets and no clock: each test feeds
 /// the machine events and checks the exact actions it asks the pool for.
@@ -35,12 +36,14 @@ struct ConnectionPoolStateMachineTests {
     func makeMachineWithIdle(_ count: Int, maximum: Int, sourceLocation: SourceLocation = #_sourceLocation) -> Machine {
         var machine = makeMachine(maximum: maximum)
         for index in 0..<count {
-            check(machine.submit(call(100 + index), now: at(0)), Action(connect: [connection(index)]),
-                  sourceLocation: sourceLocation)
+            check(
+                machine.submit(call(100 + index), now: at(0)), Action(connect: [connection(index)]),
+                sourceLocation: sourceLocation)
         }
         for index in 0..<count {
-            check(machine.connected(connection(index), now: at(0)),
-                  Action(call: .send(call(100 + index), on: connection(index))), sourceLocation: sourceLocation)
+            check(
+                machine.connected(connection(index), now: at(0)),
+                Action(call: .send(call(100 + index), on: connection(index))), sourceLocation: sourceLocation)
         }
         for index in 0..<count {
             check(machine.answered(connection(index), now: at(1 + Int64(index))), Action(), sourceLocation: sourceLocation)
@@ -113,16 +116,18 @@ struct ConnectionPoolStateMachineTests {
 
         // Just under the limit it is still reused.
         var fresh = makeMachineWithIdle(1, maximum: 1)
-        check(fresh.submit(call(0), now: at(1) + Self.idleLimit - TimeAmount.nanoseconds(1)),
-              Action(call: .send(call(0), on: connection(0))))
+        check(
+            fresh.submit(call(0), now: at(1) + Self.idleLimit - TimeAmount.nanoseconds(1)),
+            Action(call: .send(call(0), on: connection(0))))
     }
 
     @Test("an idle connection found closed when its call is to be written is closed; the call tries the next")
     func inactiveIdleConnection() {
         var machine = makeMachineWithIdle(2, maximum: 2)
         check(machine.submit(call(0), now: at(5)), Action(call: .send(call(0), on: connection(1))))
-        check(machine.connectionInactive(connection(1), now: at(5)),
-              Action(call: .send(call(0), on: connection(0)), close: [connection(1)]))
+        check(
+            machine.connectionInactive(connection(1), now: at(5)),
+            Action(call: .send(call(0), on: connection(0)), close: [connection(1)]))
         // None left: the call waits, and nothing is opened while both closing connections still count.
         check(machine.connectionInactive(connection(0), now: at(5)), Action(close: [connection(0)]))
         #expect(machine.waitingCalls == [call(0)])
@@ -204,8 +209,11 @@ struct ConnectionPoolStateMachineTests {
         check(machine.submit(call(3), now: at(2)), Action(connect: [connection(2)]))
         check(machine.submit(call(4), now: at(2)), Action())
         // Now: connections 0 and 1 carry calls 0 and 2, connection 2 is opening, calls 3 and 4 wait.
-        check(machine.shutdown(), Action(call: .failAll([call(3), call(4)], .shuttingDown),
-                                         close: [connection(0), connection(1)]))
+        check(
+            machine.shutdown(),
+            Action(
+                call: .failAll([call(3), call(4)], .shuttingDown),
+                close: [connection(0), connection(1)]))
         #expect(machine.isShutDown)
         #expect(machine.waitingCalls.isEmpty)
         check(machine.connected(connection(2), now: at(3)), Action(close: [connection(2)]))

@@ -1,5 +1,6 @@
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 @Suite("Dispatch events")
 struct DispatchEventsTests {

@@ -21,17 +21,21 @@ struct FraudBoardTests {
     func decisions() throws {
         let metrics = TestMetrics()
         let board = FraudBoard(logger: logger, factory: metrics)
-        board.record(ReserveSends.Answer(verdicts: [
-            1: .fraud(rule: .perIPHour, message: "fraud guard: per_ip_hour: ..."),
-            2: .fraud(rule: .perIPHour, message: "fraud guard: per_ip_hour: ..."),
-            3: .fraud(rule: .countryBlock, message: "fraud guard: country_block: ..."),
-            4: .fraud(rule: nil, message: "fraud guard: a newer rule"),
-            5: .granted(slot: .zero),
-            6: .capped("per-phone cap reached"),
-        ]))
-        board.record(ReserveSends.Answer(verdicts: [7: .granted(slot: .zero)], flagged: [
-            7: FraudFlag(rule: .perUserHour, message: "fraud guard (monitor mode, sent): per_user_hour: ..."),
-        ]))
+        board.record(
+            ReserveSends.Answer(verdicts: [
+                1: .fraud(rule: .perIPHour, message: "fraud guard: per_ip_hour: ..."),
+                2: .fraud(rule: .perIPHour, message: "fraud guard: per_ip_hour: ..."),
+                3: .fraud(rule: .countryBlock, message: "fraud guard: country_block: ..."),
+                4: .fraud(rule: nil, message: "fraud guard: a newer rule"),
+                5: .granted(slot: .zero),
+                6: .capped("per-phone cap reached"),
+            ]))
+        board.record(
+            ReserveSends.Answer(
+                verdicts: [7: .granted(slot: .zero)],
+                flagged: [
+                    7: FraudFlag(rule: .perUserHour, message: "fraud guard (monitor mode, sent): per_user_hour: ...")
+                ]))
         #expect(try counter(metrics, .perIPHour, .blocked) == 2)
         #expect(try counter(metrics, .countryBlock, .blocked) == 1)
         #expect(try counter(metrics, .perUserHour, .flagged) == 1)

@@ -1,6 +1,7 @@
 import Foundation
-@testable import GenAuth
 import Testing
+
+@testable import GenAuth
 
 @Suite("GenAuth answer reader")
 struct GenAuthAnswerReaderTests {

@@ -1,5 +1,6 @@
-@testable import GenAuth
 import Testing
+
+@testable import GenAuth
 
 @Suite("GenAuth endpoint")
 struct GenAuthEndpointTests {
@@ -7,14 +8,18 @@ struct GenAuthEndpointTests {
     func endpoints() throws {
         typealias Endpoint = GenAuthEndpoint
         let plain = try Endpoint(url: "http://example.com")
-        #expect(plain.tls == false && plain.host == "example.com" && plain.port == 80 && plain.basePath == "" && plain.hostHeader == "example.com")
+        #expect(
+            plain.tls == false && plain.host == "example.com" && plain.port == 80 && plain.basePath == ""
+                && plain.hostHeader == "example.com")
         let secure = try Endpoint(url: "HTTPS://app.genauth.ai:8443/tenant/")
         #expect(secure.tls && secure.host == "app.genauth.ai" && secure.port == 8443 && secure.basePath == "/tenant")
         #expect(secure.hostHeader == "app.genauth.ai:8443")
         let v6 = try Endpoint(url: "http://[::1]:9000")
         #expect(v6.host == "::1" && v6.port == 9000 && v6.hostHeader == "[::1]:9000")
-        for bad in ["ftp://x", "example.com", "http://", "http://host:0", "http://host:99999", "http://[::1",
-                    "http://user:pw@host", "http://host?q=1", "http://host/path#frag", "http://ho st"] {
+        for bad in [
+            "ftp://x", "example.com", "http://", "http://host:0", "http://host:99999", "http://[::1",
+            "http://user:pw@host", "http://host?q=1", "http://host/path#frag", "http://ho st",
+        ] {
             #expect(throws: (any Error).self, "\(bad)") { try Endpoint(url: bad) }
         }
     }

@@ -1,6 +1,7 @@
 import SMSModel
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 @Suite("Lease book")
 struct LeaseBookTests {

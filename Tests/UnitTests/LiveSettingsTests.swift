@@ -1,6 +1,7 @@
 import SMSModel
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 /// The engine's swappable settings: what a reload replaces, and what it cannot.
 @Suite("Live settings")

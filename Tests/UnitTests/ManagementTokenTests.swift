@@ -1,6 +1,7 @@
 import Foundation
-@testable import GenAuth
 import Testing
+
+@testable import GenAuth
 
 @Suite("Management token")
 struct ManagementTokenTests {
@@ -20,8 +21,10 @@ struct ManagementTokenTests {
         func answer(_ expiresIn: String) -> Data {
             Data(#"{"statusCode":200,"message":"","data":{"access_token":"tok-secret","expires_in":\#(expiresIn)}}"#.utf8)
         }
-        for (text, expected) in [("7200", 7200), ("1e300", 1e300), ("-5", -5), ("99999999999999999999999999", 1e26),
-                                 ("1e400", 0), ("-1e400", 0)] as [(String, Double)] {
+        for (text, expected) in [
+            ("7200", 7200), ("1e300", 1e300), ("-5", -5), ("99999999999999999999999999", 1e26),
+            ("1e400", 0), ("-1e400", 0),
+        ] as [(String, Double)] {
             let read = try ManagementTokenProvider.read(answer(text), status: "200 OK")
             #expect(read.token == "tok-secret")
             #expect(read.expiresIn == expected, "\(text)")

@@ -1,7 +1,8 @@
 import Foundation
-@testable import GenAuth
 import SMSModel
 import Testing
+
+@testable import GenAuth
 
 @Suite("Send-SMS request")
 struct SendSMSRequestTests {
@@ -22,8 +23,9 @@ struct SendSMSRequestTests {
 
     @Test("a triaged job's request carries its validated phone: no country code for +86")
     func fromAValidJob() throws {
-        let claimed = ClaimedJob(id: 1, channel: "CHANNEL_VERIFY_MFA", phoneNumber: "13800138000", phoneCountryCode: "+86",
-                                 attempts: 0, maxAttempts: 5)
+        let claimed = ClaimedJob(
+            id: 1, channel: "CHANNEL_VERIFY_MFA", phoneNumber: "13800138000", phoneCountryCode: "+86",
+            attempts: 0, maxAttempts: 5)
         let phone = try ValidatedPhone.validate(number: claimed.phoneNumber, countryCode: claimed.phoneCountryCode).get()
         let request = SendSMSRequest(ValidJob(claimed: claimed, channel: .verifyMFA, phone: phone, rule: ChannelRule()))
         #expect(request == SendSMSRequest(channel: "CHANNEL_VERIFY_MFA", phoneNumber: "13800138000", phoneCountryCode: nil))

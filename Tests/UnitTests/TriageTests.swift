@@ -1,8 +1,9 @@
 import Foundation
 import GenAuth
 import SMSEngine
-@testable import SMSModel
 import Testing
+
+@testable import SMSModel
 
 /// Triage is pure: every decision about a job without I/O, so these run without a database.
 @Suite("Triage")
@@ -16,13 +17,16 @@ struct TriageTests {
         return Triage(configuration: configuration, throttleWindow: window)
     }
 
-    func claimed(channel: String = "CHANNEL_LOGIN", phone: String = "13800138000", code: String? = nil,
-                 attempts: Int = 0, maxAttempts: Int = 5, age: Double = 0, expiresIn: Double? = nil,
-                 newer: Int64? = nil, uncertain: Bool = false, proofIn: Double? = 50) -> ClaimedJob {
-        ClaimedJob(id: 7, leaseToken: 3, channel: channel, phoneNumber: phone, phoneCountryCode: code, attempts: attempts,
-                   maxAttempts: maxAttempts, createdAt: Self.now - age, expiresAt: expiresIn.map { Self.now + $0 },
-                   now: Self.now, newerJob: newer, uncertain: uncertain,
-                   proofUntil: uncertain ? proofIn.map { Self.now + $0 } : nil)
+    func claimed(
+        channel: String = "CHANNEL_LOGIN", phone: String = "13800138000", code: String? = nil,
+        attempts: Int = 0, maxAttempts: Int = 5, age: Double = 0, expiresIn: Double? = nil,
+        newer: Int64? = nil, uncertain: Bool = false, proofIn: Double? = 50
+    ) -> ClaimedJob {
+        ClaimedJob(
+            id: 7, leaseToken: 3, channel: channel, phoneNumber: phone, phoneCountryCode: code, attempts: attempts,
+            maxAttempts: maxAttempts, createdAt: Self.now - age, expiresAt: expiresIn.map { Self.now + $0 },
+            now: Self.now, newerJob: newer, uncertain: uncertain,
+            proofUntil: uncertain ? proofIn.map { Self.now + $0 } : nil)
     }
 
     func valid(_ job: ClaimedJob, _ triage: Triage) throws -> ValidJob {
@@ -86,7 +90,8 @@ struct TriageTests {
         let triage = triage()
         let job = try valid(claimed(age: 500), triage)
         let soon = triage.deferral(job, until: Self.now + 60)
-        #expect(soon.state == .pending && soon.deferredUntil == Self.now + 60 && soon.message?.contains("throttle.window") == true)
+        #expect(
+            soon.state == .pending && soon.deferredUntil == Self.now + 60 && soon.message?.contains("throttle.window") == true)
         let late = triage.deferral(job, until: Self.now + 120, reason: "the breaker")
         #expect(late.state == .expired && late.message?.contains("the breaker") == true)
     }
@@ -96,18 +101,25 @@ struct TriageTests {
         let started = ContinuousClock.now
         let finished = started + .seconds(1)
         func outcome(_ job: ClaimedJob, _ result: CallResult) throws -> JobOutcome {
-            triage.outcome(for: try valid(job, triage), result: result, answer: result.answerClass, started: started,
-                           finished: finished)
+            triage.outcome(
+                for: try valid(job, triage), result: result, answer: result.answerClass, started: started,
+                finished: finished)
         }
         let first = try outcome(claimed(maxAttempts: 2), .answered(httpStatus: 503, body: nil, retryAfter: nil))
         #expect(first.state == .pending && first.call?.httpStatus == 503)
         #expect((Duration.milliseconds(500)...Duration.seconds(1)).contains(first.retryIn ?? .zero))
         let last = try outcome(claimed(attempts: 1, maxAttempts: 2), .notSent("refused"))
         #expect(last.state == .failed && last.message?.contains("attempts exhausted (2 of 2)") == true)
-        let sent = try outcome(claimed(), .answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 200, message: "",
-                                                                                                requestId: "abc"), retryAfter: nil))
+        let sent = try outcome(
+            claimed(),
+            .answered(
+                httpStatus: 200,
+                body: GenAuthResponseBody(
+                    statusCode: 200, message: "",
+                    requestId: "abc"), retryAfter: nil))
         #expect(sent.state == .sent && sent.call?.requestID == "abc" && sent.coalesce)
-        let wrongNumber = try outcome(claimed(), .answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 400), retryAfter: nil))
+        let wrongNumber = try outcome(
+            claimed(), .answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 400), retryAfter: nil))
         #expect(wrongNumber.state == .failed)
         // A Retry-After longer than the backoff wins.
         let limited = try outcome(claimed(), .answered(httpStatus: 429, body: nil, retryAfter: .seconds(30)))
@@ -124,8 +136,9 @@ struct TriageTests {
                 $0.policy = policy
                 $0.backoff = Backoff(base: .seconds(100), maximum: .seconds(300))
             }
-            return triage.outcome(for: try valid(job, triage), result: result, answer: result.answerClass,
-                                  started: started, finished: finished)
+            return triage.outcome(
+                for: try valid(job, triage), result: result, answer: result.answerClass,
+                started: started, finished: finished)
         }
         for policy in DeliveryPolicy.allCases {
             let notSent = try outcome(policy, claimed(), .notSent("connection refused"))
@@ -139,14 +152,17 @@ struct TriageTests {
         #expect(atMostOnce.state == .failed && atMostOnce.message?.hasPrefix("delivery unknown") == true)
         // The retry of an uncertain job that GenAuth calls too frequent: the earlier call went out.
         let tooFrequent = GenAuthResponseBody(statusCode: 429, message: "SMS sent too frequently", apiCode: 2021)
-        let presumed = try outcome(.atLeastOnce, claimed(attempts: 4, uncertain: true),
-                                   .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
+        let presumed = try outcome(
+            .atLeastOnce, claimed(attempts: 4, uncertain: true),
+            .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
         #expect(presumed.state == .sent && presumed.message?.hasPrefix("presumed sent") == true)
         // The same answer to a job with no unseen call is only the window: retried.
-        let certain = try outcome(.atLeastOnce, claimed(attempts: 1), .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
+        let certain = try outcome(
+            .atLeastOnce, claimed(attempts: 1), .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
         #expect(certain.state == .pending)
         // A 503 on the way keeps the uncertainty (and so the phone's window).
-        let busy = try outcome(.atLeastOnce, claimed(attempts: 1, uncertain: true), .answered(httpStatus: 503, body: nil, retryAfter: nil))
+        let busy = try outcome(
+            .atLeastOnce, claimed(attempts: 1, uncertain: true), .answered(httpStatus: 503, body: nil, retryAfter: nil))
         #expect(busy.state == .pending && busy.uncertain)
     }
 
@@ -159,34 +175,41 @@ struct TriageTests {
         func outcome(_ job: ClaimedJob, _ result: CallResult, startedAfter: Duration = .zero) throws -> JobOutcome {
             let triage = triage()
             let started = job.claimedAt + startedAfter
-            return triage.outcome(for: try valid(job, triage), result: result, answer: result.answerClass,
-                                  started: started, finished: started + .milliseconds(100))
+            return triage.outcome(
+                for: try valid(job, triage), result: result, answer: result.answerClass,
+                started: started, finished: started + .milliseconds(100))
         }
         // Inside the window (50 s left): GenAuth's "too frequent" proves the earlier call.
-        let inside = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 50),
-                                 .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
+        let inside = try outcome(
+            claimed(attempts: 1, uncertain: true, proofIn: 50),
+            .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
         #expect(inside.state == .sent && inside.message?.hasPrefix("presumed sent") == true)
         // The same answer once the window has closed (or less than its margin left) proves nothing: retried.
         for proofIn in [0.5, -10.0] {
-            let after = try outcome(claimed(attempts: 1, uncertain: true, proofIn: proofIn),
-                                    .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
+            let after = try outcome(
+                claimed(attempts: 1, uncertain: true, proofIn: proofIn),
+                .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil))
             #expect(after.state == .pending && after.uncertain, "\(proofIn)")
         }
         // The call left later than the claim: what counts is when it started.
-        let late = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 5),
-                               .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil), startedAfter: .seconds(10))
+        let late = try outcome(
+            claimed(attempts: 1, uncertain: true, proofIn: 5),
+            .answered(httpStatus: 200, body: tooFrequent, retryAfter: nil), startedAfter: .seconds(10))
         #expect(late.state == .pending)
         // GenAuth's QPS limit (HTTP 429, with its body saying 429 too) is no proof, inside the window either.
-        let qps = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 50),
-                              .answered(httpStatus: 429, body: tooFrequent, retryAfter: .seconds(1)))
+        let qps = try outcome(
+            claimed(attempts: 1, uncertain: true, proofIn: 50),
+            .answered(httpStatus: 429, body: tooFrequent, retryAfter: .seconds(1)))
         #expect(qps.state == .pending && qps.uncertain)
         // Accepted inside the window: the earlier call cannot have gone out (GenAuth would have refused
         // this one), plain sent. After it: a second SMS is possible, and the row says so.
-        let sentInside = try outcome(claimed(attempts: 1, uncertain: true, proofIn: 50),
-                                     .answered(httpStatus: 200, body: accepted, retryAfter: nil))
+        let sentInside = try outcome(
+            claimed(attempts: 1, uncertain: true, proofIn: 50),
+            .answered(httpStatus: 200, body: accepted, retryAfter: nil))
         #expect(sentInside.state == .sent && !sentInside.possibleDuplicate)
-        let sentAfter = try outcome(claimed(attempts: 1, uncertain: true, proofIn: -1),
-                                    .answered(httpStatus: 200, body: accepted, retryAfter: nil))
+        let sentAfter = try outcome(
+            claimed(attempts: 1, uncertain: true, proofIn: -1),
+            .answered(httpStatus: 200, body: accepted, retryAfter: nil))
         #expect(sentAfter.state == .sent && sentAfter.possibleDuplicate)
         #expect(sentAfter.message?.contains("a second SMS is possible") == true)
         // A job with no unanswered call is never a possible duplicate.
@@ -201,8 +224,9 @@ struct TriageTests {
             let job = claimed()
             let started = job.claimedAt
             let result = CallResult.answered(httpStatus: http, body: nil, retryAfter: nil)
-            let outcome = triage.outcome(for: try valid(job, triage), result: result, answer: result.answerClass,
-                                         started: started, finished: started + .seconds(2))
+            let outcome = triage.outcome(
+                for: try valid(job, triage), result: result, answer: result.answerClass,
+                started: started, finished: started + .seconds(2))
             #expect(outcome.state == .pending && outcome.uncertain && outcome.callMayHaveSent, "HTTP \(http)")
             // Back before GenAuth's window for that call closes: (60 - 2 - 1) / 2 s at most.
             #expect((outcome.retryIn ?? .seconds(999)) <= .seconds(29), "HTTP \(http): \(String(describing: outcome.retryIn))")
@@ -210,8 +234,9 @@ struct TriageTests {
         // GenAuth's own refusal with its body is certain: the window is freed.
         let job = claimed()
         let refused = CallResult.answered(httpStatus: 200, body: GenAuthResponseBody(statusCode: 500), retryAfter: nil)
-        let outcome = triage.outcome(for: try valid(job, triage), result: refused, answer: refused.answerClass,
-                                     started: job.claimedAt, finished: job.claimedAt + .seconds(1))
+        let outcome = triage.outcome(
+            for: try valid(job, triage), result: refused, answer: refused.answerClass,
+            started: job.claimedAt, finished: job.claimedAt + .seconds(1))
         #expect(outcome.state == .pending && !outcome.uncertain && !outcome.callMayHaveSent)
     }
 

@@ -1,5 +1,6 @@
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 /// The ticker's schedule without a clock: `.tick` every poll interval, `.clock` in between so the claim
 /// loop comes round at least every clock interval whatever the poll interval.

@@ -1,6 +1,7 @@
 import SMSModel
-@testable import SMSEngine
 import Testing
+
+@testable import SMSEngine
 
 @Suite("Write queue")
 struct WriteQueueTests {

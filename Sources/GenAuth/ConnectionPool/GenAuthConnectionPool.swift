@@ -89,8 +89,10 @@ final class GenAuthConnectionPool: @unchecked Sendable {
 
     /// `tls` applies to `https` endpoints: the system's trust roots and full verification by default
     /// (tests pass one that trusts their own certificate).
-    init(endpoint: Endpoint, eventLoop: EventLoop, maximumConnections: Int, connectTimeout: TimeAmount,
-         tls: TLSConfiguration = .makeClientConfiguration()) throws {
+    init(
+        endpoint: Endpoint, eventLoop: EventLoop, maximumConnections: Int, connectTimeout: TimeAmount,
+        tls: TLSConfiguration = .makeClientConfiguration()
+    ) throws {
         self.endpoint = endpoint
         self.eventLoop = eventLoop
         self.machine = StateMachine(maximumConnections: maximumConnections, idleLimit: GenAuthConnectionPool.idleLimit)
@@ -128,8 +130,10 @@ final class GenAuthConnectionPool: @unchecked Sendable {
         var notBefore: NIODeadline?
         var completion: @Sendable (Result<HTTPAnswer, HTTPCallError>) -> Void
 
-        init(head: HTTPRequestHead, body: ByteBuffer, timeout: TimeAmount, notBefore: NIODeadline? = nil,
-             completion: @escaping @Sendable (Result<HTTPAnswer, HTTPCallError>) -> Void) {
+        init(
+            head: HTTPRequestHead, body: ByteBuffer, timeout: TimeAmount, notBefore: NIODeadline? = nil,
+            completion: @escaping @Sendable (Result<HTTPAnswer, HTTPCallError>) -> Void
+        ) {
             self.head = head
             self.head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
             self.body = body
@@ -270,8 +274,9 @@ final class GenAuthConnectionPool: @unchecked Sendable {
             if written {
                 return HTTPCallError(code: .timedOut, description: "no answer within \(seconds) s", requestWritten: true)
             }
-            return HTTPCallError(code: .timedOut,
-                                 description: "no connection to GenAuth within \(seconds) s; the request was not sent")
+            return HTTPCallError(
+                code: .timedOut,
+                description: "no connection to GenAuth within \(seconds) s; the request was not sent")
         }
     }
 
@@ -303,8 +308,9 @@ final class GenAuthConnectionPool: @unchecked Sendable {
                         try pipeline.addHandler(tls)
                     }
                     // Headers are checked once when a head is built (`head(_:path:headers:)`).
-                    try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .fireError,
-                                                       enableOutboundHeaderValidation: false)
+                    try pipeline.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .fireError,
+                        enableOutboundHeaderValidation: false)
                     try pipeline.addHandler(AnswerHandler(pool: pool, awaitsHandshake: tlsContext != nil))
                 }
             }
@@ -314,11 +320,12 @@ final class GenAuthConnectionPool: @unchecked Sendable {
                 switch result {
                 case .success(let channel):
                     guard channel.isActive,
-                          let handler = try? channel.pipeline.syncOperations.handler(type: AnswerHandler.self)
+                        let handler = try? channel.pipeline.syncOperations.handler(type: AnswerHandler.self)
                     else {
                         // Closed by the server (or TLS) before it was ours: no `closed` will come for it.
                         channel.close(promise: nil)
-                        run(machine.connectFailed(id),
+                        run(
+                            machine.connectFailed(id),
                             connectError: "cannot connect to \(endpoint.hostHeader): closed as soon as it opened")
                         return
                     }
@@ -372,16 +379,20 @@ final class GenAuthConnectionPool: @unchecked Sendable {
                 head = answerHead
             case .body(var chunk):
                 guard body.readableBytes + chunk.readableBytes <= GenAuthConnectionPool.maximumBodyBytes else {
-                    fail(HTTPCallError(code: .badAnswer, description:
-                        "answer body larger than \(GenAuthConnectionPool.maximumBodyBytes / 1024) KiB"), context: context)
+                    fail(
+                        HTTPCallError(
+                            code: .badAnswer,
+                            description:
+                                "answer body larger than \(GenAuthConnectionPool.maximumBodyBytes / 1024) KiB"), context: context)
                     return
                 }
                 body.writeBuffer(&chunk)
             case .end:
                 guard let call, let head else {
                     // An answer nobody asked for: this connection's requests and answers are out of step.
-                    fail(HTTPCallError(code: .badAnswer, description: "an answer arrived with no request waiting"),
-                         context: context)
+                    fail(
+                        HTTPCallError(code: .badAnswer, description: "an answer arrived with no request waiting"),
+                        context: context)
                     return
                 }
                 self.call = nil
@@ -413,7 +424,8 @@ final class GenAuthConnectionPool: @unchecked Sendable {
             case HTTPParserError.invalidEOFState:
                 failure = HTTPCallError(code: .connectionLost, description: "connection closed before the answer was complete")
             case is HTTPParserError, is NIOHTTPDecoderError:
-                failure = HTTPCallError(code: .badAnswer, description: "GenAuth's answer is not HTTP/1.1 this client can read: \(error)")
+                failure = HTTPCallError(
+                    code: .badAnswer, description: "GenAuth's answer is not HTTP/1.1 this client can read: \(error)")
             default:
                 failure = HTTPCallError(code: .connectionLost, description: "\(error)")
             }
@@ -421,9 +433,12 @@ final class GenAuthConnectionPool: @unchecked Sendable {
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            call?.finish(.failure(HTTPCallError(code: .connectionLost,
-                                                description: "connection closed before the answer was complete",
-                                                requestWritten: handshakeDone)))
+            call?.finish(
+                .failure(
+                    HTTPCallError(
+                        code: .connectionLost,
+                        description: "connection closed before the answer was complete",
+                        requestWritten: handshakeDone)))
             call = nil
             if let connection { pool.closed(connection) }
             context.fireChannelInactive()

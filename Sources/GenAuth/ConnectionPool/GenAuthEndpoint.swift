@@ -17,7 +17,8 @@ package struct GenAuthEndpoint: Sendable, Equatable {
             tls = false
             rest = rest.dropFirst(7)
         } else {
-            throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(Self.shown(url)) is not an http:// or https:// URL")
+            throw HTTPCallError(
+                code: .connectFailed, description: "GenAuth host \(Self.shown(url)) is not an http:// or https:// URL")
         }
         let authority = rest.prefix { $0 != "/" }
         var path = String(rest.dropFirst(authority.count))
@@ -26,7 +27,8 @@ package struct GenAuthEndpoint: Sendable, Equatable {
         if authority.hasPrefix("[") {
             // [IPv6]:port
             guard let close = authority.firstIndex(of: "]") else {
-                throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(Self.shown(url)): unterminated IPv6 address")
+                throw HTTPCallError(
+                    code: .connectFailed, description: "GenAuth host \(Self.shown(url)): unterminated IPv6 address")
             }
             host = String(authority[authority.index(after: authority.startIndex)..<close])
             let after = authority[authority.index(after: close)...]
@@ -42,11 +44,16 @@ package struct GenAuthEndpoint: Sendable, Equatable {
             throw HTTPCallError(code: .connectFailed, description: "GenAuth host \(Self.shown(url)) has no valid host and port")
         }
         // A name or an address; no user info, query or fragment (they would end up in the request).
-        let hostCharacters = authority.hasPrefix("[") ? Set("0123456789abcdefABCDEF:.") : Set(
-            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+        let hostCharacters =
+            authority.hasPrefix("[")
+            ? Set("0123456789abcdefABCDEF:.")
+            : Set(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
         guard host.allSatisfy(hostCharacters.contains), !basePath.contains(where: { "?#% ".contains($0) }) else {
-            throw HTTPCallError(code: .connectFailed, description:
-                "GenAuth host \(Self.shown(url)) must be scheme://host[:port][/path], without user info, query or fragment")
+            throw HTTPCallError(
+                code: .connectFailed,
+                description:
+                    "GenAuth host \(Self.shown(url)) must be scheme://host[:port][/path], without user info, query or fragment")
         }
     }
 
@@ -60,10 +67,13 @@ package struct GenAuthEndpoint: Sendable, Equatable {
     /// control characters but tab.
     package static func isSafeHeader(name: String, value: String) -> Bool {
         let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
-        guard !name.isEmpty, name.utf8.allSatisfy({ byte in
-            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || tokenPunctuation.contains(byte)
-        }) else { return false }
+        guard !name.isEmpty,
+            name.utf8.allSatisfy({ byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                    || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || tokenPunctuation.contains(byte)
+            })
+        else { return false }
         return value.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7f) }
     }
 

@@ -1,8 +1,8 @@
 import Logging
 import PostgresClient
-import ServiceLifecycle
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// The dispatch loop: on each turn (a batch of `DispatchEvent`s) it claims due jobs up to the free
 /// call slots, has triage settle what must not be sent, has admission reserve the rest, and hands the
@@ -62,8 +62,9 @@ package struct ClaimLoop: Service {
     /// Returns once a shutdown has drained (every call answered and every outcome written, or the
     /// grace period over), or when its task is cancelled.
     mutating func turns() async {
-        var machine = StateMachine(concurrency: configuration.concurrency, drainLimit: configuration.drainLimit,
-                                   claimLinger: Self.claimLinger, now: .now)
+        var machine = StateMachine(
+            concurrency: configuration.concurrency, drainLimit: configuration.drainLimit,
+            claimLinger: Self.claimLinger, now: .now)
         turns: while let batch = await events.next() {
             // The ticker wakes this loop every poll interval: if it stops coming round, the watchdog
             // goes hungry and systemd restarts the daemon.
@@ -82,9 +83,10 @@ package struct ClaimLoop: Service {
             case .waitForDrain:
                 continue
             case .releaseUnsent(let jobs):
-                writes.submit(jobs.map {
-                    JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: .zero)
-                })
+                writes.submit(
+                    jobs.map {
+                        JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: .zero)
+                    })
                 events.send(.again)
             case .claim(let limit, let armLinger):
                 if armLinger { events.send(.lingerElapsed, after: Self.claimLinger) }
@@ -100,8 +102,9 @@ package struct ClaimLoop: Service {
                 // The heartbeat publishes a reload's channel priorities and TTLs (sms.channel_settings).
                 let current = settings.snapshot
                 do {
-                    try await claimAndSend(limit: limit, with: current.settings, on: db, machine: &machine,
-                                           settled: &settled)
+                    try await claimAndSend(
+                        limit: limit, with: current.settings, on: db, machine: &machine,
+                        settled: &settled)
                     session.succeeded()
                 } catch {
                     // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
@@ -116,13 +119,16 @@ package struct ClaimLoop: Service {
             }
         }
         if machine.inFlight > 0 {
-            logger.warning("stopping with calls in flight after the grace period; their jobs stay leased until rescued",
-                           metadata: ["in_flight": "\(machine.inFlight)"])
+            logger.warning(
+                "stopping with calls in flight after the grace period; their jobs stay leased until rescued",
+                metadata: ["in_flight": "\(machine.inFlight)"])
         }
     }
 
-    private func claimAndSend(limit: Int, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
-                              settled: inout [JobOutcome]) async throws {
+    private func claimAndSend(
+        limit: Int, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
+        settled: inout [JobOutcome]
+    ) async throws {
         let triage = Triage(configuration: live.triage, throttleWindow: live.admission.throttleWindow)
         var admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
         admission.pollInterval = configuration.pollInterval
@@ -136,8 +142,9 @@ package struct ClaimLoop: Service {
         // insert and its call instead of two, and the reservation need not lock rows its own
         // transaction holds. Jobs awaiting their reservation from an earlier turn ride along. The turn
         // runs on the connection's thread in one go (`Turn`).
-        let turn = await Turn.run(worker: identity.id, limit: limit, lease: configuration.lease,
-                                  candidates: machine.candidates, triage: triage, admission: admission, on: db)
+        let turn = await Turn.run(
+            worker: identity.id, limit: limit, lease: configuration.lease,
+            candidates: machine.candidates, triage: triage, admission: admission, on: db)
         // The half-open breaker's probe, if the turn's plan took it: handed back unless its call starts.
         var probe = turn.plan?.probe
         defer { if probe != nil { breaker.releaseProbe() } }
@@ -194,8 +201,10 @@ package struct ClaimLoop: Service {
         var answer = ReserveSends.Answer()
         var failure: (any Error)? = nil
 
-        static func run(worker: String, limit: Int, lease: Duration, candidates: [ValidJob], triage: Triage,
-                        admission: Admission, on db: PostgresConnection) async -> Turn {
+        static func run(
+            worker: String, limit: Int, lease: Duration, candidates: [ValidJob], triage: Triage,
+            admission: Admission, on db: PostgresConnection
+        ) async -> Turn {
             do {
                 return try await db.withSession { session in
                     var turn = Turn()
@@ -241,8 +250,10 @@ package struct ClaimLoop: Service {
 
     /// Reserves the candidates awaiting their reservation, outside a transaction (a chunk at a time,
     /// each committing on its own), then starts the granted calls.
-    private func reserveAndSend(_ admission: Admission, on db: PostgresConnection,
-                                machine: inout StateMachine, settled: inout [JobOutcome]) async throws {
+    private func reserveAndSend(
+        _ admission: Admission, on db: PostgresConnection,
+        machine: inout StateMachine, settled: inout [JobOutcome]
+    ) async throws {
         let plan = admission.plan(machine.candidates)
         // The job holding the half-open breaker's probe, until its call starts: handed back if it makes
         // none (deferred, capped, lost, or the reservation failed).
@@ -252,18 +263,23 @@ package struct ClaimLoop: Service {
         // deferrals are settled: their outcomes go to the writer even if the reservation fails).
         settled += plan.settled
         machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
-        let answer = try await admission.reserve(plan.batch, on: db, interrupted: { [logger] error in
-            logger.warning("a reservation chunk failed after others went through; its jobs are asked again next round",
-                           metadata: ["error": "\(error)"])
-        })
+        let answer = try await admission.reserve(
+            plan.batch, on: db,
+            interrupted: { [logger] error in
+                logger.warning(
+                    "a reservation chunk failed after others went through; its jobs are asked again next round",
+                    metadata: ["error": "\(error)"])
+            })
         send(answer, for: plan, by: admission, machine: &machine, settled: &settled, probe: &probe)
     }
 
     /// The reservation's verdicts on `plan`'s batch (a job without one was not asked, or got no
     /// answer: it waits for the next round): the granted calls start, the rest are settled. `probe`
     /// is cleared when its call starts.
-    private func send(_ answer: ReserveSends.Answer, for plan: Admission.Plan, by admission: Admission,
-                      machine: inout StateMachine, settled: inout [JobOutcome], probe: inout Int64?) {
+    private func send(
+        _ answer: ReserveSends.Answer, for plan: Admission.Plan, by admission: Admission,
+        machine: inout StateMachine, settled: inout [JobOutcome], probe: inout Int64?
+    ) {
         let verdicts = admission.apply(answer.verdicts, to: plan.batch)
         fraud.record(answer)
         var probeCall: Int64? = nil

@@ -1,8 +1,8 @@
 import Logging
 import PostgresClient
-import ServiceLifecycle
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// The fraud guard's anomaly side, River style (one service, one concern, its own session): every
 /// `interval`, one round of `sms.fraud_evaluate` (fold the closed minutes into the baselines, block or
@@ -28,16 +28,21 @@ package struct FraudWatch: Service {
 
     mutating func rounds() async {
         let (configuration, settings, board, logger) = (self.configuration, self.settings, self.board, self.logger)
-        await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: false,
-                               while: { !Task.isShuttingDownGracefully }) { db in
-            try await Self.round(fraud: settings.snapshot.settings.admission.fraud, interval: configuration.interval,
-                                 board: board, logger: logger, on: db)
+        await PeriodicTask.run(
+            session: &session, every: configuration.interval, waitFirst: false,
+            while: { !Task.isShuttingDownGracefully }
+        ) { db in
+            try await Self.round(
+                fraud: settings.snapshot.settings.admission.fraud, interval: configuration.interval,
+                board: board, logger: logger, on: db)
             return nil
         }
     }
 
-    static func round(fraud: FraudSettings, interval: Duration, board: FraudBoard, logger: Logger,
-                      on db: PostgresConnection) async throws {
+    static func round(
+        fraud: FraudSettings, interval: Duration, board: FraudBoard, logger: Logger,
+        on db: PostgresConnection
+    ) async throws {
         // The retention runs whatever the evaluation did (its own transaction): state that is never
         // pruned would grow without bound. A failed evaluation is thrown after it (the session logs it).
         var evaluationError: (any Error)? = nil
@@ -46,16 +51,18 @@ package struct FraudWatch: Service {
             board.forget()
         } else {
             do {
-            for change in try await db.run(EvaluateFraud(settings: fraud, interval: interval)) where change.isNew {
-                let block = change.block
-                logger.warning(fraud.mode == .enforce ? "fraud guard blocked \(block.scope.rawValue) \(block.key)"
-                                   : "fraud guard (monitor mode, not enforced) would block \(block.scope.rawValue) \(block.key)",
-                               metadata: [
-                                   "scope": "\(block.scope.rawValue)", "key": "\(block.key)", "reason": "\(block.reason)",
-                                   "mode": "\(fraud.mode.rawValue)", "minutes": "\(Int(fraud.blockDuration.seconds / 60))",
-                               ])
-            }
-            board.update(try await db.run(ListFraudBlocks()))
+                for change in try await db.run(EvaluateFraud(settings: fraud, interval: interval)) where change.isNew {
+                    let block = change.block
+                    logger.warning(
+                        fraud.mode == .enforce
+                            ? "fraud guard blocked \(block.scope.rawValue) \(block.key)"
+                            : "fraud guard (monitor mode, not enforced) would block \(block.scope.rawValue) \(block.key)",
+                        metadata: [
+                            "scope": "\(block.scope.rawValue)", "key": "\(block.key)", "reason": "\(block.reason)",
+                            "mode": "\(fraud.mode.rawValue)", "minutes": "\(Int(fraud.blockDuration.seconds / 60))",
+                        ])
+                }
+                board.update(try await db.run(ListFraudBlocks()))
             } catch {
                 evaluationError = error
             }

@@ -1,9 +1,9 @@
 import Foundation
 import Logging
 import PostgresClient
-import ServiceLifecycle
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// Keeps this process's worker row fresh and the leases of exactly the jobs it holds extended; then
 /// tells systemd and the metrics how things stand. First of the dispatcher's services, so the last to
@@ -39,8 +39,10 @@ package struct HeartbeatService: Service {
         var publishedGeneration: Int? = nil
         var warnedSharedID = false
         let (identity, lease, leases, stats, writes, reporter, logger, settings, staleAfter, pauses) =
-            (self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.settings,
-             self.staleAfter, self.pauses)
+            (
+                self.identity, self.lease, self.leases, self.stats, self.writes, self.reporter, self.logger, self.settings,
+                self.staleAfter, self.pauses
+            )
         await PeriodicTask.run(session: &session, every: configuration.interval) { db in
             // The leases first, and on their own: a statement that gives up (a lock on sms.jobs held by
             // an operator, a slow count) keeps neither the leases from being extended nor the worker
@@ -62,17 +64,21 @@ package struct HeartbeatService: Service {
             }
             let snapshot = stats.snapshot()
             let stuck = writes.stuckSince.map { ContinuousClock.now - $0 }
-            try await db.run(WorkerHeartbeat(worker: identity, inFlight: snapshot.inFlight, counters: snapshot.counters,
-                                             unwritten: writes.unsettled, oldestUnwritten: stuck))
+            try await db.run(
+                WorkerHeartbeat(
+                    worker: identity, inFlight: snapshot.inFlight, counters: snapshot.counters,
+                    unwritten: writes.unsettled, oldestUnwritten: stuck))
             let live = try await db.run(CountLiveWorkers(worker: identity, staleAfter: staleAfter))
             if live.sharingID > 0, !warnedSharedID {
                 warnedSharedID = true
-                logger.warning("another live daemon uses this worker.id; each still holds only its own jobs, but give every daemon its own id",
-                               metadata: ["others": "\(live.sharingID)"])
+                logger.warning(
+                    "another live daemon uses this worker.id; each still holds only its own jobs, but give every daemon its own id",
+                    metadata: ["others": "\(live.sharingID)"])
             }
             pauses.update(try await db.run(ListPauses()))
-            try await reporter.report(snapshot, live: live.live, stuck: stuck, unwritten: writes.unsettled,
-                                      pauses: pauses.pauses, on: db)
+            try await reporter.report(
+                snapshot, live: live.live, stuck: stuck, unwritten: writes.unsettled,
+                pauses: pauses.pauses, on: db)
             if let failed { throw failed }
             return nil
         }
@@ -88,16 +94,21 @@ struct StatusReporter: Sendable {
     /// The queue depth costs a count per beat: only with `metrics.listen` set.
     let publishesQueueDepth: Bool
 
-    func report(_ snapshot: (inFlight: Int, counters: WorkerCounters), live: Int, stuck: Duration?, unwritten: Int,
-                pauses: Pauses, on db: PostgresConnection) async throws {
+    func report(
+        _ snapshot: (inFlight: Int, counters: WorkerCounters), live: Int, stuck: Duration?, unwritten: Int,
+        pauses: Pauses, on db: PostgresConnection
+    ) async throws {
         if publishesQueueDepth {
             metrics.queueDepth.record(try await db.run(CountDueJobs()))
             metrics.breaker(breaker.phase)
         }
         let c = snapshot.counters
-        let writer = stuck.map { String(format: "; write-back failing for %.0f s (%d outcomes waiting)", $0.seconds, unwritten) } ?? ""
+        let writer =
+            stuck.map { String(format: "; write-back failing for %.0f s (%d outcomes waiting)", $0.seconds, unwritten) } ?? ""
         let paused = pauses.isEmpty ? "" : "; paused: " + pauses.all.map { $0.scope.shown }.joined(separator: ", ")
-        notifier.status("in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live\(writer)\(paused)")
+        notifier.status(
+            "in flight \(snapshot.inFlight); since start: sent \(c.sent), failed \(c.failed), retried \(c.retried), rejected \(c.rejected), expired \(c.expired), deferred \(c.deferred); breaker \(breaker.phase.rawValue); \(live) daemon(s) live\(writer)\(paused)"
+        )
     }
 }
 

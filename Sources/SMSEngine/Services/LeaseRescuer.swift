@@ -1,8 +1,8 @@
 import Logging
 import PostgresClient
-import ServiceLifecycle
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// Returns jobs whose lease ran out (their holder died, hung, or lost the database longer than a
 /// lease) to the queue by the delivery policy. Any daemon may do it; the row lock makes each rescue
@@ -31,21 +31,25 @@ package struct LeaseRescuer: Service {
     mutating func rounds() async {
         let (policy, logger, expirer, queueFullLog) = (self.policy, self.logger, self.expirer, self.queueFullLog)
         let throttleWindow = self.throttleWindow
-        await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) { db in
+        await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) {
+            db in
             let rescued: [(id: Int64, state: JobState)]
             do {
-                rescued = try await Self.rescue(policy: policy, throttleWindow: throttleWindow, on: db, logger: logger,
-                                                queueFullLog: queueFullLog)
+                rescued = try await Self.rescue(
+                    policy: policy, throttleWindow: throttleWindow, on: db, logger: logger,
+                    queueFullLog: queueFullLog)
             } catch {
                 // The expirer's round is its own: a failed rescue does not cost it.
                 await expirer.round(on: db)
                 throw error
             }
             if !rescued.isEmpty {
-                logger.warning("rescued jobs whose lease expired", metadata: [
-                    "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == .failed }.count)",
-                    "policy": "\(policy.rawValue)",
-                ])
+                logger.warning(
+                    "rescued jobs whose lease expired",
+                    metadata: [
+                        "count": "\(rescued.count)", "failed": "\(rescued.filter { $0.state == .failed }.count)",
+                        "policy": "\(policy.rawValue)",
+                    ])
             }
             await expirer.round(on: db)
             return nil
@@ -54,12 +58,17 @@ package struct LeaseRescuer: Service {
 
     /// The rescue never depends on NOTIFY: when PostgreSQL refuses notifications (its queue is full),
     /// the same rescue goes through without announcing.
-    static func rescue(policy: DeliveryPolicy, throttleWindow: Duration, on db: PostgresConnection, logger: Logger,
-                       queueFullLog: OccasionalLog) async throws -> [(id: Int64, state: JobState)] {
-        try await db.runAnnouncing(RescueExpiredLeases(policy: policy, throttleWindow: throttleWindow, holderGrace: Self.holderGrace)) { error in
+    static func rescue(
+        policy: DeliveryPolicy, throttleWindow: Duration, on db: PostgresConnection, logger: Logger,
+        queueFullLog: OccasionalLog
+    ) async throws -> [(id: Int64, state: JobState)] {
+        try await db.runAnnouncing(
+            RescueExpiredLeases(policy: policy, throttleWindow: throttleWindow, holderGrace: Self.holderGrace)
+        ) { error in
             if queueFullLog.due() {
-                logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); rescuing without announcing on sms_job_events",
-                             metadata: ["error": "\(error)"])
+                logger.error(
+                    "the NOTIFY queue is full (a LISTENing session stopped reading); rescuing without announcing on sms_job_events",
+                    metadata: ["error": "\(error)"])
             }
         }
     }

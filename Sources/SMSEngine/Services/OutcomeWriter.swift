@@ -1,8 +1,8 @@
 import Logging
 import PostgresClient
-import ServiceLifecycle
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// Writes outcomes back to their rows on a connection of its own, so writing one batch overlaps with
 /// claiming the next. It takes whatever has piled up and writes it in one statement: while one write
@@ -80,23 +80,27 @@ struct OutcomeWriter: Service {
             events.send(.outcomesWritten)
         }
         if writes.unsettled > 0 {
-            logger.error("stopping with outcomes not written; their leases will expire and the jobs be rescued",
-                         metadata: ["count": "\(writes.unsettled)"])
+            logger.error(
+                "stopping with outcomes not written; their leases will expire and the jobs be rescued",
+                metadata: ["count": "\(writes.unsettled)"])
         }
         await session.close()
     }
 
     private func complete(_ outcomes: [JobOutcome], on db: PostgresConnection) async throws -> Int {
-        let written = try await db.runAnnouncing(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow)) { error in
+        let written = try await db.runAnnouncing(CompleteJobs(worker: worker, outcomes: outcomes, throttleWindow: throttleWindow))
+        { error in
             if queueFullLog.due() {
-                logger.error("the NOTIFY queue is full (a LISTENing session stopped reading); writing outcomes without announcing them on sms_job_events (logged once a minute while it lasts)",
-                             metadata: ["error": "\(error)"])
+                logger.error(
+                    "the NOTIFY queue is full (a LISTENing session stopped reading); writing outcomes without announcing them on sms_job_events (logged once a minute while it lasts)",
+                    metadata: ["error": "\(error)"])
             }
         }
         if written.secondSMS > 0 {
             metrics.possibleDuplicates.increment(by: written.secondSMS)
-            logger.warning("a late answer showed a job's phone got, or may have got, a second SMS; its row says so",
-                           metadata: ["jobs": "\(written.secondSMS)"])
+            logger.warning(
+                "a late answer showed a job's phone got, or may have got, a second SMS; its row says so",
+                metadata: ["jobs": "\(written.secondSMS)"])
         }
         return written.updated
     }
@@ -128,8 +132,9 @@ struct OutcomeWriter: Service {
         do {
             let updated = try await complete(unwritten, on: db)
             if updated < unwritten.count {
-                logger.warning("some outcomes were not written: those jobs were no longer under this claim",
-                               metadata: ["fenced_out": "\(unwritten.count - updated)"])
+                logger.warning(
+                    "some outcomes were not written: those jobs were no longer under this claim",
+                    metadata: ["fenced_out": "\(unwritten.count - updated)"])
             }
             settled += unwritten
             unwritten.removeAll(keepingCapacity: true)
@@ -139,14 +144,18 @@ struct OutcomeWriter: Service {
                 do {
                     _ = try await complete([outcome], on: db)
                 } catch let rowError as PostgresError where rowError.disposition == .data {
-                    logger.error("write-back refused for a job; writing it without GenAuth's values", metadata: [
-                        "job": "\(outcome.jobID)", "error": "\(rowError)"])
+                    logger.error(
+                        "write-back refused for a job; writing it without GenAuth's values",
+                        metadata: [
+                            "job": "\(outcome.jobID)", "error": "\(rowError)",
+                        ])
                     do {
                         _ = try await complete([outcome.storable(after: rowError.message)], on: db)
                     } catch let again as PostgresError where again.disposition == .data {
                         // Nothing of GenAuth's is left in it; its lease runs out and the rescue settles it.
-                        logger.critical("write-back refused even without GenAuth's values; leaving the job to lease rescue",
-                                        metadata: ["job": "\(outcome.jobID)", "error": "\(again)"])
+                        logger.critical(
+                            "write-back refused even without GenAuth's values; leaving the job to lease rescue",
+                            metadata: ["job": "\(outcome.jobID)", "error": "\(again)"])
                     }
                 }
                 settled.append(unwritten.removeFirst())

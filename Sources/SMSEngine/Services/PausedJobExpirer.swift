@@ -21,7 +21,8 @@ struct PausedJobExpirer: Sendable {
         do {
             let expired = try await db.runAnnouncing(ExpirePausedJobs(limit: configuration.batchSize)) { error in
                 if queueFullLog.due() {
-                    logger.error("the NOTIFY queue is full; expiring paused jobs without announcing them", metadata: ["error": "\(error)"])
+                    logger.error(
+                        "the NOTIFY queue is full; expiring paused jobs without announcing them", metadata: ["error": "\(error)"])
                 }
             }
             if expired > 0 {

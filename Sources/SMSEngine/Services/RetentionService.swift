@@ -1,8 +1,8 @@
 import Logging
-import ServiceLifecycle
 import PostgresClient
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// Deletes finished jobs (and their attempts) older than `retention.max_age_days`, in batches, and the
 /// housekeeping's stale rows (`ForgetStaleRows`), in a task of its own so a long delete never delays a
@@ -36,15 +36,19 @@ package struct RetentionService: Service {
     mutating func rounds() async {
         let (configuration, logger) = (self.configuration, self.logger)
         // The first run waits one interval, so a restart loop does not hammer the table.
-        await PeriodicTask.run(session: &session, every: configuration.interval, waitFirst: true,
-                               while: { !Task.isShuttingDownGracefully }) { db in
+        await PeriodicTask.run(
+            session: &session, every: configuration.interval, waitFirst: true,
+            while: { !Task.isShuttingDownGracefully }
+        ) { db in
             guard let run = try await Self.apply(configuration, on: db) else { return nil }
             guard configuration.maxAge > .zero else { return nil }
             if run.deleted > 0 {
-                logger.notice("retention deleted finished jobs", metadata: [
-                    "deleted": "\(run.deleted)", "older_than_days": "\(Int(configuration.maxAge.seconds / 86_400))",
-                    "more": "\(run.more)",
-                ])
+                logger.notice(
+                    "retention deleted finished jobs",
+                    metadata: [
+                        "deleted": "\(run.deleted)", "older_than_days": "\(Int(configuration.maxAge.seconds / 86_400))",
+                        "more": "\(run.more)",
+                    ])
             }
             // Behind: go again after a breath rather than a whole interval.
             return run.more ? .seconds(1) : nil

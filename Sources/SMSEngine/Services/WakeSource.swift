@@ -1,7 +1,7 @@
 import PostgresClient
-import ServiceLifecycle
 import SMSJobStore
 import SMSModel
+import ServiceLifecycle
 
 /// What tells the claim loop that jobs may be due: `LISTEN sms_jobs` (sent by the insert trigger, a
 /// requeue and a resume) and, as the fallback for a lost notification and the loop's clock, a tick

@@ -30,8 +30,9 @@ package struct Migrator: Sendable {
     /// `sms-dispatcher migrate` applies unless told a directory.
     package static let embedded: Migrator = {
         do {
-            return try parse(EmbeddedMigrations.files.map { ($0.name, String(decoding: $0.bytes, as: UTF8.self)) },
-                             source: "the embedded migrations")
+            return try parse(
+                EmbeddedMigrations.files.map { ($0.name, String(decoding: $0.bytes, as: UTF8.self)) },
+                source: "the embedded migrations")
         } catch {
             // Checked by the build's tests (EmbeddedMigrationsTests): a broken list never ships.
             fatalError("\(error)")
@@ -45,14 +46,16 @@ package struct Migrator: Sendable {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
-            throw MigrationError(code: .unreadableDirectory, "cannot read migrations from \(directory): \(error.localizedDescription)")
+            throw MigrationError(
+                code: .unreadableDirectory, "cannot read migrations from \(directory): \(error.localizedDescription)")
         }
         var files: [(name: String, sql: String)] = []
         for name in names where name.hasSuffix(".sql") {
             do {
                 files.append((name, try String(contentsOfFile: directory + "/" + name, encoding: .utf8)))
             } catch {
-                throw MigrationError(code: .unreadableDirectory, "cannot read migration \(directory)/\(name): \(error.localizedDescription)")
+                throw MigrationError(
+                    code: .unreadableDirectory, "cannot read migration \(directory)/\(name): \(error.localizedDescription)")
             }
         }
         return try parse(files, source: directory)
@@ -91,7 +94,8 @@ package struct Migrator: Sendable {
     package func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> [Int] {
         try await takeMigrationLock(connection, logger: logger)
         do {
-            try await connection.execute("""
+            try await connection.execute(
+                """
                 CREATE SCHEMA IF NOT EXISTS sms;
                 CREATE TABLE IF NOT EXISTS sms.schema_migrations (
                     version    int PRIMARY KEY,
@@ -99,8 +103,9 @@ package struct Migrator: Sendable {
                     applied_at timestamptz NOT NULL DEFAULT now()
                 );
                 """)
-            let applied = Set(try await connection.query("SELECT version FROM sms.schema_migrations").rows
-                .map { try $0.requiredInt("version") })
+            let applied = Set(
+                try await connection.query("SELECT version FROM sms.schema_migrations").rows
+                    .map { try $0.requiredInt("version") })
             var appliedNow: [Int] = []
             for migration in migrations where !applied.contains(migration.version) {
                 try await apply(migration, on: connection, logger: logger)
@@ -134,16 +139,22 @@ package struct Migrator: Sendable {
                 try? await connection.execute("ROLLBACK")
                 let open = await Self.openTransactions(connection)
                 guard ContinuousClock.now + retryAfter < deadline else {
-                    throw MigrationError(code: .lockUnavailable,
-                        "migration \(migration.version) (\(migration.name)) could not take its locks within \(Int(patience.seconds)) s (\(tries) tries): \(open); end those transactions and run migrate again")
+                    throw MigrationError(
+                        code: .lockUnavailable,
+                        "migration \(migration.version) (\(migration.name)) could not take its locks within \(Int(patience.seconds)) s (\(tries) tries): \(open); end those transactions and run migrate again"
+                    )
                 }
-                logger.warning("a migration is waiting for locks other sessions hold; rolled back, trying again (producers are not held meanwhile)",
-                               metadata: ["version": "\(migration.version)", "try": "\(tries)",
-                                          "retry_in_s": "\(retryAfter.seconds)", "open_transactions": "\(open)"])
+                logger.warning(
+                    "a migration is waiting for locks other sessions hold; rolled back, trying again (producers are not held meanwhile)",
+                    metadata: [
+                        "version": "\(migration.version)", "try": "\(tries)",
+                        "retry_in_s": "\(retryAfter.seconds)", "open_transactions": "\(open)",
+                    ])
                 try await Task.sleep(for: retryAfter)
             } catch {
                 try? await connection.execute("ROLLBACK")
-                throw MigrationError(code: .failed, "migration \(migration.version) (\(migration.name)) failed and was rolled back: \(error)")
+                throw MigrationError(
+                    code: .failed, "migration \(migration.version) (\(migration.name)) failed and was rolled back: \(error)")
             }
         }
     }
@@ -154,19 +165,25 @@ package struct Migrator: Sendable {
         let deadline = ContinuousClock.now + patience
         var logged = false
         while !(try await AdvisoryLock.migrations.tryLock(on: connection)) {
-            let holder = (try? await connection.query("""
-                SELECT a.pid, a.usename, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint % 4294967296 LIMIT 1
-                """, [String(AdvisoryLock.migrations.rawValue)]).first).map { row in
-                "pid \((try? row.string("pid")) ?? "?") (\((try? row.string("usename")) ?? "?"), \((try? row.string("application_name")) ?? ""))"
-            } ?? "another session"
+            let holder =
+                (try? await connection.query(
+                    """
+                    SELECT a.pid, a.usename, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint % 4294967296 LIMIT 1
+                    """, [String(AdvisoryLock.migrations.rawValue)]
+                ).first).map { row in
+                    "pid \((try? row.string("pid")) ?? "?") (\((try? row.string("usename")) ?? "?"), \((try? row.string("application_name")) ?? ""))"
+                } ?? "another session"
             guard ContinuousClock.now + .seconds(1) < deadline else {
-                throw MigrationError(code: .lockUnavailable,
-                    "the migration lock (advisory lock \(AdvisoryLock.migrations.rawValue)) is held by \(holder) for over \(Int(patience.seconds)) s")
+                throw MigrationError(
+                    code: .lockUnavailable,
+                    "the migration lock (advisory lock \(AdvisoryLock.migrations.rawValue)) is held by \(holder) for over \(Int(patience.seconds)) s"
+                )
             }
             if !logged {
-                logger.warning("waiting for the migration lock: another migrate is running, or another session holds it",
-                               metadata: ["holder": "\(holder)"])
+                logger.warning(
+                    "waiting for the migration lock: another migrate is running, or another session holds it",
+                    metadata: ["holder": "\(holder)"])
                 logged = true
             }
             try await Task.sleep(for: .seconds(1))
@@ -176,15 +193,18 @@ package struct Migrator: Sendable {
     /// The oldest open transactions of the database (other than this session), for an operator to find
     /// what a migration is waiting behind.
     static func openTransactions(_ connection: PostgresConnection) async -> String {
-        let rows = try? await connection.query("""
+        let rows = try? await connection.query(
+            """
             SELECT pid, usename, application_name, round(extract(epoch FROM now() - xact_start))::int AS age_s, state
             FROM pg_stat_activity
             WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
             ORDER BY xact_start LIMIT 3
-            """).rows
-        let listed = rows?.map { row in
-            "pid \((try? row.string("pid")) ?? "?") user \((try? row.string("usename")) ?? "?") app '\((try? row.string("application_name")) ?? "")' open \((try? row.string("age_s")) ?? "?") s (\((try? row.string("state")) ?? "?"))"
-        } ?? []
+            """
+        ).rows
+        let listed =
+            rows?.map { row in
+                "pid \((try? row.string("pid")) ?? "?") user \((try? row.string("usename")) ?? "?") app '\((try? row.string("application_name")) ?? "")' open \((try? row.string("age_s")) ?? "?") s (\((try? row.string("state")) ?? "?"))"
+            } ?? []
         return listed.isEmpty ? "no other open transaction seen" : listed.joined(separator: "; ")
     }
 

@@ -25,8 +25,10 @@ package struct CompleteJobs: AnnouncingStatement {
     /// refuses notifications (its queue is full because a listener stopped reading: SQLSTATE 54000).
     package var announces: Bool
 
-    package init(worker: String, outcomes: [JobOutcome], throttleWindow: Duration, now: ContinuousClock.Instant = .now,
-                announces: Bool = true) {
+    package init(
+        worker: String, outcomes: [JobOutcome], throttleWindow: Duration, now: ContinuousClock.Instant = .now,
+        announces: Bool = true
+    ) {
         self.worker = worker
         self.outcomes = outcomes
         self.throttleWindow = throttleWindow
@@ -55,14 +57,15 @@ package struct CompleteJobs: AnnouncingStatement {
             PostgresArray.literal(outcomes.map { Optional($0.retryIn?.seconds ?? 0) }),
             PostgresArray.literal(calls.map { $0.map { max(0, $0.startedAt.duration(to: now).seconds) } }),
             PostgresArray.literal(calls.map { $0.map { max(0, $0.finishedAt.duration(to: now).seconds) } }),
-            PostgresArray.literal(outcomes.map { outcome -> String? in
-                guard outcome.call != nil else { return nil }
-                switch outcome.state {
-                case .sent: return "sent"
-                case .pending: return "retry"
-                default: return "failed"
-                }
-            }),
+            PostgresArray.literal(
+                outcomes.map { outcome -> String? in
+                    guard outcome.call != nil else { return nil }
+                    switch outcome.state {
+                    case .sent: return "sent"
+                    case .pending: return "retry"
+                    default: return "failed"
+                    }
+                }),
             PostgresArray.literal(calls.map { $0?.message }),
             PostgresArray.literal(outcomes.map(\.deferredUntil)),
             PostgresArray.literal(outcomes.map { $0.coalesce ? 1 : 0 }),
@@ -76,8 +79,9 @@ package struct CompleteJobs: AnnouncingStatement {
     /// How many rows the fence let through (the rest were no longer under their claim), and how many of
     /// them say a second SMS went out or may have (for `smsd_possible_duplicates_total`).
     package func decode(_ rows: PostgresRows) throws -> Written {
-        Written(updated: try rows.first?.int("updated") ?? 0,
-                secondSMS: (try rows.first?.int("doubled") ?? 0) + (try rows.first?.int("second_possible") ?? 0))
+        Written(
+            updated: try rows.first?.int("updated") ?? 0,
+            secondSMS: (try rows.first?.int("doubled") ?? 0) + (try rows.first?.int("second_possible") ?? 0))
     }
 
     package struct Written: Sendable, Equatable {

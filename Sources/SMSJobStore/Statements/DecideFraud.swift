@@ -37,9 +37,11 @@ package struct DecideFraud: Statement {
         """
 
     package var bindings: [String?] {
-        [now.map { String($0) }, PostgresArray.literal(requests.map { Optional($0.phoneKey) }),
-         PostgresArray.literal(requests.map(\.clientIP)), PostgresArray.literal(requests.map(\.userRef)),
-         settings.mode.rawValue, PostgresArray.literal(settings.limits), String(settings.trustVerifiedDays)]
+        [
+            now.map { String($0) }, PostgresArray.literal(requests.map { Optional($0.phoneKey) }),
+            PostgresArray.literal(requests.map(\.clientIP)), PostgresArray.literal(requests.map(\.userRef)),
+            settings.mode.rawValue, PostgresArray.literal(settings.limits), String(settings.trustVerifiedDays),
+        ]
     }
 
     /// In request order: each one's decision and, if a rule fired, its name.
@@ -47,7 +49,8 @@ package struct DecideFraud: Statement {
         try rows.rows.map { row in
             let decision = try row.requiredString("r_decision")
             guard let known = FraudDecision(rawValue: decision) else {
-                throw PostgresError(code: .badValue, message: "sms.fraud_decide returned an unknown decision \(decision.prefix(40))")
+                throw PostgresError(
+                    code: .badValue, message: "sms.fraud_decide returned an unknown decision \(decision.prefix(40))")
             }
             let rule = try row.string("r_rule")
             guard let rule else { return (known, nil) }

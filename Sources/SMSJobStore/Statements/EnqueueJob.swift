@@ -13,8 +13,10 @@ package struct EnqueueJob: Statement {
     package var clientIP: String?
     package var userRef: String?
 
-    package init(channel: Channel, phoneNumber: String, countryCode: String?, priority: Int?, idempotencyKey: String?,
-                expiresIn: Duration?, clientIP: String? = nil, userRef: String? = nil) {
+    package init(
+        channel: Channel, phoneNumber: String, countryCode: String?, priority: Int?, idempotencyKey: String?,
+        expiresIn: Duration?, clientIP: String? = nil, userRef: String? = nil
+    ) {
         self.channel = channel
         self.phoneNumber = phoneNumber
         self.countryCode = countryCode
@@ -35,8 +37,10 @@ package struct EnqueueJob: Statement {
         """
 
     package var bindings: [String?] {
-        [channel.rawValue, phoneNumber, countryCode, priority.map(String.init), idempotencyKey,
-         expiresIn.map { String($0.seconds) }, clientIP, userRef]
+        [
+            channel.rawValue, phoneNumber, countryCode, priority.map(String.init), idempotencyKey,
+            expiresIn.map { String($0.seconds) }, clientIP, userRef,
+        ]
     }
 
     /// The job's id (with an idempotency key seen before: the first job's).

@@ -32,9 +32,11 @@ package struct EvaluateFraud: Statement {
         """
 
     package var bindings: [String?] {
-        [now.map { String($0) }, String(settings.anomalyFactor), String(settings.anomalyMinRequests),
-         String(settings.anomalyMaxVerified), String(settings.blockDuration.seconds / 60), String(settings.baselineHours),
-         String(interval.seconds)]
+        [
+            now.map { String($0) }, String(settings.anomalyFactor), String(settings.anomalyMinRequests),
+            String(settings.anomalyMaxVerified), String(settings.blockDuration.seconds / 60), String(settings.baselineHours),
+            String(interval.seconds),
+        ]
     }
 
     package func decode(_ rows: PostgresRows) throws -> [Change] {
@@ -43,9 +45,11 @@ package struct EvaluateFraud: Statement {
             guard let scope = FraudBlock.Scope(rawValue: stored) else {
                 throw PostgresError(code: .badValue, message: "sms.fraud_evaluate returned an unknown scope \(stored.prefix(40))")
             }
-            return Change(block: FraudBlock(scope: scope, key: try row.requiredString("r_key"), since: try row.requiredDouble("since"),
-                                            until: try row.requiredDouble("until"), reason: try row.requiredString("r_reason")),
-                          isNew: try row.bool("r_new") ?? false)
+            return Change(
+                block: FraudBlock(
+                    scope: scope, key: try row.requiredString("r_key"), since: try row.requiredDouble("since"),
+                    until: try row.requiredDouble("until"), reason: try row.requiredString("r_reason")),
+                isNew: try row.bool("r_new") ?? false)
         }
     }
 }

@@ -41,8 +41,10 @@ package struct ExtendLeases: Statement {
         """
 
     package var bindings: [String?] {
-        [PostgresArray.literal(held.map { Int($0.id) }), PostgresArray.literal(held.map { Int($0.token) }),
-         String(lease.seconds)]
+        [
+            PostgresArray.literal(held.map { Int($0.id) }), PostgresArray.literal(held.map { Int($0.token) }),
+            String(lease.seconds),
+        ]
     }
 
     /// Leases extended.

@@ -26,7 +26,9 @@ package struct FraudDecisionCounts: Statement {
 
     package func decode(_ rows: PostgresRows) throws -> [Count] {
         try rows.rows.map { row in
-            Count(rule: try row.requiredString("rule"), decision: try row.requiredString("decision"), count: try row.requiredInt("n"))
+            Count(
+                rule: try row.requiredString("rule"), decision: try row.requiredString("decision"),
+                count: try row.requiredInt("n"))
         }
     }
 }

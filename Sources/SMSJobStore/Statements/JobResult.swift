@@ -30,8 +30,10 @@ package struct JobResult: Statement {
         /// Seconds until it is due (a deferred or retried job: "resend in ...").
         package var runIn: Double
 
-        package init(id: Int64, state: JobState, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
-                    requestID: String? = nil, httpStatus: Int? = nil, attempts: Int = 0, runIn: Double = 0) {
+        package init(
+            id: Int64, state: JobState, statusCode: Int? = nil, apiCode: Int? = nil, message: String? = nil,
+            requestID: String? = nil, httpStatus: Int? = nil, attempts: Int = 0, runIn: Double = 0
+        ) {
             self.id = id
             self.state = state
             self.statusCode = statusCode
@@ -51,9 +53,10 @@ package struct JobResult: Statement {
         guard let state = JobState(rawValue: stored) else {
             throw PostgresError(code: .badValue, message: "job \(id) has an unknown state \(stored)")
         }
-        return Row(id: id, state: state, statusCode: try row.int("status_code"), apiCode: try row.int("api_code"),
-                   message: try row.string("message"), requestID: try row.string("request_id"),
-                   httpStatus: try row.int("http_status"), attempts: try row.requiredInt("attempts"),
-                   runIn: try row.requiredDouble("run_in"))
+        return Row(
+            id: id, state: state, statusCode: try row.int("status_code"), apiCode: try row.int("api_code"),
+            message: try row.string("message"), requestID: try row.string("request_id"),
+            httpStatus: try row.int("http_status"), attempts: try row.requiredInt("attempts"),
+            runIn: try row.requiredDouble("run_in"))
     }
 }

@@ -22,8 +22,9 @@ package struct ListFraudAllowed: Statement {
 
     package func decode(_ rows: PostgresRows) throws -> [Entry] {
         try rows.rows.map { row in
-            Entry(prefix: try row.requiredString("prefix"), note: try row.string("note"),
-                  addedBy: try row.requiredString("added_by"), addedAt: try row.requiredDouble("added_at"))
+            Entry(
+                prefix: try row.requiredString("prefix"), note: try row.string("note"),
+                addedBy: try row.requiredString("added_by"), addedAt: try row.requiredDouble("added_at"))
         }
     }
 }

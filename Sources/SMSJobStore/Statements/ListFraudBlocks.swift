@@ -22,9 +22,10 @@ package struct ListFraudBlocks: Statement {
             guard let scope = FraudBlock.Scope(rawValue: stored) else {
                 throw PostgresError(code: .badValue, message: "sms.fraud_blocks holds an unknown scope \(stored.prefix(40))")
             }
-            return FraudBlock(scope: scope, key: try row.requiredString("key"), since: try row.requiredDouble("since"),
-                              until: try row.requiredDouble("until"), reason: try row.requiredString("reason"),
-                              clearedBy: try row.string("cleared_by"))
+            return FraudBlock(
+                scope: scope, key: try row.requiredString("key"), since: try row.requiredDouble("since"),
+                until: try row.requiredDouble("until"), reason: try row.requiredString("reason"),
+                clearedBy: try row.string("cleared_by"))
         }
     }
 }

@@ -31,7 +31,8 @@ extension Pause {
         guard let scope = Scope(stored: stored) else {
             throw PostgresError(code: .badValue, message: "sms.controls holds an unknown channel \(stored)")
         }
-        self.init(scope: scope, pausedBy: try row.requiredString("paused_by"), reason: try row.string("reason"),
-                  since: try row.requiredDouble("since"), until: try row.double("until"))
+        self.init(
+            scope: scope, pausedBy: try row.requiredString("paused_by"), reason: try row.string("reason"),
+            since: try row.requiredDouble("since"), until: try row.double("until"))
     }
 }

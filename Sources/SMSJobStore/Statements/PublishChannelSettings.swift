@@ -18,9 +18,11 @@ package struct PublishChannelSettings: Statement {
 
     package var bindings: [String?] {
         let channels = Channel.allCases
-        return [PostgresArray.literal(channels.map { Optional($0.rawValue) }),
-                PostgresArray.literal(channels.map { rules[$0].priority }),
-                PostgresArray.literal(channels.map { Optional(rules[$0].ttl.seconds) }),
-                PostgresArray.literal(channels.map { rules[$0].maxAttempts })]
+        return [
+            PostgresArray.literal(channels.map { Optional($0.rawValue) }),
+            PostgresArray.literal(channels.map { rules[$0].priority }),
+            PostgresArray.literal(channels.map { Optional(rules[$0].ttl.seconds) }),
+            PostgresArray.literal(channels.map { rules[$0].maxAttempts }),
+        ]
     }
 }

@@ -24,7 +24,9 @@ package struct PurgeFinished: Statement {
 extension PurgeFinished {
     /// Batch after batch until none older are left, or `deadline` passes with more to delete (then
     /// `more` is true): operator `purge` runs it to the end, retention within its time budget.
-    package func repeated(on db: PostgresConnection, until deadline: ContinuousClock.Instant? = nil) async throws
+    package func repeated(
+        on db: PostgresConnection, until deadline: ContinuousClock.Instant? = nil
+    ) async throws
         -> (deleted: Int, more: Bool)
     {
         var deleted = 0

@@ -31,9 +31,11 @@ package struct RequeueJobs: Statement {
         """
 
     package var bindings: [String?] {
-        [PostgresArray.literal(states.map { Optional($0.rawValue) }), channel?.rawValue,
-         PostgresArray.literal(ids.map { Int($0) }), finishedWithin.map { String($0.seconds) }, String(limit),
-         dryRun ? "true" : "false"]
+        [
+            PostgresArray.literal(states.map { Optional($0.rawValue) }), channel?.rawValue,
+            PostgresArray.literal(ids.map { Int($0) }), finishedWithin.map { String($0.seconds) }, String(limit),
+            dryRun ? "true" : "false",
+        ]
     }
 
     /// The ids requeued (or, dry run, that would be).

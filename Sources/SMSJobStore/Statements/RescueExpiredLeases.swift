@@ -15,8 +15,10 @@ package struct RescueExpiredLeases: AnnouncingStatement {
     /// before the job is retried (the retry may be a second SMS).
     package var holderGrace: Duration
 
-    package init(policy: DeliveryPolicy, throttleWindow: Duration = .seconds(60), holderGrace: Duration = .seconds(15),
-                announces: Bool = true) {
+    package init(
+        policy: DeliveryPolicy, throttleWindow: Duration = .seconds(60), holderGrace: Duration = .seconds(15),
+        announces: Bool = true
+    ) {
         self.policy = policy
         self.throttleWindow = throttleWindow
         self.holderGrace = holderGrace
@@ -27,8 +29,10 @@ package struct RescueExpiredLeases: AnnouncingStatement {
         "SELECT r_job_id, r_state FROM sms.rescue_expired_leases($1, $2::bool, $3::float8, $4::float8, $5::float8)"
 
     package var bindings: [String?] {
-        [policy.rawValue, announces ? "true" : "false", String(throttleWindow.seconds),
-         String(ProofWindow(throttleWindow: throttleWindow).length.seconds), String(holderGrace.seconds)]
+        [
+            policy.rawValue, announces ? "true" : "false", String(throttleWindow.seconds),
+            String(ProofWindow(throttleWindow: throttleWindow).length.seconds), String(holderGrace.seconds),
+        ]
     }
 
     /// Each rescued job and the state it was put in.

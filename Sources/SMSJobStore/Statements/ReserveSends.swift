@@ -17,8 +17,10 @@ package struct ReserveSends: Statement {
     /// to be spared the per-phone caps (see `ProofWindow`).
     package var proofMargin: Duration
 
-    package init(jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double,
-                fraud: FraudSettings = FraudSettings(), proofMargin: Duration = .seconds(2)) {
+    package init(
+        jobs: [ValidJob], window: Duration, hourCap: Int, dayCap: Int, rate: Double,
+        fraud: FraudSettings = FraudSettings(), proofMargin: Duration = .seconds(2)
+    ) {
         self.jobs = jobs
         self.window = window
         self.hourCap = hourCap
@@ -47,11 +49,13 @@ package struct ReserveSends: Statement {
         """
 
     package var bindings: [String?] {
-        [PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Int($0.lease.token) }),
-         PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
-         PostgresArray.literal(jobs.map { Optional($0.channel.rawValue) }), String(window.seconds), String(hourCap),
-         String(dayCap), String(max(0, rate)), fraud.mode.rawValue, PostgresArray.literal(fraud.limits),
-         String(fraud.trustVerifiedDays), String(proofMargin.seconds)]
+        [
+            PostgresArray.literal(jobs.map { Int($0.id) }), PostgresArray.literal(jobs.map { Int($0.lease.token) }),
+            PostgresArray.literal(jobs.map { Optional($0.phoneKey) }),
+            PostgresArray.literal(jobs.map { Optional($0.channel.rawValue) }), String(window.seconds), String(hourCap),
+            String(dayCap), String(max(0, rate)), fraud.mode.rawValue, PostgresArray.literal(fraud.limits),
+            String(fraud.trustVerifiedDays), String(proofMargin.seconds),
+        ]
     }
 
     package func decode(_ rows: PostgresRows) throws -> Answer {
@@ -65,11 +69,13 @@ package struct ReserveSends: Statement {
                 let slot = try row.double("r_slot") ?? 0
                 answer.verdicts[id] = .granted(slot: .seconds(double: min(max(0, slot), 3600)))
                 if let ruleName {
-                    answer.flagged[id] = FraudFlag(rule: rule, message: try row.string("r_detail") ?? "fraud guard (monitor mode, sent): \(ruleName)")
+                    answer.flagged[id] = FraudFlag(
+                        rule: rule, message: try row.string("r_detail") ?? "fraud guard (monitor mode, sent): \(ruleName)")
                 }
             case "fraud":
                 // An unknown rule still ends the job on its row, rejected: only the metric misses it.
-                answer.verdicts[id] = .fraud(rule: rule, message: try row.string("r_detail") ?? "fraud guard: \(ruleName ?? "a rule")")
+                answer.verdicts[id] = .fraud(
+                    rule: rule, message: try row.string("r_detail") ?? "fraud guard: \(ruleName ?? "a rule")")
             case "deferred" where (try row.string("r_detail"))?.hasPrefix("busy") == true:
                 answer.verdicts[id] = .busy(retryIn: .milliseconds(500))
             case "deferred": answer.verdicts[id] = .deferred(until: try row.double("until") ?? 0)

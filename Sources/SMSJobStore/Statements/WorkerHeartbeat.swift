@@ -11,8 +11,10 @@ package struct WorkerHeartbeat: Statement {
     package var unwritten: Int
     package var oldestUnwritten: Duration?
 
-    package init(worker: WorkerIdentity, inFlight: Int, counters: WorkerCounters, unwritten: Int = 0,
-                oldestUnwritten: Duration? = nil) {
+    package init(
+        worker: WorkerIdentity, inFlight: Int, counters: WorkerCounters, unwritten: Int = 0,
+        oldestUnwritten: Duration? = nil
+    ) {
         self.worker = worker
         self.inFlight = inFlight
         self.counters = counters
@@ -33,9 +35,11 @@ package struct WorkerHeartbeat: Statement {
         """
 
     package var bindings: [String?] {
-        [worker.id, worker.instance, worker.host, String(worker.pid), SMSDispatcherVersion.current, String(inFlight),
-         String(counters.claimed), String(counters.sent), String(counters.failed), String(counters.retried),
-         String(counters.rejected), String(counters.expired), String(counters.deferred),
-         String(counters.superseded), String(unwritten), oldestUnwritten.map { String($0.seconds) }]
+        [
+            worker.id, worker.instance, worker.host, String(worker.pid), SMSDispatcherVersion.current, String(inFlight),
+            String(counters.claimed), String(counters.sent), String(counters.failed), String(counters.retried),
+            String(counters.rejected), String(counters.expired), String(counters.deferred),
+            String(counters.superseded), String(unwritten), oldestUnwritten.map { String($0.seconds) },
+        ]
     }
 }
