@@ -127,29 +127,6 @@ package struct Admission: Sendable {
     /// (and, when these were advisory locks, could fill PostgreSQL's shared lock table).
     static let reservationChunk = 256
 
-    /// Asks the database for the batch's verdicts, a chunk at a time, each committing on its own
-    /// (outside a transaction). A chunk that fails after others went through leaves its jobs unanswered
-    /// (asked again next round) rather than losing the verdicts already committed (`interrupted` hears
-    /// of it); a first chunk that fails throws, as a single statement would.
-    func reserve(
-        _ batch: [ValidJob], on db: PostgresConnection, interrupted: (any Error) -> Void
-    ) async throws
-        -> ReserveSends.Answer
-    {
-        var answer = ReserveSends.Answer()
-        for range in Self.chunks(of: batch.count) {
-            do {
-                let part = try await db.run(statement(for: Array(batch[range])))
-                answer.verdicts.merge(part.verdicts) { _, new in new }
-                answer.flagged.merge(part.flagged) { _, new in new }
-            } catch  where range.lowerBound > 0 {
-                interrupted(error)
-                break
-            }
-        }
-        return answer
-    }
-
     /// Asks for one chunk's verdicts in the open transaction and commits it, in one round trip
     /// (`runAndCommit`), from the connection's thread. A failure throws: nothing of it may be kept.
     func reserveAndCommit(_ chunk: [ValidJob], on session: PostgresConnection.Session) throws -> ReserveSends.Answer {
@@ -157,16 +134,18 @@ package struct Admission: Sendable {
         return try session.runAndCommit(statement(for: chunk))
     }
 
+    /// One chunk's verdicts outside a transaction (the statement commits on its own), from the
+    /// connection's thread: the reservation of jobs claimed in earlier turns, when nothing is claimed.
+    func reserveAlone(_ chunk: [ValidJob], on session: PostgresConnection.Session) throws -> ReserveSends.Answer {
+        precondition(chunk.count <= Self.reservationChunk, "one chunk at a time")
+        return try session.run(statement(for: chunk))
+    }
+
     private func statement(for chunk: [ValidJob]) -> ReserveSends {
         ReserveSends(
             jobs: chunk, window: configuration.throttleWindow, hourCap: configuration.capPerPhoneHour,
             dayCap: configuration.capPerPhoneDay, rate: configuration.rateLimit * Self.rateHeadroom,
             fraud: configuration.fraud, proofMargin: ProofWindow.margin)
-    }
-
-    /// The reservation statements for `count` jobs: consecutive ranges of at most `reservationChunk`.
-    static func chunks(of count: Int) -> [Range<Int>] {
-        stride(from: 0, to: count, by: reservationChunk).map { $0..<min($0 + reservationChunk, count) }
     }
 
     /// The batch, sorted by its verdicts.

@@ -20,8 +20,6 @@ enum DispatchEvent: Sendable, Equatable {
     case recheckElapsed
     /// SIGTERM/SIGINT: stop claiming, drain.
     case shutdownRequested
-    /// The loop asked to go round again at once (a full claim, jobs waiting for their reservation).
-    case again
 }
 
 /// The claim loop's inbox. Producers on any thread `send`; the loop takes everything that arrived
@@ -60,6 +58,18 @@ final class DispatchEvents: Sendable {
             state.finishedCalls = 0
             return events
         } ?? nil
+    }
+
+    /// The events since the last call, without waiting: none if nothing came; nil after `close()`.
+    func takeNow() -> [DispatchEvent]? {
+        inbox.withState { state -> [DispatchEvent]? in
+            guard !state.closed else { return nil }
+            var events = state.flags
+            if state.finishedCalls > 0 { events.append(.callsFinished(state.finishedCalls)) }
+            state.flags.removeAll(keepingCapacity: true)
+            state.finishedCalls = 0
+            return events
+        }
     }
 
     /// Sends `event` once `delay` has passed (the claim loop's linger and recheck timers).

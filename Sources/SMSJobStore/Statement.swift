@@ -38,6 +38,11 @@ extension PostgresConnection.Session {
         return try statement.decode(rows[1])
     }
 
+    /// `statement` alone (outside a transaction it commits on its own), from the connection's thread.
+    package func run<S: Statement>(_ statement: S) throws -> S.Output {
+        try statement.decode(try pipeline([.init(S.sql, statement.bindings, prepared: S.isPrepared)])[0])
+    }
+
     /// `statement`, then COMMIT, in one round trip (`pipeline`): its answer once committed. A failure of
     /// the statement (`pipelineStep` 0) skipped the COMMIT: the transaction did not commit. A failed
     /// COMMIT throws as `commit()` does.

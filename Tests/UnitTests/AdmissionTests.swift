@@ -85,15 +85,6 @@ struct AdmissionTests {
         #expect(outcome?.message == message)
     }
 
-    @Test("a batch is reserved in statements of at most 256 jobs (each holds up to five row locks a job until it commits)")
-    func reservationChunks() {
-        #expect(Admission.chunks(of: 0).isEmpty)
-        #expect(Admission.chunks(of: 64) == [0..<64])
-        #expect(Admission.chunks(of: 256) == [0..<256])
-        #expect(Admission.chunks(of: 4096).count == 16 && Admission.chunks(of: 4096).last == 3840..<4096)
-        #expect(Admission.chunks(of: 600) == [0..<256, 256..<512, 512..<600])
-    }
-
     /// Issue 26: the breaker holds calls that can wait; a retry of a call that may have gone out cannot
     /// wait past its proof window.
     @Test("an open breaker holds a job whose earlier call may have gone out no later than its proof window, then lets it call")

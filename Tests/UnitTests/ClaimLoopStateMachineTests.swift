@@ -29,77 +29,91 @@ struct ClaimLoopStateMachineTests {
     func claimsFreeSlots() {
         var machine = machine()
         _ = machine.receive([.jobsAvailable], now: start)
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
         machine.reserved(stillWaiting: [], started: 60)
         _ = machine.receive([.callsFinished(20)], now: start + .milliseconds(10))
         #expect(machine.inFlight == 40)
         #expect(
-            machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false),
+            machine.next(unsettled: 0, now: start + .milliseconds(10)).action == .wait,
             "calls answered free slots, but nothing said jobs are due")
         _ = machine.receive([.outcomesWritten], now: start + .milliseconds(10))
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)).action == .wait)
         _ = machine.receive([.tick], now: start + .milliseconds(10))
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)) == .claim(limit: 24, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(10)).action == .claim(limit: 24))
+    }
+
+    @Test("a full claim decides another claim at once, with no event posted")
+    func aFullClaimClaimsAgain() {
+        var machine = machine(concurrency: 4)
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 4))
+        machine.claimed([job(1), job(2)], full: false)
+        #expect(machine.next(unsettled: 0, now: start).action == .reserve, "the claimed jobs' reservation, nothing more")
+        machine.reserved(stillWaiting: [], started: 2)
+        #expect(machine.next(unsettled: 0, now: start).action == .wait)
+        _ = machine.receive([.callsFinished(2), .tick], now: start + .seconds(1))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .claim(limit: 4))
+        machine.claimed([], full: true)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .claim(limit: 4), "full: more may be due")
     }
 
     @Test("a busy loop looks for jobs that fell due unannounced at least every recheck interval")
     func busyLoopRechecks() {
         var machine = machine()
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
         machine.claimed([])
         machine.reserved(stillWaiting: [], started: 40)
         let soon = start + ClaimLoop.StateMachine.recheck / 2
         _ = machine.receive([.callsFinished(10), .outcomesWritten], now: soon)
-        #expect(machine.next(unsettled: 0, now: soon) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: soon).action == .wait)
         let later = start + ClaimLoop.StateMachine.recheck
         _ = machine.receive([.callsFinished(10)], now: later)
-        #expect(machine.next(unsettled: 0, now: later) == .claim(limit: 44, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: later).action == .claim(limit: 44))
     }
 
     @Test("a due signal that finds no free slot waits for one; a failed claim asks again")
     func dueSignalWaitsForASlot() {
         var machine = machine(concurrency: 4)
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 4, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 4))
         machine.claimed([])
         machine.reserved(stillWaiting: [], started: 4)
         _ = machine.receive([.jobsAvailable], now: start + .seconds(1))
-        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .wait)
         #expect(machine.mayBeDue)
         _ = machine.receive([.callsFinished(4)], now: start + .seconds(2))
-        #expect(machine.next(unsettled: 0, now: start + .seconds(2)) == .claim(limit: 4, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(2)).action == .claim(limit: 4))
         #expect(!machine.mayBeDue)
         // The claim never ran (no session) or rolled back: the jobs may still be due.
         machine.claimFailed()
-        #expect(machine.next(unsettled: 0, now: start + .seconds(3)) == .claim(limit: 4, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(3)).action == .claim(limit: 4))
         // Back-pressure: the writer a full round behind holds the due signal until it catches up.
         _ = machine.receive([.jobsAvailable], now: start + .seconds(4))
-        #expect(machine.next(unsettled: 4, now: start + .seconds(4)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 4, now: start + .seconds(4)).action == .wait)
         _ = machine.receive([.outcomesWritten], now: start + .seconds(4))
-        #expect(machine.next(unsettled: 0, now: start + .seconds(4)) == .claim(limit: 4, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(4)).action == .claim(limit: 4))
     }
 
     @Test("a few free slots right after a claim wait for company, once armed; then they are claimed")
     func lingers() {
         var machine = machine()
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
+        machine.claimed([], full: true)
         machine.reserved(stillWaiting: [], started: 64)
-        // The claim came back full: more may be due.
-        _ = machine.receive([.again, .callsFinished(3)], now: start + .milliseconds(1))
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: true))
+        _ = machine.receive([.callsFinished(3)], now: start + .milliseconds(1))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .init(action: .wait, timers: [.linger]))
         _ = machine.receive([.callsFinished(1)], now: start + .milliseconds(1))
         #expect(
-            machine.next(unsettled: 0, now: start + .milliseconds(1)) == .claim(limit: 0, armLinger: false),
+            machine.next(unsettled: 0, now: start + .milliseconds(1)) == .init(action: .wait),
             "one wake-up on its way is enough")
         _ = machine.receive([.lingerElapsed], now: start + .milliseconds(3))
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(3)) == .claim(limit: 4, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(3)).action == .claim(limit: 4))
     }
 
     @Test("jobs awaiting their reservation and unwritten outcomes hold slots; a full writer round stops claims")
     func backPressure() {
         var machine = machine(concurrency: 8)
         machine.claimed([job(1), job(2)])
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 6, armLinger: false))
-        #expect(machine.next(unsettled: 8, now: start + .seconds(1)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 6))
+        #expect(machine.next(unsettled: 8, now: start + .seconds(1)).action == .reserve, "candidates still get their turn")
         // A failed reservation keeps its candidates; a successful one starts their calls.
         #expect(machine.candidates.map(\.id) == [1, 2])
         machine.reserved(stillWaiting: [job(2)], started: 1)
@@ -129,7 +143,7 @@ struct ClaimLoopStateMachineTests {
         machine.claimed([job(3), job(4)])
         machine.claimFailed(forgetting: [3, 4])
         #expect(machine.candidates.map(\.id) == [1, 2])
-        #expect(machine.next(unsettled: 0, now: .now) == .claim(limit: 6, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: .now).action == .claim(limit: 6))
     }
 
     @Test("shutdown: unsent jobs go back first, then the loop waits for calls and the writer, then stops")
@@ -140,60 +154,56 @@ struct ClaimLoopStateMachineTests {
         let began = machine.receive([.shutdownRequested], now: start)
         let beganAgain = machine.receive([.shutdownRequested], now: start)
         #expect(began && !beganAgain, "it begins once")
-        #expect(machine.next(unsettled: 0, now: start) == .releaseUnsent([job(1)]))
-        #expect(machine.next(unsettled: 1, now: start) == .waitForDrain)
+        #expect(machine.next(unsettled: 0, now: start) == .init(action: .releaseUnsent([job(1)])))
+        #expect(machine.next(unsettled: 1, now: start) == .init(action: .wait), "no timers while draining")
         _ = machine.receive([.callsFinished(2)], now: start + .seconds(1))
-        #expect(machine.next(unsettled: 3, now: start + .seconds(1)) == .waitForDrain, "outcomes not yet written")
-        #expect(machine.next(unsettled: 0, now: start + .seconds(1)) == .stop(inFlight: 0))
+        #expect(machine.next(unsettled: 3, now: start + .seconds(1)).action == .wait, "outcomes not yet written")
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .stop(inFlight: 0))
     }
 
-    @Test("the recheck timer: armed once after a claim with calls in flight; run out, it makes jobs possibly due")
+    @Test("the recheck timer: armed once when calls are in flight and no claim is due; run out, it makes jobs possibly due")
     func recheckTimer() {
         var machine = machine()
-        let armed1 = machine.armRecheck()
-        #expect(!armed1, "nothing in flight, a claim due anyway")
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start) == .init(action: .claim(limit: 64)), "nothing in flight: no timer")
         machine.claimed([])
         machine.reserved(stillWaiting: [], started: 10)
-        let armed2 = machine.armRecheck()
-        #expect(armed2)
-        let armed3 = machine.armRecheck()
-        #expect(!armed3, "one timer at a time")
+        #expect(machine.next(unsettled: 0, now: start) == .init(action: .wait, timers: [.recheck]))
+        #expect(machine.next(unsettled: 0, now: start) == .init(action: .wait), "one timer at a time")
         // Every answer and outcome within the recheck interval of the claim: no look by themselves.
         _ = machine.receive([.callsFinished(5), .outcomesWritten], now: start + .milliseconds(40))
-        #expect(machine.next(unsettled: 0, now: start + .milliseconds(40)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start + .milliseconds(40)).action == .wait)
         let later = start + ClaimLoop.StateMachine.recheck
         _ = machine.receive([.recheckElapsed], now: later)
-        #expect(machine.next(unsettled: 0, now: later) == .claim(limit: 59, armLinger: false))
-        let armed4 = machine.armRecheck()
-        #expect(armed4, "calls still in flight: armed again after that claim")
+        #expect(machine.next(unsettled: 0, now: later).action == .claim(limit: 59))
+        #expect(
+            machine.next(unsettled: 0, now: later) == .init(action: .wait, timers: [.recheck]),
+            "calls still in flight: armed again after that claim")
         // A timer that runs out soon after a later claim makes nothing due; the next one will.
         _ = machine.receive([.recheckElapsed], now: later + .milliseconds(10))
-        #expect(machine.next(unsettled: 0, now: later + .milliseconds(10)) == .claim(limit: 0, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: later + .milliseconds(10)) == .init(action: .wait, timers: [.recheck]))
         _ = machine.receive([.shutdownRequested], now: later + .milliseconds(20))
-        let armed5 = machine.armRecheck()
-        #expect(!armed5, "not while draining")
+        #expect(machine.next(unsettled: 0, now: later + .milliseconds(20)).timers.isEmpty, "not while draining")
     }
 
     @Test("the loop's clock makes no jobs due, and ends a drain past its grace period")
     func clockSaysNothingOfTheQueue() {
         var machine = machine()
-        #expect(machine.next(unsettled: 0, now: start) == .claim(limit: 64, armLinger: false))
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
         machine.claimed([])
         machine.reserved(stillWaiting: [], started: 5)
         let later = start + .seconds(10)
         _ = machine.receive([.clock], now: later)
-        #expect(machine.next(unsettled: 0, now: later) == .claim(limit: 0, armLinger: false), "a clock is not a poll")
+        #expect(machine.next(unsettled: 0, now: later).action == .wait, "a clock is not a poll")
         _ = machine.receive([.shutdownRequested], now: later)
         _ = machine.receive([.clock], now: later + .seconds(11))
-        #expect(machine.next(unsettled: 0, now: later + .seconds(11)) == .stop(inFlight: 5))
+        #expect(machine.next(unsettled: 0, now: later + .seconds(11)).action == .stop(inFlight: 5))
     }
 
     @Test func theGracePeriodEndsADrainThatDoesNotFinish() {
         var machine = machine()
         machine.reserved(stillWaiting: [], started: 5)
         _ = machine.receive([.shutdownRequested], now: start)
-        #expect(machine.next(unsettled: 0, now: start + .seconds(9)) == .waitForDrain)
-        #expect(machine.next(unsettled: 0, now: start + .seconds(11)) == .stop(inFlight: 5))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(9)).action == .wait)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(11)).action == .stop(inFlight: 5))
     }
 }

@@ -32,7 +32,7 @@ extension ClaimLoop {
         /// rescued or released by another daemon, rows a claim skipped while another held them. An
         /// idle loop finds them on the poll tick; a busy one (calls in flight) looks again once this
         /// long has passed since its last claim (an answered call, a written outcome or the recheck
-        /// timer, `armRecheck`, tells it so), as it did when every answer led to a claim.
+        /// timer, `Timer.recheck`, tells it so), as it did when every answer led to a claim.
         static let recheck = Duration.milliseconds(100)
 
         init(concurrency: Int, drainLimit: Duration, claimLinger: Duration, now: ContinuousClock.Instant) {
@@ -42,19 +42,36 @@ extension ClaimLoop {
             self.lastClaim = now - .seconds(1)
         }
 
-        /// What the loop does this turn.
+        /// What the loop does now. After any action but `wait` and `stop` it asks again at once (with
+        /// the events that came meanwhile): the machine, not an event the loop posts to itself, knows
+        /// that a full claim or jobs still awaiting their reservation mean another round.
         enum Action: Sendable, Equatable {
-            /// Claim up to `limit` jobs (none when 0) and reserve them with those awaiting their
-            /// reservation. `armLinger`: a few free slots are waiting for company; wake the loop
-            /// after `claimLinger` to claim them anyway.
-            case claim(limit: Int, armLinger: Bool)
+            /// Claim up to `limit` (at least 1) due jobs and reserve them with those awaiting their
+            /// reservation, in one transaction.
+            case claim(limit: Int)
+            /// Reserve the jobs awaiting their reservation (a chunk of them); claim nothing.
+            case reserve
             /// Shutting down: these were claimed and never sent; put them back to pending, no attempt
-            /// used, and come round again.
+            /// used.
             case releaseUnsent([ValidJob])
-            /// Shutting down, calls or outcomes still out: wait for the next event.
-            case waitForDrain
+            /// Nothing to do until the next event.
+            case wait
             /// Drained (every call answered, every outcome written), or the grace period is over.
             case stop(inFlight: Int)
+        }
+
+        /// A wake-up the loop arms for itself: the event comes back after the timer's duration.
+        enum Timer: Sendable, Equatable {
+            /// A few free slots are waiting for company: claim them anyway after `claimLinger`.
+            case linger
+            /// Calls are in flight and no claim is due: look again after `recheck`.
+            case recheck
+        }
+
+        /// The action, and the timers to arm with it.
+        struct Decision: Sendable, Equatable {
+            var action: Action
+            var timers: [Timer] = []
         }
 
         /// Takes the turn's events. Returns true when this turn began the shutdown.
@@ -74,7 +91,7 @@ extension ClaimLoop {
                 case .recheckElapsed:
                     recheckArmed = false
                     recheckIfDue(now)
-                case .jobsAvailable, .tick, .again:
+                case .jobsAvailable, .tick:
                     mayBeDue = true
                 case .outcomesWritten:
                     recheckIfDue(now)
@@ -94,43 +111,50 @@ extension ClaimLoop {
         /// What to do now. `unsettled`: outcomes handed to the writer and not yet written; they hold
         /// their jobs too, so while the writer is a full round behind (a slow or unreachable database)
         /// nothing more is claimed.
-        mutating func next(unsettled: Int, now: ContinuousClock.Instant) -> Action {
+        mutating func next(unsettled: Int, now: ContinuousClock.Instant) -> Decision {
             if let since = drainingSince {
                 if !candidates.isEmpty {
                     defer { candidates = [] }
-                    return .releaseUnsent(candidates)
+                    return Decision(action: .releaseUnsent(candidates))
                 }
-                if (inFlight == 0 && unsettled == 0) || now - since > drainLimit { return .stop(inFlight: inFlight) }
-                return .waitForDrain
+                if (inFlight == 0 && unsettled == 0) || now - since > drainLimit {
+                    return Decision(action: .stop(inFlight: inFlight))
+                }
+                return Decision(action: .wait)
             }
+            var timers: [Timer] = []
             let free = unsettled >= concurrency ? 0 : max(0, concurrency - inFlight - candidates.count)
-            // Jobs awaiting their reservation still get their turn (a claim of none).
-            guard mayBeDue else { return .claim(limit: 0, armLinger: false) }
-            // Under load, calls finish one by one and each wakes the loop: claiming each single free
-            // slot would cost a statement per job. A few free slots wait for company; a quiet queue
-            // (many free slots) claims at once.
-            let lingering = free > 0 && free < max(1, concurrency / 4) && now - lastClaim < claimLinger
-            let armLinger = lingering && !lingerArmed
-            if armLinger { lingerArmed = true }
-            if free > 0 && !lingering {
-                lastClaim = now
-                mayBeDue = false
-                return .claim(limit: free, armLinger: armLinger)
+            if mayBeDue && free > 0 {
+                // Under load, calls finish one by one and each wakes the loop: claiming each single free
+                // slot would cost a statement per job. A few free slots wait for company; a quiet queue
+                // (many free slots) claims at once.
+                let lingering = free < max(1, concurrency / 4) && now - lastClaim < claimLinger
+                if !lingering {
+                    lastClaim = now
+                    mayBeDue = false
+                    return Decision(action: .claim(limit: free))
+                }
+                if !lingerArmed {
+                    lingerArmed = true
+                    timers.append(.linger)
+                }
             }
-            return .claim(limit: 0, armLinger: armLinger)
+            // Without it a busy loop whose calls and outcomes all came within `recheck` of its last
+            // claim would look again only on the poll tick.
+            if inFlight > 0, !mayBeDue, !recheckArmed {
+                recheckArmed = true
+                timers.append(.recheck)
+            }
+            // Jobs awaiting their reservation get it whether or not anything is due.
+            return Decision(action: candidates.isEmpty ? .wait : .reserve, timers: timers)
         }
 
-        /// Whether to start the recheck timer now (a `.recheckElapsed` after `recheck`): calls are in
-        /// flight, no claim is due yet and none is on its way. Without it a busy loop whose calls and
-        /// outcomes all came within `recheck` of its last claim would look again only on the poll tick.
-        mutating func armRecheck() -> Bool {
-            guard drainingSince == nil, inFlight > 0, !mayBeDue, !recheckArmed else { return false }
-            recheckArmed = true
-            return true
+        /// Sendable jobs from this turn's claim: they wait for their reservation with the others. A full
+        /// claim (`full`) means more may be due: the next decision claims again.
+        mutating func claimed(_ jobs: [ValidJob], full: Bool = false) {
+            candidates += jobs
+            if full { mayBeDue = true }
         }
-
-        /// Sendable jobs from this turn's claim: they wait for their reservation with the others.
-        mutating func claimed(_ jobs: [ValidJob]) { candidates += jobs }
 
         /// A claim failed (no session, or rolled back): its jobs (`ids`) are no longer this process's
         /// to reserve, and the jobs it was to claim may still be due.

@@ -65,7 +65,8 @@ package struct ClaimLoop: Service {
         var machine = StateMachine(
             concurrency: configuration.concurrency, drainLimit: configuration.drainLimit,
             claimLinger: Self.claimLinger, now: .now)
-        turns: while let batch = await events.next() {
+        guard var batch = await events.next() else { return }
+        turns: while true {
             // The ticker wakes this loop every poll interval: if it stops coming round, the watchdog
             // goes hungry and systemd restarts the daemon.
             notifier.watchdog()
@@ -74,49 +75,36 @@ package struct ClaimLoop: Service {
             }
             // On the poll tick (and the clock between), not a timer per call: the sender starts calls
             // without a Swift task each, on purpose. A call whose end never came by its deadline frees
-            // its slot (`CallBook`); its `.callsFinished` arrives with the next turn.
+            // its slot (`CallBook`); its `.callsFinished` arrives with the next events.
             if machine.inFlight > 0, batch.contains(where: { $0 == .tick || $0 == .clock }) { sender.reclaimOverdue() }
             stats.setInFlight(machine.inFlight)
-            switch machine.next(unsettled: writes.unsettled, now: .now) {
+            let decision = machine.next(unsettled: writes.unsettled, now: .now)
+            for timer in decision.timers {
+                switch timer {
+                case .linger: events.send(.lingerElapsed, after: Self.claimLinger)
+                case .recheck: events.send(.recheckElapsed, after: StateMachine.recheck)
+                }
+            }
+            switch decision.action {
             case .stop:
                 break turns
-            case .waitForDrain:
-                continue
+            case .wait:
+                guard let next = await events.next() else { break turns }
+                batch = next
+                continue turns
             case .releaseUnsent(let jobs):
                 writes.submit(
                     jobs.map {
                         JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: .zero)
                     })
-                events.send(.again)
-            case .claim(let limit, let armLinger):
-                if armLinger { events.send(.lingerElapsed, after: Self.claimLinger) }
-                // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to
-                // its timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
-                guard let db = await session.connect() else {
-                    if limit > 0 { machine.claimFailed() }
-                    continue
-                }
-                notifier.watchdog()
-                // Outcomes decided in this turn, handed to the writer together at its end.
-                var settled: [JobOutcome] = []
-                // The heartbeat publishes a reload's channel priorities and TTLs (sms.channel_settings).
-                let current = settings.snapshot
-                do {
-                    try await claimAndSend(
-                        limit: limit, with: current.settings, on: db, machine: &machine,
-                        settled: &settled)
-                    session.succeeded()
-                } catch {
-                    // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
-                    // nothing claimed is lost (candidates still await their reservation), the outage
-                    // is logged once, and a fresh session (maybe on a new primary) is tried with backoff.
-                    await session.failed(error)
-                }
-                // Counted here, once, as they go to the writer (a claim rolled back took its own out).
-                stats.count(settled)
-                writes.submit(settled)
-                if machine.armRecheck() { events.send(.recheckElapsed, after: StateMachine.recheck) }
+            case .claim(let limit):
+                await turn(claiming: limit, machine: &machine)
+            case .reserve:
+                await turn(claiming: nil, machine: &machine)
             }
+            // Ask again at once, with whatever came meanwhile.
+            guard let arrived = events.takeNow() else { break turns }
+            batch = arrived
         }
         if machine.inFlight > 0 {
             logger.warning(
@@ -125,25 +113,47 @@ package struct ClaimLoop: Service {
         }
     }
 
+    /// One turn on the database: claim up to `limit` jobs (nil: none) and reserve them with those
+    /// awaiting their reservation; the outcomes it decided go to the writer at its end.
+    private mutating func turn(claiming limit: Int?, machine: inout StateMachine) async {
+        // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to
+        // its timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
+        guard let db = await session.connect() else {
+            if limit != nil { machine.claimFailed() }
+            return
+        }
+        notifier.watchdog()
+        // Outcomes decided in this turn, handed to the writer together at its end.
+        var settled: [JobOutcome] = []
+        // The heartbeat publishes a reload's channel priorities and TTLs (sms.channel_settings).
+        let current = settings.snapshot
+        do {
+            try await claimAndSend(limit: limit, with: current.settings, on: db, machine: &machine, settled: &settled)
+            session.succeeded()
+        } catch {
+            // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
+            // nothing claimed is lost (candidates still await their reservation), the outage
+            // is logged once, and a fresh session (maybe on a new primary) is tried with backoff.
+            await session.failed(error)
+        }
+        // Counted here, once, as they go to the writer (a claim rolled back took its own out).
+        stats.count(settled)
+        writes.submit(settled)
+    }
+
     private func claimAndSend(
-        limit: Int, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
+        limit: Int?, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
         settled: inout [JobOutcome]
     ) async throws {
         let triage = Triage(configuration: live.triage, throttleWindow: live.admission.throttleWindow)
         var admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
         admission.pollInterval = configuration.pollInterval
-        guard limit > 0 else {
-            // Nothing to claim: jobs awaiting their reservation from an earlier turn are reserved alone.
-            try await reserveAndSend(admission, on: db, machine: &machine, settled: &settled)
-            if !machine.candidates.isEmpty { events.send(.again) }
-            return
-        }
         // A claim and the reservation of what it claimed commit together: one WAL flush between a job's
         // insert and its call instead of two, and the reservation need not lock rows its own
         // transaction holds. Jobs awaiting their reservation from an earlier turn ride along. The turn
         // runs on the connection's thread in one go (`Turn`).
         let turn = await Turn.run(
-            worker: identity.id, limit: limit, lease: configuration.lease,
+            worker: identity.id, claiming: limit, lease: configuration.lease,
             candidates: machine.candidates, triage: triage, admission: admission, on: db)
         // The half-open breaker's probe, if the turn's plan took it: handed back unless its call starts.
         var probe = turn.plan?.probe
@@ -151,7 +161,8 @@ package struct ClaimLoop: Service {
         leases.hold(turn.claimed.map(\.lease))
         notifier.watchdog()
         settled += turn.settled
-        machine.claimed(turn.sendable)
+        // A full claim means more may be due: the machine's next decision claims again.
+        machine.claimed(turn.sendable, full: limit.map { turn.claimed.count == $0 } ?? false)
         if let plan = turn.plan {
             // Until the reservation is through, every candidate is still awaiting it (the breaker's
             // deferrals are settled: their outcomes go to the writer even if the reservation failed).
@@ -178,8 +189,6 @@ package struct ClaimLoop: Service {
             send(turn.answer, for: plan, by: admission, machine: &machine, settled: &settled, probe: &probe)
         }
         stats.countClaimed(turn.claimed.count)
-        // A full batch means more may be due: go round again at once. So do jobs awaiting a reservation.
-        if turn.claimed.count == limit || !machine.candidates.isEmpty { events.send(.again) }
     }
 
     /// One claim turn on the connection's thread, back to back: BEGIN and the claim, the triage of
@@ -201,15 +210,18 @@ package struct ClaimLoop: Service {
         var answer = ReserveSends.Answer()
         var failure: (any Error)? = nil
 
+        /// `claiming`: how many jobs to claim first (nil: none, only the candidates' reservation).
         static func run(
-            worker: String, limit: Int, lease: Duration, candidates: [ValidJob], triage: Triage,
+            worker: String, claiming limit: Int?, lease: Duration, candidates: [ValidJob], triage: Triage,
             admission: Admission, on db: PostgresConnection
         ) async -> Turn {
             do {
                 return try await db.withSession { session in
                     var turn = Turn()
                     do {
-                        turn.claimed = try session.begin(with: ClaimJobs(worker: worker, limit: limit, lease: lease))
+                        if let limit {
+                            turn.claimed = try session.begin(with: ClaimJobs(worker: worker, limit: limit, lease: lease))
+                        }
                         for job in turn.claimed {
                             switch triage.decide(job) {
                             case .send(let valid): turn.sendable.append(valid)
@@ -218,14 +230,16 @@ package struct ClaimLoop: Service {
                         }
                         let plan = admission.plan(candidates + turn.sendable)
                         turn.plan = plan
-                        // One chunk: its advisory locks are held until COMMIT, and more chunks would hold
-                        // more, in no order across chunks. The rest get no verdict: asked next round.
+                        // One chunk: its row locks are held until COMMIT, and more chunks would hold more,
+                        // in no order across chunks. The rest get no verdict: asked next round.
                         let asked = Array(plan.batch.prefix(Admission.reservationChunk))
                         turn.committing = true
-                        if asked.isEmpty {
-                            try session.commit()
-                        } else {
-                            turn.answer = try admission.reserveAndCommit(asked, on: session)
+                        switch (limit, asked.isEmpty) {
+                        case (.some, true): try session.commit()
+                        case (.some, false): turn.answer = try admission.reserveAndCommit(asked, on: session)
+                        // No claim, so no transaction is open: the reservation commits on its own.
+                        case (nil, true): break
+                        case (nil, false): turn.answer = try admission.reserveAlone(asked, on: session)
                         }
                     } catch {
                         turn.failure = error
@@ -246,31 +260,6 @@ package struct ClaimLoop: Service {
         guard let error = error as? PostgresError else { return false }
         if error.sqlState == PostgresError.SQLState.inFailedTransaction { return true }
         return error.pipelineStep == 0 && error.sqlState != nil && !error.isConnectionProblem
-    }
-
-    /// Reserves the candidates awaiting their reservation, outside a transaction (a chunk at a time,
-    /// each committing on its own), then starts the granted calls.
-    private func reserveAndSend(
-        _ admission: Admission, on db: PostgresConnection,
-        machine: inout StateMachine, settled: inout [JobOutcome]
-    ) async throws {
-        let plan = admission.plan(machine.candidates)
-        // The job holding the half-open breaker's probe, until its call starts: handed back if it makes
-        // none (deferred, capped, lost, or the reservation failed).
-        var probe = plan.probe
-        defer { if probe != nil { breaker.releaseProbe() } }
-        // Until the reservation is through, every candidate is still awaiting it (the breaker's
-        // deferrals are settled: their outcomes go to the writer even if the reservation fails).
-        settled += plan.settled
-        machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
-        let answer = try await admission.reserve(
-            plan.batch, on: db,
-            interrupted: { [logger] error in
-                logger.warning(
-                    "a reservation chunk failed after others went through; its jobs are asked again next round",
-                    metadata: ["error": "\(error)"])
-            })
-        send(answer, for: plan, by: admission, machine: &machine, settled: &settled, probe: &probe)
     }
 
     /// The reservation's verdicts on `plan`'s batch (a job without one was not asked, or got no
