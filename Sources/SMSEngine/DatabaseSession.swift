@@ -45,6 +45,8 @@ struct DatabaseSession: Sendable {
     mutating func connect() async -> PostgresConnection? {
         if let connection { return connection }
         if let wait = nextRetryDelay { try? await Task.sleep(for: wait) }
+        // Cancelled (a stop's last phase): no new connect, which libpq would wait out regardless.
+        if Task.isCancelled { return nil }
         do {
             connection = try await PostgresConnection.connect(url, applicationName: applicationName, session: settings)
         } catch {

@@ -109,7 +109,9 @@ package final class Dispatcher: Service, Sendable {
         let pauses = PauseBoard(logger: logger)
         // The fraud guard's decisions and blocks, for the log and metrics; the reservation enforces it.
         let fraud = FraudBoard(logger: logger)
-        let wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
+        let stopping = StopFlag()
+        var wake = WakeSource(pollInterval: configuration.claims.pollInterval, events: events, pauses: pauses)
+        wake.stopping = stopping
         let writer = OutcomeWriter(
             worker: identity.id, throttleWindow: configuration.admission.throttleWindow,
             smallBatch: max(1, configuration.claims.concurrency / 2), writes: writes,
@@ -126,13 +128,13 @@ package final class Dispatcher: Service, Sendable {
             configuration: configuration.rescuer, policy: configuration.triage.policy,
             throttleWindow: configuration.admission.throttleWindow,
             expirer: PausedJobExpirer(configuration: .init(), logger: logger),
-            session: session("lease rescue", quiet: true), logger: logger)
+            session: session("lease rescue", quiet: true), logger: logger, stopping: stopping)
         let fraudWatch = FraudWatch(
             configuration: configuration.fraudWatch, settings: settings, board: fraud,
-            session: session("fraud watch", quiet: true), logger: logger)
+            session: session("fraud watch", quiet: true), logger: logger, stopping: stopping)
         let retention = RetentionService(
             configuration: configuration.retention,
-            session: session("retention", quiet: true), logger: logger)
+            session: session("retention", quiet: true), logger: logger, stopping: stopping)
         var claims = configuration.claims
         claims.callTimeout = configuration.genauth.timeout
         let loop = ClaimLoop(
@@ -164,13 +166,14 @@ package final class Dispatcher: Service, Sendable {
             },
             logger: logger)
         // A backstop only: the drain and the writer bound themselves within it.
-        group.maximumGracefulShutdownDuration = configuration.claims.drainLimit + writer.shutdownLimit + .seconds(5)
+        group.maximumGracefulShutdownDuration = claims.drainLimit + writer.shutdownLimit + .seconds(5)
         let stopRequested = Mutex(false)
         do {
             try await withGracefulShutdownHandler {
                 try await ServiceGroup(configuration: group).run()
             } onGracefulShutdown: { [notifier] in
                 stopRequested.withLock { $0 = true }
+                stopping.set()
                 notifier.stopping(status: "draining: no new claims, finishing calls in flight")
             }
         } catch {

@@ -29,6 +29,8 @@ struct Migrate: AsyncParsableCommand {
         } catch let error as MigrationError {
             fail(error.description, code: ExitStatus.config)
         }
+        // Said every time: a stale --sql-dir or SMSD_SQL_DIR would otherwise apply other files silently.
+        print(directory.map { "migrations: the files of \($0) (not the built-in ones)" } ?? "migrations: built into this binary")
         let db = try await options.connect(config)
         do {
             let applied = try await migrator.migrate(db, logger: logger)

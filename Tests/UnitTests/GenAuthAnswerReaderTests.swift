@@ -31,6 +31,8 @@ struct GenAuthAnswerReaderTests {
         #expect(GenAuthClient.parseRetryAfter("7") == 7)
         #expect(GenAuthClient.parseRetryAfter(" 2.5 ") == 2.5)
         #expect(GenAuthClient.parseRetryAfter("soon") == nil)
+        #expect(
+            GenAuthClient.parseRetryAfter("inf") == nil && GenAuthClient.parseRetryAfter("1e400") == nil, "no hint of forever")
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")

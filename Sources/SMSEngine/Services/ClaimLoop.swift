@@ -72,6 +72,8 @@ package struct ClaimLoop: Service {
             notifier.watchdog()
             if machine.receive(batch, now: .now) {
                 logger.notice("shutting down: no new claims", metadata: ["in_flight": "\(machine.inFlight)"])
+                // The drain's deadline, seen when it comes (the ticker's clock may be up to 10 s away).
+                events.send(.clock, after: configuration.drainLimit + .milliseconds(10))
             }
             // On the poll tick (and the clock between), not a timer per call: the sender starts calls
             // without a Swift task each, on purpose. A call whose end never came by its deadline frees

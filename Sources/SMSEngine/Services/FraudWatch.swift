@@ -25,12 +25,14 @@ package struct FraudWatch: Service {
     let board: FraudBoard
     var session: DatabaseSession
     let logger: Logger
+    /// Set when the daemon's stop begins: no new round after it.
+    var stopping = StopFlag()
 
     mutating func rounds() async {
         let (configuration, settings, board, logger) = (self.configuration, self.settings, self.board, self.logger)
         await PeriodicTask.run(
             session: &session, every: configuration.interval, waitFirst: false,
-            while: { !Task.isShuttingDownGracefully }
+            while: { [stopping] in !stopping.isSet && !Task.isShuttingDownGracefully }
         ) { db in
             try await Self.round(
                 fraud: settings.snapshot.settings.admission.fraud, interval: configuration.interval,
@@ -84,5 +86,8 @@ extension FraudWatch {
             var service = self
             await service.rounds()
         }
+        // Stopped early by the daemon's stop flag: still return only at this service's turn (a service
+        // of the group that returns out of turn makes it cancel the others).
+        try? await gracefulShutdown()
     }
 }

@@ -26,12 +26,17 @@ package struct LeaseRescuer: Service {
     let expirer: PausedJobExpirer
     var session: DatabaseSession
     let logger: Logger
+    /// Set when the daemon's stop begins: no new round after it.
+    var stopping = StopFlag()
     let queueFullLog = OccasionalLog()
 
     mutating func rounds() async {
         let (policy, logger, expirer, queueFullLog) = (self.policy, self.logger, self.expirer, self.queueFullLog)
         let throttleWindow = self.throttleWindow
-        await PeriodicTask.run(session: &session, every: configuration.interval, while: { !Task.isShuttingDownGracefully }) {
+        await PeriodicTask.run(
+            session: &session, every: configuration.interval,
+            while: { [stopping] in !stopping.isSet && !Task.isShuttingDownGracefully }
+        ) {
             db in
             let rescued: [(id: Int64, state: JobState)]
             do {
@@ -82,5 +87,8 @@ extension LeaseRescuer {
             var service = self
             await service.rounds()
         }
+        // Stopped early by the daemon's stop flag: still return only at this service's turn (a service
+        // of the group that returns out of turn makes it cancel the others).
+        try? await gracefulShutdown()
     }
 }

@@ -32,13 +32,15 @@ package struct RetentionService: Service {
     let configuration: Configuration
     var session: DatabaseSession
     let logger: Logger
+    /// Set when the daemon's stop begins: no new round after it.
+    var stopping = StopFlag()
 
     mutating func rounds() async {
         let (configuration, logger) = (self.configuration, self.logger)
         // The first run waits one interval, so a restart loop does not hammer the table.
         await PeriodicTask.run(
             session: &session, every: configuration.interval, waitFirst: true,
-            while: { !Task.isShuttingDownGracefully }
+            while: { [stopping] in !stopping.isSet && !Task.isShuttingDownGracefully }
         ) { db in
             guard let run = try await Self.apply(configuration, on: db) else { return nil }
             guard configuration.maxAge > .zero else { return nil }
@@ -80,5 +82,8 @@ extension RetentionService {
             var service = self
             await service.rounds()
         }
+        // Stopped early by the daemon's stop flag: still return only at this service's turn (a service
+        // of the group that returns out of turn makes it cancel the others).
+        try? await gracefulShutdown()
     }
 }

@@ -15,6 +15,8 @@ struct WakeSource: Sendable {
     /// How often the loop hears `.clock` at least: well inside systemd's `WatchdogSec` (30 s), which
     /// the loop feeds on every turn, and a draining shutdown's deadline is seen within it.
     var clockInterval = Duration.seconds(10)
+    /// Set when the daemon's stop begins: LISTEN ends then (the drain claims nothing); the ticker goes on.
+    var stopping = StopFlag()
 
     /// The ticker: `.tick` every poll interval, and `.clock` in between so that the loop comes round
     /// at least every `clockInterval` (if it stops coming round, the watchdog goes hungry).
@@ -53,7 +55,7 @@ struct WakeSource: Sendable {
     /// while nobody listened.
     func listen(session: inout DatabaseSession) async {
         let wait = min(pollInterval, .seconds(1))
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully && !stopping.isSet {
             guard let connection = await session.connect() else { continue }
             do {
                 try await connection.listen(NotificationChannel.jobsAvailable.rawValue)
@@ -61,7 +63,7 @@ struct WakeSource: Sendable {
                 session.succeeded()
                 pauses.update(try await connection.run(ListPauses()))
                 events.send(.jobsAvailable)
-                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully && !stopping.isSet {
                     let received = try await connection.waitForNotifications(timeout: wait)
                     if received.isEmpty { continue }
                     if received.contains(where: { $0.channel == NotificationChannel.controls.rawValue }) {
@@ -98,6 +100,8 @@ extension WakeSource {
                 var session = self.session
                 await source.listen(session: &session)
             }
+            // Ended early by the daemon's stop flag: still return only at this service's turn.
+            try? await gracefulShutdown()
         }
     }
 }
