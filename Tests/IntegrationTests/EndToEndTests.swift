@@ -176,6 +176,60 @@ struct EndToEndTests {
         #expect(try await database.query("SELECT count(*)::int AS n FROM sms.workers").first?.requiredInt("n") == 0)
     }
 
+    /// Issue 27: the engine stops through a ServiceGroup, one service at a time in reverse order. With
+    /// the database refusing writes the drain and the writer run out their limits; the whole stop must
+    /// still end inside systemd's TimeoutStopSec (30 s), and what the writer could not write is settled
+    /// by the rescue once the database takes writes again.
+    @Test("SIGTERM while the database refuses writes: the stop ends within TimeoutStopSec (30 s), exit 0, nothing lost")
+    func gracefulShutdownWhileTheDatabaseRefusesWrites() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let sandbox = try await SandboxProcess.start(["--latency-ms", "300"])
+        defer { Task { await sandbox.stop() } }
+        try await database.query(
+            """
+            INSERT INTO sms.jobs (channel, phone_number)
+            SELECT 'CHANNEL_LOGIN', '136' || lpad(g::text, 8, '0') FROM generate_series(1, 200) g
+            """)
+        let daemon = try startDaemon(
+            database: database, sandbox: sandbox, extra: ["SMSD_CONCURRENCY": "20", "SMSD_LEASE_DURATION": "5"])
+        defer { Task { await daemon.stop() } }
+        let started = await eventually(timeout: .seconds(30)) { ((try? await stateCounts(database))?["sent"] ?? 0) >= 20 }
+        #expect(started)
+        let admin = try await PostgresConnection.connect(try TestEnvironment.adminURL)
+        try await admin.query("ALTER DATABASE \(database.name) SET default_transaction_read_only = on")
+        _ = try await admin.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'sms-dispatcher%'",
+            [database.name])
+        try await Task.sleep(for: .seconds(1))
+        let stopping = ContinuousClock.now
+        daemon.signal(SIGTERM)
+        let status = await daemon.waitForExit(timeout: .seconds(45))
+        let took = ContinuousClock.now - stopping
+        print(
+            String(
+                format: "shutdown with the database refusing writes: exit %@ after %.1f s",
+                "\(status.map(String.init) ?? "none")", took.seconds))
+        #expect(status == 0, "\(daemon.output)")
+        #expect(took < .seconds(30), "systemd would have killed it (TimeoutStopSec=30s): \(took)")
+        try await admin.query("ALTER DATABASE \(database.name) RESET default_transaction_read_only")
+        await admin.close()
+        // What it could not write is the rescue's to settle once its leases have run out.
+        try await Task.sleep(for: .seconds(6))
+        _ = try await database.query("SELECT * FROM sms.rescue_expired_leases('at-least-once')")
+        let counts = try await stateCounts(database)
+        #expect(counts["running"] == nil, "\(counts)")
+        // Every SMS the sandbox accepted is on a row that admits it (sent, or may have been delivered).
+        let admitted =
+            try await database.query(
+                """
+                SELECT count(*)::int AS n FROM sms.jobs
+                WHERE state = 'sent' OR message LIKE '%may have been delivered%' OR (state = 'pending' AND uncertain)
+                """
+            ).first?.requiredInt("n") ?? 0
+        #expect(try await sandbox.report().accepted.count <= admitted, "\(counts)")
+    }
+
     @Test("SIGTERM under load: in-flight calls finish and are written, exit 0, nothing left running")
     func gracefulShutdownUnderLoad() async throws {
         let database = try await TestDatabase.create()
