@@ -170,15 +170,15 @@ package struct Admission: Sendable {
             case .capped(let reason): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: reason))
             case .fraud(_, let message): result.settled.append(JobOutcome(job: job.lease, state: .rejected, message: message))
             case .paused(let message):
-                result.settled.append(JobOutcome(job: job.lease, state: .pending, message: message, retryIn: .zero))
+                result.settled.append(.putBack(job.lease, because: message))
             case .busy(let retryIn):
                 // Another session held the job's row or one of its keys for a moment: this job alone waits.
                 result.settled.append(
                     JobOutcome(
-                        job: job.lease, state: .pending,
+                        job: job.lease, next: .retry(in: retryIn),
                         message:
-                            "waiting: another session held this job's phone or row for a moment; next try in \(retryIn.seconds) s",
-                        retryIn: retryIn))
+                            "waiting: another session held this job's phone or row for a moment; next try in \(retryIn.seconds) s"
+                    ))
             case nil: result.unanswered.append(job)
             }
         }

@@ -47,9 +47,11 @@ struct CallSender: Sendable {
                     "call slot too far off in the cluster's rate schedule; the job waits for it unsent",
                     metadata: ["job": "\(job.id)", "slot_s": "\(Int(slot.seconds))"])
                 withhold(
-                    job,
-                    "released unsent: the cluster's rate schedule (rate_limit.requests_per_second) had no slot for \(Int(slot.seconds)) s",
-                    retryIn: slot)
+                    JobOutcome(
+                        job: job.lease, next: .retry(in: slot),
+                        message:
+                            "released unsent: the cluster's rate schedule (rate_limit.requests_per_second) had no slot for \(Int(slot.seconds)) s"
+                    ))
                 continue
             }
             book.open(job, triage: triage, startingAt: started, timeout: timeout)
@@ -98,12 +100,11 @@ struct CallSender: Sendable {
         }
         if holdsProbe { breaker.releaseProbe() }
         guard book.finish(job.lease) else { return }
-        withhold(job, withheld, retryIn: .zero)
+        withhold(.putBack(job.lease, because: withheld))
     }
 
     /// A granted job that makes no call: back to pending, no attempt used; its call slot is free.
-    private func withhold(_ job: ValidJob, _ message: String, retryIn: Duration) {
-        let outcome = JobOutcome(job: job.lease, state: .pending, message: message, retryIn: retryIn)
+    private func withhold(_ outcome: JobOutcome) {
         stats.count([outcome])
         writes.submit(outcome)
         events.send(.callsFinished(1))

@@ -27,9 +27,10 @@ struct DispatcherMetrics: Sendable {
     /// Jobs finished or put back, by what happened: sent, failed, rejected, expired, superseded, retry, deferred.
     func outcome(_ outcome: JobOutcome) {
         let name: String
-        switch outcome.state {
-        case .pending: name = outcome.deferredUntil == nil ? "retry" : "deferred"
-        default: name = outcome.state.rawValue
+        switch outcome.next {
+        case .finished(let state): name = state.rawValue
+        case .deferred: name = "deferred"
+        case .retry, .putBack: name = "retry"
         }
         outcomes[name]?.increment()
     }

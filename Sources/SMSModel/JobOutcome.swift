@@ -3,16 +3,13 @@ package struct JobOutcome: Sendable, Equatable {
     /// The job and the claim this outcome belongs to: the write-back is fenced on both.
     package var job: JobLease
     package var jobID: Int64 { job.id }
-    /// `sent`, `failed`, `rejected`, `expired`, or `pending` for a scheduled retry.
-    package var state: JobState
+    /// What becomes of the job next, classified once; the row's state, the retry's delay and the
+    /// deferral's time all follow from it.
+    package var next: Next
     /// The row's `message`: GenAuth's, or the daemon's reason when it decided itself.
     package var message: String?
     /// The call made under this claim, if any.
     package var call: CallRecord?
-    /// How long until the retry, for `pending`.
-    package var retryIn: Duration?
-    /// For a deferral: the epoch second (database clock) to try again; counts in `deferrals`.
-    package var deferredUntil: Double?
     /// When sent: supersede older pending jobs for the same phone and channel.
     package var coalesce: Bool
     /// Some call of this job may have reached GenAuth without our learning its answer (the request was
@@ -30,20 +27,64 @@ package struct JobOutcome: Sendable, Equatable {
     package var possibleDuplicate: Bool
 
     package init(
-        job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Duration? = nil,
-        deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false,
-        unseenCallProvableUntil: Double? = nil, possibleDuplicate: Bool = false
+        job: JobLease, next: Next, message: String?, call: CallRecord? = nil, coalesce: Bool = false,
+        uncertain: Bool = false, unseenCallProvableUntil: Double? = nil, possibleDuplicate: Bool = false
     ) {
         self.job = job
-        self.state = state
+        self.next = next
         self.message = message
         self.call = call
-        self.retryIn = retryIn
-        self.deferredUntil = deferredUntil
         self.coalesce = coalesce
         self.uncertain = uncertain
         self.unseenCallProvableUntil = unseenCallProvableUntil
         self.possibleDuplicate = possibleDuplicate
+    }
+
+    /// An outcome by its row's state: `pending` with `deferredUntil` is a deferral, `pending` otherwise
+    /// a retry after `retryIn` (at once when nil); any other state is final.
+    package init(
+        job: JobLease, state: JobState, message: String?, call: CallRecord? = nil, retryIn: Duration? = nil,
+        deferredUntil: Double? = nil, coalesce: Bool = false, uncertain: Bool = false,
+        unseenCallProvableUntil: Double? = nil, possibleDuplicate: Bool = false
+    ) {
+        let next: Next
+        switch (state, deferredUntil) {
+        case (.pending, .some(let until)): next = .deferred(until: until)
+        case (.pending, nil): next = .retry(in: retryIn ?? .zero)
+        default: next = .finished(state)
+        }
+        self.init(
+            job: job, next: next, message: message, call: call, coalesce: coalesce, uncertain: uncertain,
+            unseenCallProvableUntil: unseenCallProvableUntil, possibleDuplicate: possibleDuplicate)
+    }
+
+    /// A job this daemon holds but does not call now (released at shutdown, held by a pause, withheld at
+    /// its slot): pending again at once, no attempt used, with why.
+    package static func putBack(_ job: JobLease, because message: String) -> JobOutcome {
+        JobOutcome(job: job, next: .putBack, message: message)
+    }
+
+    /// The row's state.
+    package var state: JobState {
+        switch next {
+        case .finished(let state): state
+        case .retry, .deferred, .putBack: .pending
+        }
+    }
+
+    /// How long until the job is due again (pending); nil for a final state or a deferral.
+    package var retryIn: Duration? {
+        switch next {
+        case .retry(let delay): delay
+        case .putBack: .zero
+        case .finished, .deferred: nil
+        }
+    }
+
+    /// For a deferral: the epoch second (database clock) to try again; counts in `deferrals`.
+    package var deferredUntil: Double? {
+        if case .deferred(let until) = next { return until }
+        return nil
     }
 
     /// This outcome without anything GenAuth sent, for a row the database refused to store it on (a
@@ -57,14 +98,27 @@ package struct JobOutcome: Sendable, Equatable {
                 startedAt: call.startedAt, finishedAt: call.finishedAt)
             stripped.call = call
         }
-        stripped.deferredUntil = nil
-        stripped.retryIn = nil
         if state == .sent {
             stripped.message = "sent (GenAuth accepted it), but its answer could not be stored: \(error)"
         } else {
-            stripped.state = .failed
+            stripped.next = .finished(.failed)
             stripped.message = "the outcome could not be stored (\(error)); was: \(state.rawValue): \(message ?? "")"
         }
         return stripped
+    }
+}
+
+extension JobOutcome {
+    /// What becomes of a claimed job next.
+    package enum Next: Sendable, Equatable {
+        /// A final state: sent, failed, rejected, expired, superseded.
+        case finished(JobState)
+        /// Pending again after this delay (a retry after a call, a moment's wait for a busy key).
+        case retry(in: Duration)
+        /// Pending until this epoch second (database clock): the phone's window, the breaker, a cap's
+        /// hour; counts in the row's `deferrals`.
+        case deferred(until: Double)
+        /// Pending again at once, no call made (released, paused, withheld).
+        case putBack
     }
 }

@@ -11,15 +11,15 @@ package struct WorkerCounters: Sendable, Equatable {
     package init() {}
 
     package mutating func count(_ outcome: JobOutcome) {
-        switch outcome.state {
-        case .sent: sent += 1
-        case .failed: failed += 1
-        case .pending where outcome.deferredUntil != nil: deferred += 1
-        case .pending: retried += 1
-        case .superseded: superseded += 1
-        case .rejected: rejected += 1
-        case .expired: expired += 1
-        default: break
+        switch outcome.next {
+        case .finished(.sent): sent += 1
+        case .finished(.failed): failed += 1
+        case .finished(.superseded): superseded += 1
+        case .finished(.rejected): rejected += 1
+        case .finished(.expired): expired += 1
+        case .finished: break
+        case .deferred: deferred += 1
+        case .retry, .putBack: retried += 1
         }
     }
 }

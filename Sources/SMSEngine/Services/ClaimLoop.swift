@@ -97,7 +97,7 @@ package struct ClaimLoop: Service {
             case .releaseUnsent(let jobs):
                 writes.submit(
                     jobs.map {
-                        JobOutcome(job: $0.lease, state: .pending, message: "released unsent at daemon shutdown", retryIn: .zero)
+                        .putBack($0.lease, because: "released unsent at daemon shutdown")
                     })
             case .claim(let limit):
                 await turn(claiming: limit, machine: &machine)

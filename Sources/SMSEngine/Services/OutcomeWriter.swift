@@ -167,7 +167,11 @@ struct OutcomeWriter: Service {
 extension JobOutcome {
     /// Back to pending with nothing to wait for.
     fileprivate var isDueAgainNow: Bool {
-        state == .pending && deferredUntil == nil && (retryIn ?? .zero) <= .zero
+        switch next {
+        case .putBack: true
+        case .retry(let delay): delay <= .zero
+        case .finished, .deferred: false
+        }
     }
 }
 
