@@ -167,17 +167,19 @@ package final class Dispatcher: Service, Sendable {
             logger: logger)
         // A backstop only: the drain and the writer bound themselves within it.
         group.maximumGracefulShutdownDuration = claims.drainLimit + writer.shutdownLimit + .seconds(5)
-        let stopRequested = Mutex(false)
+        var failure: (any Error)? = nil
         do {
             try await withGracefulShutdownHandler {
                 try await ServiceGroup(configuration: group).run()
             } onGracefulShutdown: { [notifier] in
-                stopRequested.withLock { $0 = true }
                 stopping.set()
                 notifier.stopping(status: "draining: no new claims, finishing calls in flight")
             }
+        } catch is CancellationError {
+            // Cancelled (a test, or the process ending): nothing failed.
         } catch {
             logger.error("a dispatcher service failed; stopping", metadata: ["error": "\(error)"])
+            failure = error
         }
         // After every service (the heartbeat too: a last beat could re-create it): `sms.workers` lists
         // running daemons.
@@ -191,7 +193,11 @@ package final class Dispatcher: Service, Sendable {
         }
         await unregister.close()
         await client.shutdown()
-        guard stopRequested.withLock({ $0 }) || Task.isCancelled else {
+        if let failure {
+            // Exit non-zero, so systemd restarts the daemon whole.
+            throw DispatcherError(code: .serviceFailed, "a dispatcher service failed: \(failure)")
+        }
+        guard stopping.isSet || Task.isCancelled else {
             // Neither asked to stop nor cancelled: exit non-zero, so systemd restarts the daemon whole.
             logger.critical("a dispatcher service stopped on its own; the daemon stops so systemd restarts it")
             throw DispatcherError(code: .serviceStopped, "a dispatcher service stopped on its own")

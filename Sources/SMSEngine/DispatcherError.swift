@@ -6,6 +6,8 @@ package struct DispatcherError: Error, CustomStringConvertible {
         private init(_ name: String) { self.name = name }
         /// One of its services ended or failed on its own: the daemon is no longer whole.
         package static let serviceStopped = Code("serviceStopped")
+        /// One of its services threw (the group stopped the others first).
+        package static let serviceFailed = Code("serviceFailed")
     }
     package let code: Code
     package let message: String
