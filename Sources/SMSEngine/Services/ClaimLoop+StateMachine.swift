@@ -13,15 +13,14 @@ extension ClaimLoop {
         /// Calls holding a slot: started and not yet ended (answered, failed, or reclaimed as overdue).
         private(set) var inFlight = 0
         /// When the graceful shutdown began; nil while claiming.
-        private(set) var drainingSince: ContinuousClock.Instant? = nil
+        /// Claiming, or draining since a graceful shutdown began.
+        private(set) var phase = Phase.claiming
         /// Claimed and sendable, awaiting their reservation (kept across a database outage): the jobs
         /// to reserve this turn.
         private(set) var candidates: [ValidJob] = []
         private var lastClaim: ContinuousClock.Instant
-        /// A `.lingerElapsed` is on its way.
-        private var lingerArmed = false
-        /// A `.recheckElapsed` is on its way.
-        private var recheckArmed = false
+        /// The timers whose event is on its way: one of each at a time.
+        private var armed: Set<Timer> = []
         /// Something said jobs may be due (a notification, the poll tick, a full claim, a linger that
         /// ran out) and no claim has looked since. A call answered or an outcome written frees a slot
         /// but says nothing of the queue: claiming on each would be a statement per job for nothing
@@ -60,8 +59,14 @@ extension ClaimLoop {
             case stop(inFlight: Int)
         }
 
+        /// Whether the loop claims, or drains for a graceful shutdown.
+        enum Phase: Sendable, Equatable {
+            case claiming
+            case draining(since: ContinuousClock.Instant)
+        }
+
         /// A wake-up the loop arms for itself: the event comes back after the timer's duration.
-        enum Timer: Sendable, Equatable {
+        enum Timer: Sendable, Hashable {
             /// A few free slots are waiting for company: claim them anyway after `claimLinger`.
             case linger
             /// Calls are in flight and no claim is due: look again after `recheck`.
@@ -82,14 +87,14 @@ extension ClaimLoop {
                 case .callsFinished(let count):
                     inFlight -= count
                     recheckIfDue(now)
-                case .shutdownRequested where drainingSince == nil:
-                    drainingSince = now
+                case .shutdownRequested where phase == .claiming:
+                    phase = .draining(since: now)
                     beganDraining = true
                 case .lingerElapsed:
-                    lingerArmed = false
+                    armed.remove(.linger)
                     mayBeDue = true
                 case .recheckElapsed:
-                    recheckArmed = false
+                    armed.remove(.recheck)
                     recheckIfDue(now)
                 case .jobsAvailable, .tick:
                     mayBeDue = true
@@ -112,7 +117,7 @@ extension ClaimLoop {
         /// their jobs too, so while the writer is a full round behind (a slow or unreachable database)
         /// nothing more is claimed.
         mutating func next(unsettled: Int, now: ContinuousClock.Instant) -> Decision {
-            if let since = drainingSince {
+            if case .draining(let since) = phase {
                 if !candidates.isEmpty {
                     defer { candidates = [] }
                     return Decision(action: .releaseUnsent(candidates))
@@ -134,17 +139,11 @@ extension ClaimLoop {
                     mayBeDue = false
                     return Decision(action: .claim(limit: free))
                 }
-                if !lingerArmed {
-                    lingerArmed = true
-                    timers.append(.linger)
-                }
+                if armed.insert(.linger).inserted { timers.append(.linger) }
             }
             // Without it a busy loop whose calls and outcomes all came within `recheck` of its last
             // claim would look again only on the poll tick.
-            if inFlight > 0, !mayBeDue, !recheckArmed {
-                recheckArmed = true
-                timers.append(.recheck)
-            }
+            if inFlight > 0, !mayBeDue, armed.insert(.recheck).inserted { timers.append(.recheck) }
             // Jobs awaiting their reservation get it whether or not anything is due.
             return Decision(action: candidates.isEmpty ? .wait : .reserve, timers: timers)
         }
