@@ -30,7 +30,7 @@ struct ClaimLoopStateMachineTests {
         var machine = machine()
         _ = machine.receive([.jobsAvailable], now: start)
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
-        machine.reserved(stillWaiting: [], started: 60)
+        machine.turnEnded(.committed(waiting: [], started: 60, claimedCount: 60))
         _ = machine.receive([.callsFinished(20)], now: start + .milliseconds(10))
         #expect(machine.inFlight == 40)
         #expect(
@@ -46,13 +46,13 @@ struct ClaimLoopStateMachineTests {
     func aFullClaimClaimsAgain() {
         var machine = machine(concurrency: 4)
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 4))
-        machine.claimed([job(1), job(2)], full: false)
+        machine.turnEnded(.committed(waiting: [job(1), job(2)], started: 0, claimedCount: 2))
         #expect(machine.next(unsettled: 0, now: start).action == .reserve, "the claimed jobs' reservation, nothing more")
-        machine.reserved(stillWaiting: [], started: 2)
+        machine.turnEnded(.committed(waiting: [], started: 2, claimedCount: 0))
         #expect(machine.next(unsettled: 0, now: start).action == .wait)
         _ = machine.receive([.callsFinished(2), .tick], now: start + .seconds(1))
         #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .claim(limit: 4))
-        machine.claimed([], full: true)
+        machine.turnEnded(.committed(waiting: [], started: 0, claimedCount: 4))
         #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .claim(limit: 4), "full: more may be due")
     }
 
@@ -60,8 +60,7 @@ struct ClaimLoopStateMachineTests {
     func busyLoopRechecks() {
         var machine = machine()
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
-        machine.claimed([])
-        machine.reserved(stillWaiting: [], started: 40)
+        machine.turnEnded(.committed(waiting: [], started: 40, claimedCount: 40))
         let soon = start + ClaimLoop.StateMachine.recheck / 2
         _ = machine.receive([.callsFinished(10), .outcomesWritten], now: soon)
         #expect(machine.next(unsettled: 0, now: soon).action == .wait)
@@ -74,16 +73,15 @@ struct ClaimLoopStateMachineTests {
     func dueSignalWaitsForASlot() {
         var machine = machine(concurrency: 4)
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 4))
-        machine.claimed([])
-        machine.reserved(stillWaiting: [], started: 4)
+        machine.turnEnded(.committed(waiting: [], started: 4, claimedCount: 0))
         _ = machine.receive([.jobsAvailable], now: start + .seconds(1))
         #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .wait)
         #expect(machine.mayBeDue)
         _ = machine.receive([.callsFinished(4)], now: start + .seconds(2))
         #expect(machine.next(unsettled: 0, now: start + .seconds(2)).action == .claim(limit: 4))
         #expect(!machine.mayBeDue)
-        // The claim never ran (no session) or rolled back: the jobs may still be due.
-        machine.claimFailed()
+        // The claim never ran (no session): the jobs may still be due.
+        machine.turnEnded(.noSession)
         #expect(machine.next(unsettled: 0, now: start + .seconds(3)).action == .claim(limit: 4))
         // Back-pressure: the writer a full round behind holds the due signal until it catches up.
         _ = machine.receive([.jobsAvailable], now: start + .seconds(4))
@@ -96,8 +94,7 @@ struct ClaimLoopStateMachineTests {
     func lingers() {
         var machine = machine()
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
-        machine.claimed([], full: true)
-        machine.reserved(stillWaiting: [], started: 64)
+        machine.turnEnded(.committed(waiting: [], started: 64, claimedCount: 64))
         _ = machine.receive([.callsFinished(3)], now: start + .milliseconds(1))
         #expect(machine.next(unsettled: 0, now: start + .milliseconds(1)) == .init(action: .wait, timers: [.linger]))
         _ = machine.receive([.callsFinished(1)], now: start + .milliseconds(1))
@@ -111,12 +108,12 @@ struct ClaimLoopStateMachineTests {
     @Test("jobs awaiting their reservation and unwritten outcomes hold slots; a full writer round stops claims")
     func backPressure() {
         var machine = machine(concurrency: 8)
-        machine.claimed([job(1), job(2)])
+        machine.turnEnded(.committed(waiting: [job(1), job(2)], started: 0, claimedCount: 0))
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 6))
         #expect(machine.next(unsettled: 8, now: start + .seconds(1)).action == .reserve, "candidates still get their turn")
         // A failed reservation keeps its candidates; a successful one starts their calls.
         #expect(machine.candidates.map(\.id) == [1, 2])
-        machine.reserved(stillWaiting: [job(2)], started: 1)
+        machine.turnEnded(.committed(waiting: [job(2)], started: 1, claimedCount: 0))
         #expect(machine.candidates.map(\.id) == [2] && machine.inFlight == 1)
     }
 
@@ -139,18 +136,31 @@ struct ClaimLoopStateMachineTests {
     @Test("a claim rolled back is forgotten: its jobs leave the candidates, an earlier claim's stay and hold their slots")
     func forgetsARolledBackClaim() {
         var machine = machine(concurrency: 8)
-        machine.claimed([job(1), job(2)])
-        machine.claimed([job(3), job(4)])
-        machine.claimFailed(forgetting: [3, 4])
+        machine.turnEnded(.committed(waiting: [job(1), job(2)], started: 0, claimedCount: 0))
+        machine.turnEnded(.rolledBack(claimed: [3, 4], waiting: [job(1), job(2), job(3), job(4)]))
         #expect(machine.candidates.map(\.id) == [1, 2])
         #expect(machine.next(unsettled: 0, now: .now).action == .claim(limit: 6))
+    }
+
+    @Test("a turn that may have committed keeps every job a candidate (the next reservation tells) and claims again")
+    func mayHaveCommitted() {
+        var machine = machine(concurrency: 8)
+        #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 8))
+        machine.turnEnded(.mayHaveCommitted(waiting: [job(1), job(2)]))
+        #expect(machine.candidates.map(\.id) == [1, 2] && machine.inFlight == 0)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(1)).action == .claim(limit: 6))
+        machine.turnEnded(.committed(waiting: [job(1), job(2)], started: 0, claimedCount: 0))
+        #expect(machine.next(unsettled: 0, now: start + .seconds(2)).action == .reserve)
+        // A reserve-only turn with no session changes nothing and makes nothing due.
+        machine.turnEnded(.noSession)
+        #expect(!machine.mayBeDue)
+        #expect(machine.next(unsettled: 0, now: start + .seconds(3)).action == .reserve)
     }
 
     @Test("shutdown: unsent jobs go back first, then the loop waits for calls and the writer, then stops")
     func drains() {
         var machine = machine()
-        machine.claimed([job(1)])
-        machine.reserved(stillWaiting: [job(1)], started: 2)
+        machine.turnEnded(.committed(waiting: [job(1)], started: 2, claimedCount: 0))
         let began = machine.receive([.shutdownRequested], now: start)
         let beganAgain = machine.receive([.shutdownRequested], now: start)
         #expect(began && !beganAgain, "it begins once")
@@ -165,8 +175,7 @@ struct ClaimLoopStateMachineTests {
     func recheckTimer() {
         var machine = machine()
         #expect(machine.next(unsettled: 0, now: start) == .init(action: .claim(limit: 64)), "nothing in flight: no timer")
-        machine.claimed([])
-        machine.reserved(stillWaiting: [], started: 10)
+        machine.turnEnded(.committed(waiting: [], started: 10, claimedCount: 0))
         #expect(machine.next(unsettled: 0, now: start) == .init(action: .wait, timers: [.recheck]))
         #expect(machine.next(unsettled: 0, now: start) == .init(action: .wait), "one timer at a time")
         // Every answer and outcome within the recheck interval of the claim: no look by themselves.
@@ -189,8 +198,7 @@ struct ClaimLoopStateMachineTests {
     func clockSaysNothingOfTheQueue() {
         var machine = machine()
         #expect(machine.next(unsettled: 0, now: start).action == .claim(limit: 64))
-        machine.claimed([])
-        machine.reserved(stillWaiting: [], started: 5)
+        machine.turnEnded(.committed(waiting: [], started: 5, claimedCount: 0))
         let later = start + .seconds(10)
         _ = machine.receive([.clock], now: later)
         #expect(machine.next(unsettled: 0, now: later).action == .wait, "a clock is not a poll")
@@ -201,7 +209,7 @@ struct ClaimLoopStateMachineTests {
 
     @Test func theGracePeriodEndsADrainThatDoesNotFinish() {
         var machine = machine()
-        machine.reserved(stillWaiting: [], started: 5)
+        machine.turnEnded(.committed(waiting: [], started: 5, claimedCount: 0))
         _ = machine.receive([.shutdownRequested], now: start)
         #expect(machine.next(unsettled: 0, now: start + .seconds(9)).action == .wait)
         #expect(machine.next(unsettled: 0, now: start + .seconds(11)).action == .stop(inFlight: 5))

@@ -19,6 +19,8 @@ extension ClaimLoop {
         /// to reserve this turn.
         private(set) var candidates: [ValidJob] = []
         private var lastClaim: ContinuousClock.Instant
+        /// The claim's limit while its turn is out (nil otherwise): a claim that took as many is full.
+        private var issuedLimit: Int? = nil
         /// The timers whose event is on its way: one of each at a time.
         private var armed: Set<Timer> = []
         /// Something said jobs may be due (a notification, the poll tick, a full claim, a linger that
@@ -71,6 +73,22 @@ extension ClaimLoop {
             case linger
             /// Calls are in flight and no claim is due: look again after `recheck`.
             case recheck
+        }
+
+        /// How a turn on the database ended, as far as the bookkeeping goes.
+        enum TurnEnd: Sendable, Equatable {
+            /// No session: nothing ran.
+            case noSession
+            /// It went through: `waiting` still await their reservation (a later chunk, another job for
+            /// the same phone and channel, no verdict), `started` calls are in flight, and its claim took
+            /// `claimedCount` jobs.
+            case committed(waiting: [ValidJob], started: Int, claimedCount: Int)
+            /// Rolled back for certain: the jobs it claimed (`claimed`) are no longer this process's;
+            /// the others of `waiting` still await their reservation.
+            case rolledBack(claimed: Set<Int64>, waiting: [ValidJob])
+            /// It failed once its COMMIT was sent, so it may have committed: `waiting` (its claimed jobs
+            /// too) stay candidates.
+            case mayHaveCommitted(waiting: [ValidJob])
         }
 
         /// The action, and the timers to arm with it.
@@ -137,6 +155,7 @@ extension ClaimLoop {
                 if !lingering {
                     lastClaim = now
                     mayBeDue = false
+                    issuedLimit = free
                     return Decision(action: .claim(limit: free))
                 }
                 if armed.insert(.linger).inserted { timers.append(.linger) }
@@ -148,25 +167,29 @@ extension ClaimLoop {
             return Decision(action: candidates.isEmpty ? .wait : .reserve, timers: timers)
         }
 
-        /// Sendable jobs from this turn's claim: they wait for their reservation with the others. A full
-        /// claim (`full`) means more may be due: the next decision claims again.
-        mutating func claimed(_ jobs: [ValidJob], full: Bool = false) {
-            candidates += jobs
-            if full { mayBeDue = true }
-        }
-
-        /// A claim failed (no session, or rolled back): its jobs (`ids`) are no longer this process's
-        /// to reserve, and the jobs it was to claim may still be due.
-        mutating func claimFailed(forgetting ids: Set<Int64> = []) {
-            candidates.removeAll { ids.contains($0.id) }
-            mayBeDue = true
-        }
-
-        /// The reservation went through: `waiting` are still to be reserved (next round, or no verdict
-        /// came), `started` calls are in flight.
-        mutating func reserved(stillWaiting waiting: [ValidJob], started: Int) {
-            candidates = waiting
-            inFlight += started
+        /// A turn on the database ended (the loop ran the `claim` or `reserve` it was told to): what it
+        /// leaves awaiting a reservation, what calls it started, and whether the jobs it was to claim
+        /// may still be due.
+        mutating func turnEnded(_ end: TurnEnd) {
+            defer { issuedLimit = nil }
+            switch end {
+            case .noSession:
+                // Nothing ran: a claim it was to make is still to be made.
+                if issuedLimit != nil { mayBeDue = true }
+            case .committed(let waiting, let started, let claimedCount):
+                candidates = waiting
+                inFlight += started
+                // A full claim means more may be due: the next decision claims again.
+                if let limit = issuedLimit, claimedCount >= limit { mayBeDue = true }
+            case .rolledBack(let claimed, let waiting):
+                // Its claim never happened: the jobs it claimed are someone else's to claim.
+                candidates = waiting.filter { !claimed.contains($0.id) }
+                mayBeDue = true
+            case .mayHaveCommitted(let waiting):
+                // The next round's reservation tells (granted again under the job's own window, or lost).
+                candidates = waiting
+                mayBeDue = true
+            }
         }
     }
 }

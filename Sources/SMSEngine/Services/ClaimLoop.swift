@@ -116,37 +116,18 @@ package struct ClaimLoop: Service {
     }
 
     /// One turn on the database: claim up to `limit` jobs (nil: none) and reserve them with those
-    /// awaiting their reservation; the outcomes it decided go to the writer at its end.
+    /// awaiting their reservation; the outcomes it decided go to the writer at its end, and how it ended
+    /// to the state machine.
     private mutating func turn(claiming limit: Int?, machine: inout StateMachine) async {
         // A reconnect waits up to 10 s of backoff and 10 s to connect, and each statement up to
         // its timeout: fed after each, the watchdog (30 s) only starves when the loop itself is stuck.
         guard let db = await session.connect() else {
-            if limit != nil { machine.claimFailed() }
+            machine.turnEnded(.noSession)
             return
         }
         notifier.watchdog()
-        // Outcomes decided in this turn, handed to the writer together at its end.
-        var settled: [JobOutcome] = []
         // The heartbeat publishes a reload's channel priorities and TTLs (sms.channel_settings).
-        let current = settings.snapshot
-        do {
-            try await claimAndSend(limit: limit, with: current.settings, on: db, machine: &machine, settled: &settled)
-            session.succeeded()
-        } catch {
-            // Whatever the database said (gone, read-only, full, cancelled, a lock timeout):
-            // nothing claimed is lost (candidates still await their reservation), the outage
-            // is logged once, and a fresh session (maybe on a new primary) is tried with backoff.
-            await session.failed(error)
-        }
-        // Counted here, once, as they go to the writer (a claim rolled back took its own out).
-        stats.count(settled)
-        writes.submit(settled)
-    }
-
-    private func claimAndSend(
-        limit: Int?, with live: LiveSettings, on db: PostgresConnection, machine: inout StateMachine,
-        settled: inout [JobOutcome]
-    ) async throws {
+        let live = settings.snapshot.settings
         let triage = Triage(configuration: live.triage, throttleWindow: live.admission.throttleWindow)
         var admission = Admission(configuration: live.admission, breaker: breaker, triage: triage)
         admission.pollInterval = configuration.pollInterval
@@ -157,40 +138,43 @@ package struct ClaimLoop: Service {
         let turn = await Turn.run(
             worker: identity.id, claiming: limit, lease: configuration.lease,
             candidates: machine.candidates, triage: triage, admission: admission, on: db)
-        // The half-open breaker's probe, if the turn's plan took it: handed back unless its call starts.
-        var probe = turn.plan?.probe
-        defer { if probe != nil { breaker.releaseProbe() } }
         leases.hold(turn.claimed.map(\.lease))
         notifier.watchdog()
-        settled += turn.settled
-        // A full claim means more may be due: the machine's next decision claims again.
-        machine.claimed(turn.sendable, full: limit.map { turn.claimed.count == $0 } ?? false)
-        if let plan = turn.plan {
-            // Until the reservation is through, every candidate is still awaiting it (the breaker's
-            // deferrals are settled: their outcomes go to the writer even if the reservation failed).
-            settled += plan.settled
-            machine.reserved(stillWaiting: plan.batch + plan.nextRound, started: 0)
-        }
-        if let failure = turn.failure {
-            if !turn.committing || Self.rolledBack(failure) {
-                // Rolled back (the session is dropped with it): this turn's claim never happened, and
-                // its jobs are someone else's to claim.
-                let here = Set(turn.claimed.map(\.id))
-                for job in turn.claimed { leases.release(job.lease) }
-                machine.claimFailed(forgetting: here)
-                settled.removeAll { here.contains($0.job.id) }
-            } else {
-                // Any other failed COMMIT may have committed: its jobs stay candidates, and the next
-                // round's reservation tells (granted again: their own windows; or lost). Either way
-                // the jobs it was to claim may still be due.
-                machine.claimFailed()
+        // Outcomes decided in this turn, handed to the writer together at its end (the breaker's
+        // deferrals are settled even if the reservation failed).
+        var settled = turn.settled + (turn.plan?.settled ?? [])
+        // Until the reservation is through, every job of the plan still awaits it.
+        let waiting = turn.plan.map { $0.batch + $0.nextRound } ?? (machine.candidates + turn.sendable)
+        switch turn.ending {
+        case .committed:
+            var started = 0
+            var stillWaiting: [ValidJob] = []
+            if let plan = turn.plan {
+                (stillWaiting, started) = send(turn.answer, for: plan, by: admission, settled: &settled)
             }
-            throw failure
+            machine.turnEnded(.committed(waiting: stillWaiting, started: started, claimedCount: turn.claimed.count))
+            stats.countClaimed(turn.claimed.count)
+            session.succeeded()
+        case .rolledBack(let failure):
+            // Rolled back (the session is dropped with it): this turn's claim never happened, and its
+            // jobs are someone else's to claim.
+            if turn.plan?.probe != nil { breaker.releaseProbe() }
+            let here = Set(turn.claimed.map(\.id))
+            for job in turn.claimed { leases.release(job.lease) }
+            settled.removeAll { here.contains($0.job.id) }
+            machine.turnEnded(.rolledBack(claimed: here, waiting: waiting))
+            await session.failed(failure)
+        case .mayHaveCommitted(let failure):
+            // Any other failure once the COMMIT was sent may have committed: its jobs stay candidates,
+            // and the next round's reservation tells (granted again: their own windows; or lost).
+            if turn.plan?.probe != nil { breaker.releaseProbe() }
+            machine.turnEnded(.mayHaveCommitted(waiting: waiting))
+            await session.failed(failure)
         }
-        if let plan = turn.plan {
-            send(turn.answer, for: plan, by: admission, machine: &machine, settled: &settled, probe: &probe)
-        }
-        stats.countClaimed(turn.claimed.count)
+        stats.setInFlight(machine.inFlight)
+        // Counted here, once, as they go to the writer (a claim rolled back took its own out).
+        stats.count(settled)
+        writes.submit(settled)
     }
 
     /// One claim turn on the connection's thread, back to back: BEGIN and the claim, the triage of
@@ -211,6 +195,19 @@ package struct ClaimLoop: Service {
         /// The reservation's verdicts (none when nothing was asked).
         var answer = ReserveSends.Answer()
         var failure: (any Error)? = nil
+
+        /// How it ended: committed, rolled back for certain, or failed once its COMMIT was sent (may
+        /// have committed).
+        enum Ending {
+            case committed
+            case rolledBack(any Error)
+            case mayHaveCommitted(any Error)
+        }
+
+        var ending: Ending {
+            guard let failure else { return .committed }
+            return !committing || ClaimLoop.rolledBack(failure) ? .rolledBack(failure) : .mayHaveCommitted(failure)
+        }
 
         /// `claiming`: how many jobs to claim first (nil: none, only the candidates' reservation).
         static func run(
@@ -265,30 +262,26 @@ package struct ClaimLoop: Service {
     }
 
     /// The reservation's verdicts on `plan`'s batch (a job without one was not asked, or got no
-    /// answer: it waits for the next round): the granted calls start, the rest are settled. `probe`
-    /// is cleared when its call starts.
+    /// answer: it waits for the next round): the granted calls start, the rest are settled. Returns the
+    /// jobs still awaiting their reservation and how many calls started. The half-open breaker's probe,
+    /// if the plan took it, is handed back unless its call starts.
     private func send(
-        _ answer: ReserveSends.Answer, for plan: Admission.Plan, by admission: Admission,
-        machine: inout StateMachine, settled: inout [JobOutcome], probe: inout Int64?
-    ) {
+        _ answer: ReserveSends.Answer, for plan: Admission.Plan, by admission: Admission, settled: inout [JobOutcome]
+    ) -> (waiting: [ValidJob], started: Int) {
         let verdicts = admission.apply(answer.verdicts, to: plan.batch)
         fraud.record(answer)
-        var probeCall: Int64? = nil
-        if let probeJob = probe, verdicts.granted.contains(where: { $0.job.id == probeJob }) {
-            // Its call starts now: the call's answer settles the probe (or the sender hands it back
-            // if a pause holds the call back at its slot).
-            probe = nil
-            probeCall = probeJob
-        }
+        // Its call starts now: the call's answer settles the probe (or the sender hands it back if a
+        // pause holds the call back at its slot).
+        let probeCall = plan.probe.flatMap { probe in verdicts.granted.contains { $0.job.id == probe } ? probe : nil }
+        if plan.probe != nil, probeCall == nil { breaker.releaseProbe() }
         for job in verdicts.lost {
             // Rescued from under us (the lease ran out): no call, and no outcome of ours.
             leases.release(job.lease)
             logger.warning("job's lease passed on before its call; not sending it", metadata: ["job": "\(job.id)"])
         }
         settled += verdicts.settled
-        machine.reserved(stillWaiting: plan.nextRound + verdicts.unanswered, started: verdicts.granted.count)
         sender.start(verdicts.granted, deciding: admission.triage, probe: probeCall)
-        stats.setInFlight(machine.inFlight)
+        return (plan.nextRound + verdicts.unanswered, verdicts.granted.count)
     }
 }
 
