@@ -50,26 +50,22 @@ final class DispatchEvents: Sendable {
     /// The events since the last call, once there is at least one; nil after `close()` or when the
     /// task is cancelled (the loop ends either way).
     func next() async -> [DispatchEvent]? {
-        await inbox.take(when: \.isReady) { state -> [DispatchEvent]? in
-            guard !state.closed else { return nil }
-            var events = state.flags
-            if state.finishedCalls > 0 { events.append(.callsFinished(state.finishedCalls)) }
-            state.flags.removeAll(keepingCapacity: true)
-            state.finishedCalls = 0
-            return events
-        } ?? nil
+        await inbox.take(when: \.isReady, Self.takeAll) ?? nil
     }
 
     /// The events since the last call, without waiting: none if nothing came; nil after `close()`.
     func takeNow() -> [DispatchEvent]? {
-        inbox.withState { state -> [DispatchEvent]? in
-            guard !state.closed else { return nil }
-            var events = state.flags
-            if state.finishedCalls > 0 { events.append(.callsFinished(state.finishedCalls)) }
-            state.flags.removeAll(keepingCapacity: true)
-            state.finishedCalls = 0
-            return events
-        }
+        inbox.withState(Self.takeAll)
+    }
+
+    /// Everything pending, emptied; nil once closed.
+    private static func takeAll(_ state: inout State) -> [DispatchEvent]? {
+        guard !state.closed else { return nil }
+        var events = state.flags
+        if state.finishedCalls > 0 { events.append(.callsFinished(state.finishedCalls)) }
+        state.flags.removeAll(keepingCapacity: true)
+        state.finishedCalls = 0
+        return events
     }
 
     /// Sends `event` once `delay` has passed (the claim loop's linger and recheck timers).

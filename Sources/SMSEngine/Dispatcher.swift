@@ -4,7 +4,6 @@ import PostgresClient
 import SMSJobStore
 import SMSModel
 import ServiceLifecycle
-import Synchronization
 
 /// The daemon: claims due jobs, triages them, calls GenAuth with at most `concurrency` calls in
 /// flight, and writes every outcome back in batches. A swift-service-lifecycle `Service`: `run()`

@@ -1,3 +1,4 @@
+import ServiceLifecycle
 import PostgresClient
 
 /// The shape the engine's periodic services share (heartbeat, lease rescuer, retention): on a session
@@ -27,4 +28,12 @@ enum PeriodicTask {
         }
         await session.close()
     }
+}
+
+/// Runs `work` as one service of the dispatcher's group: cancelled at the service's turn in a graceful
+/// shutdown, and never returning before that turn, even when `work` ends early (the daemon's stop flag):
+/// a service of the group that returns out of turn makes the group cancel the others.
+func runUntilItsTurn(_ work: @escaping @Sendable () async -> Void) async throws {
+    try await cancelWhenGracefulShutdown(work)
+    try? await gracefulShutdown()
 }

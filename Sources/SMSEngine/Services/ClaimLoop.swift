@@ -143,8 +143,8 @@ package struct ClaimLoop: Service {
         // Outcomes decided in this turn, handed to the writer together at its end (the breaker's
         // deferrals are settled even if the reservation failed).
         var settled = turn.settled + (turn.plan?.settled ?? [])
-        // Until the reservation is through, every job of the plan still awaits it.
-        let waiting = turn.plan.map { $0.batch + $0.nextRound } ?? (machine.candidates + turn.sendable)
+        // After a failure every job of the plan still awaits its reservation.
+        func waiting() -> [ValidJob] { turn.plan.map { $0.batch + $0.nextRound } ?? (machine.candidates + turn.sendable) }
         switch turn.ending {
         case .committed:
             var started = 0
@@ -162,13 +162,13 @@ package struct ClaimLoop: Service {
             let here = Set(turn.claimed.map(\.id))
             for job in turn.claimed { leases.release(job.lease) }
             settled.removeAll { here.contains($0.job.id) }
-            machine.turnEnded(.rolledBack(claimed: here, waiting: waiting))
+            machine.turnEnded(.rolledBack(claimed: here, waiting: waiting()))
             await session.failed(failure)
         case .mayHaveCommitted(let failure):
             // Any other failure once the COMMIT was sent may have committed: its jobs stay candidates,
             // and the next round's reservation tells (granted again: their own windows; or lost).
             if turn.plan?.probe != nil { breaker.releaseProbe() }
-            machine.turnEnded(.mayHaveCommitted(waiting: waiting))
+            machine.turnEnded(.mayHaveCommitted(waiting: waiting()))
             await session.failed(failure)
         }
         stats.setInFlight(machine.inFlight)

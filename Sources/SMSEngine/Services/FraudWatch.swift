@@ -32,7 +32,7 @@ package struct FraudWatch: Service {
         let (configuration, settings, board, logger) = (self.configuration, self.settings, self.board, self.logger)
         await PeriodicTask.run(
             session: &session, every: configuration.interval, waitFirst: false,
-            while: { [stopping] in !stopping.isSet && !Task.isShuttingDownGracefully }
+            while: { [stopping] in !stopping.isSet }
         ) { db in
             try await Self.round(
                 fraud: settings.snapshot.settings.admission.fraud, interval: configuration.interval,
@@ -82,12 +82,9 @@ extension FraudWatch {
     /// Its evaluator rounds until its turn in the shutdown, which stops it at once (between rounds or in one:
     /// a round is a transaction that either commits or is rolled back).
     package func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        try await runUntilItsTurn {
             var service = self
             await service.rounds()
         }
-        // Stopped early by the daemon's stop flag: still return only at this service's turn (a service
-        // of the group that returns out of turn makes it cancel the others).
-        try? await gracefulShutdown()
     }
 }

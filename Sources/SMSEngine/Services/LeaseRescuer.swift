@@ -35,7 +35,7 @@ package struct LeaseRescuer: Service {
         let throttleWindow = self.throttleWindow
         await PeriodicTask.run(
             session: &session, every: configuration.interval,
-            while: { [stopping] in !stopping.isSet && !Task.isShuttingDownGracefully }
+            while: { [stopping] in !stopping.isSet }
         ) {
             db in
             let rescued: [(id: Int64, state: JobState)]
@@ -83,12 +83,9 @@ extension LeaseRescuer {
     /// Its rescue rounds until its turn in the shutdown, which stops it at once (between rounds or in one:
     /// a round is a transaction that either commits or is rolled back).
     package func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        try await runUntilItsTurn {
             var service = self
             await service.rounds()
         }
-        // Stopped early by the daemon's stop flag: still return only at this service's turn (a service
-        // of the group that returns out of turn makes it cancel the others).
-        try? await gracefulShutdown()
     }
 }

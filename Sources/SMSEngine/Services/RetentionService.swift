@@ -40,7 +40,7 @@ package struct RetentionService: Service {
         // The first run waits one interval, so a restart loop does not hammer the table.
         await PeriodicTask.run(
             session: &session, every: configuration.interval, waitFirst: true,
-            while: { [stopping] in !stopping.isSet && !Task.isShuttingDownGracefully }
+            while: { [stopping] in !stopping.isSet }
         ) { db in
             guard let run = try await Self.apply(configuration, on: db) else { return nil }
             guard configuration.maxAge > .zero else { return nil }
@@ -78,12 +78,9 @@ extension RetentionService {
     /// Its housekeeping rounds until its turn in the shutdown, which stops it at once (between rounds or in one:
     /// a round is a transaction that either commits or is rolled back).
     package func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        try await runUntilItsTurn {
             var service = self
             await service.rounds()
         }
-        // Stopped early by the daemon's stop flag: still return only at this service's turn (a service
-        // of the group that returns out of turn makes it cancel the others).
-        try? await gracefulShutdown()
     }
 }

@@ -96,12 +96,10 @@ extension WakeSource {
         let session: DatabaseSession
 
         func run() async throws {
-            try await cancelWhenGracefulShutdown {
+            try await runUntilItsTurn {
                 var session = self.session
                 await source.listen(session: &session)
             }
-            // Ended early by the daemon's stop flag: still return only at this service's turn.
-            try? await gracefulShutdown()
         }
     }
 }
